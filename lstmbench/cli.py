@@ -1,0 +1,158 @@
+"""The command line: the only module that prints or exits. Library errors become `Error: ...`, exit 2."""
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+from tqdm import tqdm
+
+from . import __version__, report, storage
+from .errors import LstmbenchError
+from .runner import plan_runs, run_suite
+from .strategies import CHOICE_HELP, DESCRIPTIONS, computation_note
+from .suite import PRESETS, StrategySpec, load_suite
+
+EXIT_BAD_INPUT = 2  # bad suite, bad result files, bad options (click's own usage errors are 2 too)
+EXIT_RUNS_FAILED = 1  # the suite ran, but some runs failed; their rows say why
+
+
+class CliError(click.ClickException):
+    exit_code = EXIT_BAD_INPUT
+
+
+def translate_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except LstmbenchError as e:
+            raise CliError(str(e)) from None
+    return wrapper
+
+
+@click.group()
+@click.version_option(__version__, prog_name="lstmbench")
+def main() -> None:
+    """Benchmark batching strategies for variable-length LSTM training."""
+
+
+@main.command()
+@click.argument("suite_file", type=click.Path(dir_okay=False))
+@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), help="Override the suite's device.")
+@click.option("--out", default="results", show_default=True, help="Results folder.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
+              help="Override a suite key, e.g. --set train.epochs=1 (repeatable).")
+@click.option("--inline", is_flag=True, help="Run in this process instead of a fresh one per run "
+                                             "(faster start; peak memory is then not the run's own).")
+@translate_errors
+def run(suite_file: str, device: str | None, out: str, overrides: tuple[str, ...], inline: bool) -> None:
+    """Train every strategy of SUITE_FILE once per seed and append one row per run.
+
+    Example: lstmbench run suites/packing.yaml --set seeds=[0]
+    """
+    bar: Any = None
+
+    def on_start(planned: Any, i: int, n: int) -> None:
+        bar.set_description(f"{planned.spec.name} seed {planned.seed}")
+
+    def on_progress(step: int, steps: int) -> None:
+        bar.set_postfix_str(f"step {step}/{steps}")
+
+    suite = load_suite(suite_file, overrides, device)
+    runs = plan_runs(suite)
+    records = run_suite(suite, isolate=not inline, on_start=on_start, on_progress=on_progress)
+    run_file = storage.new_run_file(out, suite.name)
+    click.echo(f"{suite.name}: {len(suite.strategies)} strategies x {len(suite.seeds)} seeds = {len(runs)} runs "
+               f"on {suite.device}; rows go to {run_file.path}", err=True)
+    failed = done = 0
+    bar = tqdm(total=len(runs), unit="run", file=sys.stderr, dynamic_ncols=True, disable=None)  # no bar in logs
+
+    try:
+        for record in records:
+            run_file.append(record.to_dict())
+            done += 1
+            bar.update(1)
+            if record.status == "ok":
+                bar.write(f"  {record.strategy} seed {record.seed}: {record.tokens_per_s:,.0f} tokens/s, "
+                          f"accuracy {record.eval_accuracy:.3f} (exact {record.eval_accuracy_exact:.3f}), "
+                          f"train {record.train_time_s:.2f} s", file=sys.stderr)
+            else:
+                failed += 1
+                bar.write(f"  {record.strategy} seed {record.seed}: {record.status}: {record.error}", file=sys.stderr)
+    except KeyboardInterrupt:
+        bar.close()
+        click.echo(f"Interrupted: {done} finished run(s) kept in {run_file.path}", err=True)
+        sys.exit(130)
+    bar.close()
+    loaded = storage.load_rows([run_file.path])
+    for suite_report in report.build_reports(loaded.rows):
+        for section in suite_report.sections:
+            click.echo(section.table().to_markdown(index=False))
+    click.echo(f"\n{done} rows appended to {run_file.path}; `lstmbench report` makes tables and plots.")
+    if failed:
+        click.echo(f"Error: {failed} of {done} runs failed; their rows carry the status and error.", err=True)
+        sys.exit(EXIT_RUNS_FAILED)
+
+
+@main.command(name="report")
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option("--out", default=None, help="Write each suite's report to OUT/<suite>/ "
+                                          "(default: the report/ folder beside the suite's results).")
+@translate_errors
+def report_cmd(paths: tuple[str, ...], out: str | None) -> None:
+    """Tables and plots from result files or folders (default: results/).
+
+    Example: lstmbench report results/packing
+    """
+    loaded = storage.load_rows(paths or ["results"])
+    for warning in loaded.skipped:
+        click.echo(f"Warning: {warning}", err=True)
+    for suite_report in report.build_reports(loaded.rows):
+        folder = Path(out) / suite_report.suite if out else _default_report_dir(loaded.rows, suite_report.suite)
+        written = storage.write_files(folder, suite_report.files())
+        click.echo(suite_report.markdown())
+        click.echo(f"Wrote {len(written)} files to {folder}\n")
+
+
+def _default_report_dir(rows: Any, suite: str) -> Path:
+    first = Path(rows.loc[rows["suite"] == suite, "source_file"].iloc[0])
+    if first.parent.name == suite:
+        return first.parent / storage.REPORT_DIR
+    return storage.report_dir("results", suite)
+
+
+@main.command()
+@click.argument("suite_file", type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override a suite key.")
+@translate_errors
+def validate(suite_file: str, overrides: tuple[str, ...]) -> None:
+    """Check SUITE_FILE without running it."""
+    suite = load_suite(suite_file, overrides)
+    runs = len(suite.strategies) * len(suite.seeds)
+    click.echo(f"{suite_file}: ok: suite {suite.name!r}, {len(suite.strategies)} strategies x "
+               f"{len(suite.seeds)} seeds = {runs} runs on {suite.device} (configuration {suite.hash})")
+    for spec in suite.strategies:
+        click.echo(f"  {_describe(spec, suite.model.bidirectional)}")
+
+
+@main.command()
+def strategies() -> None:
+    """List the strategy presets and the choices they compose."""
+    for name, desc in DESCRIPTIONS.items():
+        click.echo(f"{name:<9} {desc}")
+    click.echo("\nA strategy composes one choice of each (give `name`, `batching`, `padding`, `readout`):")
+    for axis, options in CHOICE_HELP.items():
+        for value, text in options.items():
+            click.echo(f"  {axis}: {value:<9} {text}")
+
+
+def _describe(spec: StrategySpec, bidirectional: bool) -> str:
+    cut = f" (max_len {spec.max_len})" if spec.padding == "truncate" else ""
+    note = computation_note(spec, bidirectional)
+    exact = f"changes the computation: {note}" if note else "exact: equals per-sequence processing"
+    preset = " [preset]" if spec.name in PRESETS else ""
+    return (f"{spec.name}{preset}: batching {spec.batching}, padding {spec.padding}{cut}, "
+            f"readout {spec.readout}; {exact}")

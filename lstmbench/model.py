@@ -1,0 +1,72 @@
+"""Stage 4, the model: the one LSTM classifier every strategy shares, its seeded init and checksum."""
+from __future__ import annotations
+
+import hashlib
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+from .data import PAD
+from .suite import ModelConfig
+
+
+class LSTMClassifier(nn.Module):
+    """Embedding -> LSTM -> linear head on one hidden state per sequence.
+
+    `readout` picks that state, and is the only place strategies differ inside the model:
+      last: the last time step of the padded batch (h_n of a padded run: what a naive model reads)
+      mask: each sequence's true last step gathered from the padded output (reverse direction: step 0)
+      pack: h_n of a PackedSequence run: exact per sequence, in both directions
+    """
+
+    def __init__(self, cfg: ModelConfig, vocab_size: int, num_classes: int):
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, cfg.embed_dim, padding_idx=PAD)
+        self.lstm = nn.LSTM(cfg.embed_dim, cfg.hidden_size, num_layers=cfg.num_layers, batch_first=True,
+                            bidirectional=cfg.bidirectional, dropout=cfg.dropout if cfg.num_layers > 1 else 0.0)
+        self.directions = 2 if cfg.bidirectional else 1
+        self.head = nn.Linear(cfg.hidden_size * self.directions, num_classes)
+
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor, readout: str) -> torch.Tensor:
+        x = self.embed(tokens)
+        if readout == "pack":
+            packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+            _, (h_n, _) = self.lstm(packed)
+            state = self._last_layer(h_n)
+        elif readout == "last":
+            _, (h_n, _) = self.lstm(x)
+            state = self._last_layer(h_n)
+        elif readout == "mask":
+            out, _ = self.lstm(x)
+            hidden = self.lstm.hidden_size
+            end = (lengths.to(out.device) - 1).view(-1, 1, 1).expand(-1, 1, hidden)
+            forward_state = out[:, :, :hidden].gather(1, end).squeeze(1)
+            if self.directions == 1:
+                state = forward_state
+            else:  # the reverse direction ends at step 0, after it has run over the padding
+                state = torch.cat([forward_state, out[:, 0, hidden:]], dim=1)
+        else:
+            raise ValueError(f"unknown readout {readout!r}")
+        return self.head(state)
+
+    def _last_layer(self, h_n: torch.Tensor) -> torch.Tensor:
+        """h_n is [layers * directions, B, H]; the last layer's directions, concatenated."""
+        return torch.cat(list(h_n[-self.directions:]), dim=1)
+
+
+def build_model(cfg: ModelConfig, vocab_size: int, num_classes: int, seed: int) -> LSTMClassifier:
+    """The same (cfg, seed) gives bit-identical initial weights in any process."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return LSTMClassifier(cfg, vocab_size, num_classes)
+
+
+def weights_checksum(model: nn.Module) -> str:
+    """sha256 over every parameter's name, shape and float32 bytes: equal checksums, equal models."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(str(tuple(tensor.shape)).encode())
+        h.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]

@@ -1,0 +1,113 @@
+"""Result records: one `RunRecord` per (strategy, seed) run, flat scalars plus `env`."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import socket
+import subprocess
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1  # bump when a stored key changes meaning or disappears; readers refuse newer files
+
+STATUSES = ("ok", "error", "diverged", "oom", "crashed")
+
+
+@dataclass
+class RunRecord:
+    suite: str
+    suite_hash: str  # hash of the resolved suite: rows with equal hashes share a configuration
+    strategy: str
+    batching: str
+    padding: str
+    readout: str
+    max_len: int
+    computation_note: str  # '' = equals per-sequence processing; else how the computation differs
+    device: str
+    seed: int
+    status: str  # ok | error | diverged | oom | crashed
+    error: str = ""
+    epochs: int = 0
+    batch_size: int = 0
+    steps: int = 0  # optimizer steps, all timed (warm-up ran on a scratch copy of the model)
+    warmup_steps: int = 0
+    real_tokens: int | None = None  # non-padding tokens fed to the model (after truncation)
+    padded_tokens: int | None = None  # batch x time summed over steps: every position computed or padded
+    pad_fraction: float | None = None
+    train_time_s: float | None = None  # sum of step times: batch preparation + forward + backward + update
+    data_time_s: float | None = None  # batch preparation (collate, copy to device) within train_time_s
+    data_time_fraction: float | None = None
+    samples_per_s: float | None = None
+    tokens_per_s: float | None = None  # real tokens per second of train_time_s
+    step_time_median_s: float | None = None
+    step_time_p10_s: float | None = None
+    step_time_p90_s: float | None = None
+    peak_mem_bytes: int | None = None  # CUDA peak allocated; CPU: the run process's peak RSS
+    baseline_rss_bytes: int | None = None  # CPU resident memory before the data and model were built
+    eval_accuracy: float | None = None  # the strategy's own inference path (what deploying it gives)
+    eval_accuracy_exact: float | None = None  # the same weights, evaluated exactly per sequence
+    eval_loss_exact: float | None = None
+    final_loss: float | None = None  # mean training loss over the last epoch
+    init_checksum: str = ""  # sha256 prefix of the initial weights: equal across strategies of a seed
+    threads: int = 0
+    eval_time_s: float | None = None  # not part of train_time_s
+    config: dict[str, Any] = field(default_factory=dict)  # the resolved suite, for the report and reruns
+    env: dict[str, Any] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+REQUIRED_KEYS = tuple(f.name for f in dataclasses.fields(RunRecord))
+
+
+def collect_env(device_name: str, threads: int) -> dict[str, Any]:
+    """Where and with what a row was measured (pyperf-style metadata)."""
+    import numpy
+    import torch
+
+    from . import __version__
+
+    return {
+        "lstmbench": __version__,
+        "git_commit": _git_commit(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "device_name": device_name,
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "threads": threads,
+        "mkldnn": bool(torch.backends.mkldnn.is_available()),
+        "cudnn": torch.backends.cudnn.version() if torch.cuda.is_available() else None,
+        "platform": platform.platform(),
+        "host": socket.gethostname(),
+        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=Path(__file__).parent,
+                               capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

@@ -1,0 +1,235 @@
+"""The report: result rows -> per-suite tables (Markdown, CSV, terminal) and plots (matplotlib, Agg).
+
+One section per (suite, configuration hash, device): rows made by different configurations are never
+averaged together.
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from .data import make_data  # noqa: E402
+from .errors import LstmbenchError  # noqa: E402
+from .stats import mean_std, spread  # noqa: E402
+from .suite import suite_from_dict  # noqa: E402
+
+BASELINE = "naive"  # speed-ups are against this strategy when the section has it
+
+
+@dataclass
+class Section:
+    suite: str
+    suite_hash: str
+    device: str
+    summary: pd.DataFrame  # one row per strategy, raw numbers
+    notes: list[str] = field(default_factory=list)
+    config: dict = field(default_factory=dict)
+
+    @property
+    def title(self) -> str:
+        return f"{self.suite} on {self.device} (configuration {self.suite_hash})"
+
+    def table(self) -> pd.DataFrame:
+        return format_table(self.summary)
+
+
+@dataclass
+class SuiteReport:
+    suite: str
+    sections: list[Section]
+
+    def markdown(self) -> str:
+        parts = [f"# lstmbench report: {self.suite}\n"]
+        for s in self.sections:
+            parts.append(f"## {s.title}\n")
+            if s.config.get("description"):
+                parts.append(s.config["description"] + "\n")
+            parts.append(s.table().to_markdown(index=False) + "\n")
+            parts += [f"- {n}" for n in s.notes]
+            parts.append("")
+        return "\n".join(parts)
+
+    def files(self) -> dict[str, str | bytes]:
+        out: dict[str, str | bytes] = {"summary.md": self.markdown()}
+        frames = [s.summary.assign(suite=s.suite, suite_hash=s.suite_hash, device=s.device) for s in self.sections]
+        out["summary.csv"] = pd.concat(frames).to_csv(index=False)
+        for s in self.sections:
+            tag = "" if len(self.sections) == 1 else f"-{s.device}-{s.suite_hash}"
+            for name, png in plots(s).items():
+                out[f"{name}{tag}.png"] = png
+        return out
+
+
+def build_reports(rows: pd.DataFrame) -> list[SuiteReport]:
+    reports = []
+    for suite, suite_rows in rows.groupby("suite", sort=True):
+        sections = []
+        for (suite_hash, device), group in suite_rows.groupby(["suite_hash", "device"], sort=False):
+            sections.append(_section(str(suite), str(suite_hash), str(device), group))
+        reports.append(SuiteReport(str(suite), sections))
+    return reports
+
+
+def _section(suite: str, suite_hash: str, device: str, rows: pd.DataFrame) -> Section:
+    config = rows["config"].iloc[-1] if "config" in rows else {}
+    order = [s["name"] for s in config.get("strategies", [])] or list(dict.fromkeys(rows["strategy"]))
+    order += [s for s in dict.fromkeys(rows["strategy"]) if s not in order]
+    ok = rows[rows["status"] == "ok"]
+    records = []
+    for name in order:
+        mine, good = rows[rows["strategy"] == name], ok[ok["strategy"] == name]
+        if mine.empty:
+            continue
+        tps = spread(good["tokens_per_s"])
+        acc, acc_sd = mean_std(good["eval_accuracy"])
+        exact, exact_sd = mean_std(good["eval_accuracy_exact"])
+        records.append({
+            "strategy": name,
+            "computes": mine["computation_note"].iloc[-1] or "exact",
+            "runs_ok": len(good), "runs_failed": len(mine) - len(good),
+            "tokens_per_s": tps.median, "tokens_per_s_min": tps.low, "tokens_per_s_max": tps.high,
+            "tokens_per_s_iqr_rel": tps.iqr_rel, "unstable": tps.unstable,
+            "samples_per_s": spread(good["samples_per_s"]).median,
+            "pad_fraction": spread(good["pad_fraction"]).median,
+            "data_time_fraction": spread(good["data_time_fraction"]).median,
+            "train_time_s": spread(good["train_time_s"]).median,
+            "peak_mem_mib": spread(good["peak_mem_bytes"]).median / 2**20,
+            "run_mem_mib": spread(good["peak_mem_bytes"] - good["baseline_rss_bytes"]).median / 2**20
+            if device == "cpu" else np.nan,
+            "eval_accuracy": acc, "eval_accuracy_sd": acc_sd,
+            "eval_accuracy_exact": exact, "eval_accuracy_exact_sd": exact_sd,
+        })
+    summary = pd.DataFrame(records)
+    base = summary.loc[summary["strategy"] == BASELINE, "tokens_per_s"]
+    summary["speedup_vs_naive"] = summary["tokens_per_s"] / base.iloc[0] if len(base) else np.nan
+    return Section(suite, suite_hash, device, summary, _notes(rows, ok), config)
+
+
+def _notes(rows: pd.DataFrame, ok: pd.DataFrame) -> list[str]:
+    notes = []
+    seeds = sorted(ok["seed"].unique())
+    same_init = all(ok.loc[ok["seed"] == s, "init_checksum"].nunique() == 1 for s in seeds)
+    if same_init:
+        notes.append(f"Initial weights identical across strategies for each of the {len(seeds)} seed(s) "
+                     f"(init_checksum per seed: {', '.join(ok.groupby('seed')['init_checksum'].first())}).")
+    else:
+        notes.append("WARNING: initial weights differ between strategies of the same seed; the runs are not "
+                     "comparable.")
+    env = ok["env"].iloc[-1] if len(ok) else {}
+    if env:
+        notes.append(f"Measured on {env.get('cpu')} ({env.get('threads')} threads), device {env.get('device_name')}, "
+                     f"torch {env.get('torch')}, lstmbench {env.get('lstmbench')} at {env.get('git_commit')}.")
+    for _, r in rows[rows["status"] != "ok"].iterrows():
+        notes.append(f"FAILED: {r['strategy']} seed {r['seed']}: {r['status']}: {r['error']}")
+    notes.append("tokens/s counts real (non-padding) tokens per second of training steps, warm-up and evaluation "
+                 "excluded; the range is min-max over seeds. Accuracy is mean ± sd over seeds: 'own path' through "
+                 "the strategy's inference path, 'exact' the same weights evaluated per sequence.")
+    return notes
+
+
+def format_table(summary: pd.DataFrame) -> pd.DataFrame:
+    def pm(mean: float, sd: float) -> str:
+        return "-" if np.isnan(mean) else f"{mean:.3f} ± {sd:.3f}"
+
+    out = pd.DataFrame({
+        "strategy": summary["strategy"],
+        "computes": summary["computes"],
+        "runs": [f"{ok}" + (f" ({bad} failed)" if bad else "") for ok, bad in
+                 zip(summary["runs_ok"], summary["runs_failed"])],
+        "tokens/s (median, min-max)": [
+            "-" if np.isnan(m) else f"{m:,.0f} ({lo:,.0f}-{hi:,.0f})" + (" unstable" if u else "")
+            for m, lo, hi, u in zip(summary["tokens_per_s"], summary["tokens_per_s_min"],
+                                    summary["tokens_per_s_max"], summary["unstable"])],
+        "vs naive": ["-" if np.isnan(x) else f"{x:.2f}x" for x in summary["speedup_vs_naive"]],
+        "pad %": [_pct(x) for x in summary["pad_fraction"]],
+        "data prep %": [_pct(x, 2) for x in summary["data_time_fraction"]],
+        "peak MiB": [_mem(p, r) for p, r in zip(summary["peak_mem_mib"], summary["run_mem_mib"])],
+        "accuracy, own path": [pm(m, s) for m, s in zip(summary["eval_accuracy"], summary["eval_accuracy_sd"])],
+        "accuracy, exact": [pm(m, s) for m, s in zip(summary["eval_accuracy_exact"],
+                                                      summary["eval_accuracy_exact_sd"])],
+        "train s": ["-" if np.isnan(x) else f"{x:.2f}" for x in summary["train_time_s"]],
+    })
+    return out
+
+
+def _mem(peak: float, run: float) -> str:
+    """Peak, and on CPU what the run added to the process (the rest is Python and torch)."""
+    if np.isnan(peak):
+        return "-"
+    return f"{peak:,.0f}" + ("" if np.isnan(run) else f" (+{run:,.0f})")
+
+
+def _pct(x: float, digits: int = 1) -> str:
+    return "-" if np.isnan(x) else f"{100 * x:.{digits}f}"
+
+
+# ----------------------------------------------------------------------------- plots
+def plots(section: Section) -> dict[str, bytes]:
+    s = section.summary
+    out = {}
+    names = list(s["strategy"])
+    x = np.arange(len(names))
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    err = np.vstack([s["tokens_per_s"] - s["tokens_per_s_min"], s["tokens_per_s_max"] - s["tokens_per_s"]])
+    ax.bar(x, s["tokens_per_s"], yerr=err, capsize=4, color="tab:blue")
+    ax.set_ylabel("real tokens / s (median, min-max over seeds)")
+    out["throughput"] = _finish(fig, ax, names, f"Training throughput: {section.title}")
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.bar(x, s["peak_mem_mib"], color="tab:orange")
+    ax.set_ylabel("peak memory, MiB" + (" (process RSS)" if section.device == "cpu" else " (CUDA allocated)"))
+    out["memory"] = _finish(fig, ax, names, f"Peak memory: {section.title}")
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    w = 0.38
+    ax.bar(x - w / 2, s["eval_accuracy"], w, yerr=s["eval_accuracy_sd"], capsize=3, label="own inference path")
+    ax.bar(x + w / 2, s["eval_accuracy_exact"], w, yerr=s["eval_accuracy_exact_sd"], capsize=3, label="exact")
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("held-out accuracy (mean ± sd over seeds)")
+    ax.legend(loc="lower right")
+    out["accuracy"] = _finish(fig, ax, names, f"Accuracy: {section.title}")
+
+    lengths = _train_lengths(section.config)
+    if lengths is not None:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        ax.hist(lengths, bins=50, color="tab:green")
+        for q, label in [(50, "median"), (90, "p90"), (100, "max")]:
+            v = np.percentile(lengths, q)
+            ax.axvline(v, color="k", ls="--", lw=0.8)
+            ax.text(v, ax.get_ylim()[1] * 0.95, f" {label} {v:.0f}", fontsize=8)
+        ax.set_xlabel("sequence length (tokens)")
+        ax.set_ylabel("training sequences")
+        ax.set_title(f"Length distribution (seed {section.config['seeds'][0]}): {section.suite}", fontsize=10)
+        out["lengths"] = _png(fig)
+    return out
+
+
+def _train_lengths(config: dict) -> np.ndarray | None:
+    try:
+        suite = suite_from_dict(config)
+    except LstmbenchError:  # a row from another version: the histogram is optional
+        return None
+    return make_data(suite.data, suite.seeds[0]).train.lengths
+
+
+def _finish(fig: plt.Figure, ax: plt.Axes, names: list[str], title: str) -> bytes:
+    ax.set_xticks(np.arange(len(names)), names, rotation=20)
+    ax.set_title(title, fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    return _png(fig)
+
+
+def _png(fig: plt.Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()

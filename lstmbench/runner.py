@@ -1,0 +1,40 @@
+"""The suite runner: plans the runs (interleaved by seed), runs each, hands each record on at once."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+from .probes import resolve_device
+from .records import RunRecord
+from .suite import StrategySpec, Suite
+from .worker import run_inline, run_isolated
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    spec: StrategySpec
+    seed: int
+
+
+def plan_runs(suite: Suite) -> list[PlannedRun]:
+    """Seed 0 of every strategy, then seed 1, ...: slow drift of the machine spreads over all strategies."""
+    return [PlannedRun(spec, seed) for seed in suite.seeds for spec in suite.strategies]
+
+
+def run_suite(suite: Suite, isolate: bool = True,
+              on_start: Callable[[PlannedRun, int, int], None] | None = None,
+              on_progress: Callable[[int, int], None] | None = None) -> Iterator[RunRecord]:
+    """Yield one record per planned run, as each ends; the caller stores it before the next starts.
+
+    Checks the device at once (not at the first run), so a suite asking for an absent GPU fails early."""
+    device = resolve_device(suite.device).type
+    run = run_isolated if isolate else run_inline
+    runs = plan_runs(suite)
+
+    def records() -> Iterator[RunRecord]:
+        for i, planned in enumerate(runs):
+            if on_start:
+                on_start(planned, i, len(runs))
+            yield run(suite, planned.spec, planned.seed, device, on_progress)
+
+    return records()

@@ -1,0 +1,118 @@
+"""Stage 3, batching strategies: batching x padding x readout, as small pure functions.
+
+A strategy plans which examples go together (`plan`), builds each padded batch (`collate`), and
+tells the model how to read past the padding (`Strategy.readout`). `train`, `verify` and the length
+planner all use these same functions.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .data import PAD, Dataset
+from .suite import PRESETS, StrategySpec
+
+DESCRIPTIONS = {
+    "naive": "pad every sequence to the dataset's max length; read the output at the last padded step",
+    "truncate": "cut sequences to max_len, pad to the batch's max, read at each sequence's true end",
+    "mask": "pad to the batch's max length; read the output at each sequence's true end",
+    "pack": "pad to the batch's max; run the LSTM on pack_padded_sequence",
+    "bucket": "batches of similar lengths (batch order shuffled); pad to the batch's max; pack",
+}
+assert DESCRIPTIONS.keys() == PRESETS.keys()
+
+CHOICE_HELP = {
+    "batching": {"random": "a fresh shuffle each epoch, cut into batches",
+                 "bucket": "shuffle, sort by length, cut into batches, shuffle the batch order"},
+    "padding": {"global": "pad to the longest sequence of the data set",
+                "batch": "pad to the longest sequence of the batch",
+                "truncate": "cut to max_len, then pad to the batch's longest"},
+    "readout": {"last": "the output at the last (possibly padded) step: changes the computation",
+                "mask": "the output at each sequence's true last step (exact for unidirectional LSTMs)",
+                "pack": "a PackedSequence: the LSTM never sees padding"},
+}
+
+
+def computation_note(spec: StrategySpec, bidirectional: bool = False) -> str:
+    """'' when the strategy computes exactly what per-sequence processing computes; else why not."""
+    notes = []
+    if spec.padding == "truncate":
+        notes.append(f"truncates to {spec.max_len} tokens")
+    if spec.readout == "last":
+        notes.append("reads the output after the padding")
+    if spec.readout == "mask" and bidirectional:
+        notes.append("the reverse direction runs over the padding")
+    return "; ".join(notes)
+
+
+@dataclass
+class Batch:
+    tokens: torch.Tensor  # [B, T] int32, PAD beyond each sequence's (kept) length
+    lengths: torch.Tensor  # [B] int64 on the CPU (what pack_padded_sequence wants): kept lengths
+    labels: torch.Tensor  # [B] int64
+    real_tokens: int  # tokens of the sequences actually fed (after truncation)
+    padded_tokens: int  # B x T: every position the LSTM computes (packing computes only real ones)
+
+    def to(self, device: torch.device) -> "Batch":
+        if device.type == "cpu":
+            return self
+        pin = torch.cuda.is_available()
+        move = (lambda t: t.pin_memory().to(device, non_blocking=True)) if pin else (lambda t: t.to(device))
+        return Batch(move(self.tokens), self.lengths, move(self.labels), self.real_tokens, self.padded_tokens)
+
+
+@dataclass(frozen=True)
+class Strategy:
+    spec: StrategySpec
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def readout(self) -> str:
+        return self.spec.readout
+
+    def plan(self, lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+        """Index arrays, one per batch, covering every example exactly once (the last batch may be short)."""
+        order = rng.permutation(len(lengths))
+        if self.spec.batching == "random":
+            return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+        # bucket: sort the shuffled order by length (ties stay shuffled), cut, shuffle the batch order
+        order = order[np.argsort(lengths[order], kind="stable")]
+        batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+        return [batches[i] for i in rng.permutation(len(batches))]
+
+    def kept_lengths(self, lengths: np.ndarray) -> np.ndarray:
+        return np.minimum(lengths, self.spec.max_len) if self.spec.padding == "truncate" else lengths
+
+    def pad_to(self, kept: np.ndarray, data: Dataset) -> int:
+        return data.max_length if self.spec.padding == "global" else int(kept.max())
+
+    def collate(self, data: Dataset, idx: np.ndarray) -> Batch:
+        kept = self.kept_lengths(data.lengths[idx])
+        width = self.pad_to(kept, data)
+        tokens = data.padded[idx, :width]  # one copy; columns past a (kept) length are PAD already
+        return Batch(torch.from_numpy(tokens), torch.from_numpy(kept), torch.from_numpy(data.labels[idx]),
+                     int(kept.sum()), int(tokens.size))
+
+    def eval_batches(self, data: Dataset, batch_size: int) -> list[Batch]:
+        """The strategy's own inference path: its padding and readout over the held-out set, in order."""
+        order = np.arange(len(data))
+        if self.spec.batching == "bucket":
+            order = order[np.argsort(data.lengths, kind="stable")]
+        return [self.collate(data, order[i:i + batch_size]) for i in range(0, len(order), batch_size)]
+
+
+def exact_strategy() -> Strategy:
+    """The reference path: batch-max padding and packing, which equals per-sequence processing."""
+    return Strategy(StrategySpec(name="exact", **PRESETS["pack"]))
+
+
+def plan_epochs(strategy: Strategy, lengths: np.ndarray, batch_size: int, epochs: int, seed: int) -> list[np.ndarray]:
+    """Every epoch's batches. The shuffle stream depends on the seed only, so strategies with the same
+    batching see the same batches in the same order."""
+    rng = np.random.default_rng([seed, 0xBA7C])
+    return [idx for _ in range(epochs) for idx in strategy.plan(lengths, batch_size, rng)]

@@ -1,0 +1,358 @@
+"""Stage 1, the suite: YAML -> validated, frozen `Suite`; `--set` overrides; the suite hash."""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import math
+import re
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import SuiteError
+
+
+# ----------------------------------------------------------------------------- the schema
+@dataclass(frozen=True)
+class Lengths:
+    dist: str = "lognormal"  # long-tailed, like real text: the case where padding costs most
+    median: float = 40.0  # lognormal: median length in tokens
+    sigma: float = 0.8  # lognormal: spread of log-length; 0.8 gives a p99/median of about 6
+    min: int = 4  # shortest sequence (uniform, lognormal clip)
+    max: int = 400  # longest sequence (uniform, lognormal clip)
+    length: int = 0  # fixed: every sequence has this length
+
+    CHOICES = {"dist": ("lognormal", "uniform", "fixed")}
+
+    def check(self, at: _At) -> None:
+        if self.dist == "fixed":
+            at.positive("length", self.length)
+            return
+        at.positive("min", self.min)
+        at.positive("max", self.max)
+        if self.min > self.max:
+            at.fail("min", f"must be <= max ({self.max}), got {self.min}")
+        if self.dist == "lognormal":
+            at.positive("median", self.median)
+            at.nonnegative("sigma", self.sigma)
+
+    @property
+    def upper(self) -> int:
+        return self.length if self.dist == "fixed" else self.max
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = "synthetic"  # the only source so far; text and real sets come later
+    task: str = "classify"  # one label per sequence
+    train_size: int = 2048  # 64 batches of 32: enough steps for a stable throughput median
+    eval_size: int = 512  # held-out set, the same for every strategy of a seed
+    vocab_size: int = 64  # 0 is padding, vocab_size-1 the planted marker
+    lengths: Lengths = field(default_factory=Lengths)
+
+    CHOICES = {"source": ("synthetic",), "task": ("classify",)}
+
+    def check(self, at: _At) -> None:
+        at.positive("train_size", self.train_size)
+        at.positive("eval_size", self.eval_size)
+        if self.vocab_size < 3:
+            at.fail("vocab_size", f"must be at least 3 (padding, marker and one token), got {self.vocab_size}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    embed_dim: int = 32  # small: the LSTM, not the embedding, is what the strategies change
+    hidden_size: int = 64
+    num_layers: int = 1
+    bidirectional: bool = False  # a masked readout is not exact for the reverse direction
+    dropout: float = 0.0  # between LSTM layers only; 0 keeps strategies' trajectories comparable
+
+    def check(self, at: _At) -> None:
+        at.positive("embed_dim", self.embed_dim)
+        at.positive("hidden_size", self.hidden_size)
+        at.positive("num_layers", self.num_layers)
+        if not 0.0 <= self.dropout < 1.0:
+            at.fail("dropout", f"must be in [0, 1), got {self.dropout}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    batch_size: int = 32  # sequences per step (token_budget strategies vary it later)
+    epochs: int = 3  # enough for mask/pack to learn the marker task to >= 0.9
+    lr: float = 0.003  # Adam; the calibrated rate for the marker task
+    warmup_steps: int = 5  # untimed steps on a scratch copy of the model: allocator and kernel caches
+    eval_batch_size: int = 0  # 0 = batch_size
+
+    def check(self, at: _At) -> None:
+        at.positive("batch_size", self.batch_size)
+        at.positive("epochs", self.epochs)
+        at.positive("lr", self.lr)
+        at.nonnegative("warmup_steps", self.warmup_steps)
+        at.nonnegative("eval_batch_size", self.eval_batch_size)
+
+
+@dataclass(frozen=True)
+class StrategySpec:
+    """One strategy: how examples are batched, how a batch is padded, how padding is read out."""
+
+    name: str
+    batching: str = "random"  # random | bucket (sorted by length, batch order shuffled)
+    padding: str = "batch"  # global (dataset max) | batch (batch max) | truncate (batch max, cut at max_len)
+    readout: str = "mask"  # last (last padded step) | mask (each sequence's true end) | pack (PackedSequence)
+    max_len: int = 0  # truncate only: longest kept prefix
+
+    CHOICES = {
+        "batching": ("random", "bucket"),
+        "padding": ("global", "batch", "truncate"),
+        "readout": ("last", "mask", "pack"),
+    }
+
+    def check(self, at: _At) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9_.+-]+", self.name):
+            at.fail("name", f"must be letters, digits, '_', '.', '+' or '-', got {self.name!r}")
+        if self.padding == "truncate":
+            at.positive("max_len", self.max_len)
+        elif self.max_len:
+            at.fail("max_len", "is only used with padding: truncate")
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "naive": {"batching": "random", "padding": "global", "readout": "last"},
+    "truncate": {"batching": "random", "padding": "truncate", "readout": "mask", "max_len": 64},
+    "mask": {"batching": "random", "padding": "batch", "readout": "mask"},
+    "pack": {"batching": "random", "padding": "batch", "readout": "pack"},
+    "bucket": {"batching": "bucket", "padding": "batch", "readout": "pack"},
+}
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    strategies: tuple[StrategySpec, ...]
+    description: str = ""
+    device: str = "cpu"  # cpu | cuda | auto (cuda when available)
+    seeds: tuple[int, ...] = (0,)  # one run per strategy and seed; a seed fixes the data and the init
+    threads: int = 0  # torch intra-op threads; 0 = torch's default (all cores)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    origin: str = ""  # the file it came from (not part of the hash)
+
+    CHOICES = {"device": ("cpu", "cuda", "auto")}
+
+    def check(self, at: _At) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*", self.name):
+            at.fail("name", f"must be letters, digits, '_', '.' or '-' (it names a results folder), got {self.name!r}")
+        if not self.seeds:
+            at.fail("seeds", "must list at least one seed")
+        if len(set(self.seeds)) != len(self.seeds):
+            at.fail("seeds", f"must not repeat a seed, got {list(self.seeds)}")
+        if not self.strategies:
+            at.fail("strategies", "must list at least one strategy")
+        at.nonnegative("threads", self.threads)
+        names = [s.name for s in self.strategies]
+        for i, n in enumerate(names):
+            if n in names[:i]:
+                at.fail(f"strategies[{i}]", f"duplicate strategy name {n!r}; give one a `name:`")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved suite as plain JSON types (what rows store and `suite_from_dict` reads back)."""
+        d = dataclasses.asdict(self)
+        d.pop("origin")
+        return json.loads(json.dumps(d))
+
+    @property
+    def hash(self) -> str:
+        """Hash of the resolved suite: rows with the same hash were made by the same configuration."""
+        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    @property
+    def eval_batch_size(self) -> int:
+        return self.train.eval_batch_size or self.train.batch_size
+
+
+# ----------------------------------------------------------------------------- loading
+def load_suite(path: str | Path, overrides: list[str] | tuple[str, ...] = (), device: str | None = None) -> Suite:
+    """Read, override and validate a suite file."""
+    file = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SuiteError(file, "", "no such file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise SuiteError(file, "", f"cannot read: {e}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise SuiteError(file, "", f"invalid YAML: {where}{problem}") from None
+    if not isinstance(raw, dict):
+        raise SuiteError(file, "", f"must be a mapping of keys, got {_typename(raw)}")
+    for item in overrides:
+        apply_override(raw, item, file)
+    if device is not None:
+        raw["device"] = device
+    return suite_from_dict(raw, file)
+
+
+def apply_override(raw: dict, item: str, file: str) -> None:
+    """`key.path=value` (value parsed as YAML) into the raw mapping; list items by index."""
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise SuiteError(file, "--set", f"expected key.path=value, got {item!r}")
+    parts = key.split(".")
+    node: Any = raw
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise SuiteError(file, key, f"no list item {part!r} (the list has {len(node)})")
+            idx: Any = int(part)
+        elif isinstance(node, dict):
+            idx = part
+        else:
+            raise SuiteError(file, key, f"{'.'.join(parts[:i])} is not a mapping")
+        if last:
+            try:
+                node[idx] = yaml.safe_load(value)
+            except yaml.YAMLError:
+                node[idx] = value
+        else:
+            if isinstance(node, dict) and not isinstance(node.get(idx), (dict, list)):
+                node[idx] = {}
+            node = node[idx]
+
+
+def suite_from_dict(raw: dict, file: str = "<suite>") -> Suite:
+    if "strategies" not in raw:
+        raise SuiteError(file, "strategies", "is required")
+    if "name" not in raw:
+        raise SuiteError(file, "name", "is required")
+    raw = dict(raw)
+    specs = raw.pop("strategies")
+    if not isinstance(specs, list):
+        raise SuiteError(file, "strategies", f"must be a list, got {_typename(specs)}")
+    strategies = tuple(_strategy(item, f"strategies[{i}]", file) for i, item in enumerate(specs))
+    suite = _build(Suite, raw, "", file, strategies=strategies)
+    return dataclasses.replace(suite, origin=file)
+
+
+def _strategy(item: Any, path: str, file: str) -> StrategySpec:
+    """`mask`, `{truncate: {max_len: 64}}`, or `{name: x, batching: .., padding: .., readout: ..}`."""
+    if isinstance(item, str):
+        preset, params = item, {}
+    elif isinstance(item, dict) and len(item) == 1 and next(iter(item)) in PRESETS:
+        preset, params = next(iter(item.items()))
+        params = {} if params is None else params
+        if not isinstance(params, dict):
+            raise SuiteError(file, f"{path}.{preset}", f"must be a mapping of options, got {_typename(params)}")
+        path = f"{path}.{preset}"
+    elif isinstance(item, dict):
+        if "name" not in item:
+            raise SuiteError(file, path, f"a composed strategy needs a `name:`; presets are {_names(PRESETS)}")
+        return _build(StrategySpec, item, path, file)
+    else:
+        raise SuiteError(file, path, f"must be a strategy name or a mapping, got {_typename(item)}")
+    if preset not in PRESETS:
+        raise SuiteError(file, path, f"unknown strategy {preset!r}{_suggest(preset, PRESETS)}; "
+                                     f"valid: {_names(PRESETS)}")
+    return _build(StrategySpec, {"name": preset, **PRESETS[preset], **params}, path, file)
+
+
+class _At:
+    """Where in the file a check is; raises SuiteError with the full key path."""
+
+    def __init__(self, file: str, path: str):
+        self.file, self.path = file, path
+
+    def fail(self, key: str, message: str) -> typing.NoReturn:
+        raise SuiteError(self.file, f"{self.path}.{key}" if self.path else key, message)
+
+    def positive(self, key: str, value: float) -> None:
+        if not (value > 0 and math.isfinite(value)):
+            self.fail(key, f"must be > 0, got {value}" if math.isfinite(value) else f"must be finite, got {value}")
+
+    def nonnegative(self, key: str, value: float) -> None:
+        if not (value >= 0 and math.isfinite(value)):
+            self.fail(key, f"must be >= 0, got {value}" if math.isfinite(value) else f"must be finite, got {value}")
+
+
+def _build(cls: type, raw: Any, path: str, file: str, **given: Any) -> Any:
+    """Check keys and types of `raw` against dataclass `cls`, recurse into nested configs, run cls.check."""
+    if not isinstance(raw, dict):
+        raise SuiteError(file, path, f"must be a mapping, got {_typename(raw)}")
+    at = _At(file, path)
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls) if f.name != "origin" and f.name not in given}
+    kwargs: dict[str, Any] = dict(given)
+    for key, value in raw.items():
+        if key not in known:
+            at.fail(str(key), f"unknown key{_suggest(str(key), known)}; valid: {_names(known)}")
+        kwargs[key] = _coerce(hints[key], value, at, key, file)
+    choices = getattr(cls, "CHOICES", {})
+    for key, allowed in choices.items():
+        if key in kwargs and kwargs[key] not in allowed:
+            at.fail(key, f"unknown value {kwargs[key]!r}{_suggest(str(kwargs[key]), allowed)}; "
+                         f"valid: {_names(allowed)}")
+    obj = cls(**kwargs)
+    obj.check(at)
+    return obj
+
+
+def _coerce(hint: Any, value: Any, at: _At, key: str, file: str) -> Any:
+    sub = f"{at.path}.{key}" if at.path else key
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, sub, file)
+    if hint is bool:
+        if not isinstance(value, bool):
+            at.fail(key, f"must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            at.fail(key, f"must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+            value = float(value)  # PyYAML reads 1e-3 (no dot) as a string: YAML 1.1's float rule
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            at.fail(key, f"must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            at.fail(key, f"must be a string, got {value!r}")
+        return value
+    if typing.get_origin(hint) is tuple:  # seeds
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = [value]
+        value = list(value) if isinstance(value, tuple) else value
+        if not isinstance(value, list) or any(isinstance(v, bool) or not isinstance(v, int) for v in value):
+            at.fail(key, f"must be a list of integers, got {value!r}")
+        if any(v < 0 for v in value):
+            at.fail(key, f"must be non-negative integers, got {value!r}")
+        return tuple(value)
+    raise AssertionError(f"no coercion for {hint}")  # pragma: no cover - a schema bug, not a user error
+
+
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def _typename(value: Any) -> str:
+    return {dict: "a mapping", list: "a list", str: "a string", type(None): "nothing"}.get(
+        type(value), type(value).__name__)
+
+
+def _names(options: Any) -> str:
+    return ", ".join(sorted(options)) if not isinstance(options, tuple) else ", ".join(options)
+
+
+def _suggest(word: str, options: Any) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -1,0 +1,133 @@
+"""Stage 5, the train/eval loop: `run_one(suite, strategy, seed)` -> `RunRecord`. No file I/O.
+
+Read top to bottom: build the seed's data and model, warm up on a scratch copy, train with every step
+timed (batch preparation timed apart), then evaluate twice outside the clock.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .data import Dataset, make_data
+from .errors import RunFailed
+from .model import LSTMClassifier, build_model, weights_checksum
+from .probes import Clock, current_peak_rss_bytes, peak_memory_bytes, reset_peak_memory
+from .records import RunRecord, collect_env
+from .strategies import Strategy, computation_note, exact_strategy, plan_epochs
+from .suite import StrategySpec, Suite
+
+Progress = Callable[[int, int], None]  # (steps done, steps in all)
+
+
+def run_one(suite: Suite, spec: StrategySpec, seed: int, device: torch.device,
+            progress: Progress | None = None) -> RunRecord:
+    if suite.threads:
+        torch.set_num_threads(suite.threads)
+    baseline_rss = current_peak_rss_bytes()
+    strategy = Strategy(spec)
+    splits = make_data(suite.data, seed)
+    train, held_out = splits.train, splits.eval
+    model = build_model(suite.model, suite.data.vocab_size, train.num_classes, seed)
+    checksum = weights_checksum(model)
+    model.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=suite.train.lr)
+    plan = plan_epochs(strategy, train.lengths, suite.train.batch_size, suite.train.epochs, seed)
+
+    warmup = plan[:suite.train.warmup_steps]
+    _warm_up(model, strategy, train, warmup, device, suite.train.lr)
+    reset_peak_memory(device)
+
+    clock = Clock(device)
+    model.train()
+    step_times, data_times, losses = [], [], []
+    real_tokens = padded_tokens = 0
+    for step, idx in enumerate(plan):
+        t0 = clock.now()
+        batch = strategy.collate(train, idx).to(device)
+        t1 = clock.now()
+        loss = F.cross_entropy(model(batch.tokens, batch.lengths, strategy.readout), batch.labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        t2 = clock.now()
+        value = loss.item()
+        if not math.isfinite(value):
+            raise RunFailed("diverged", f"training loss became {value} at step {step}")
+        step_times.append(t2 - t0)
+        data_times.append(t1 - t0)
+        losses.append(value)
+        real_tokens += batch.real_tokens
+        padded_tokens += batch.padded_tokens
+        if progress:
+            progress(step + 1, len(plan))
+    peak = peak_memory_bytes(device)
+
+    t_eval = clock.now()
+    eval_bs = suite.eval_batch_size
+    accuracy, _ = evaluate(model, strategy, held_out, eval_bs, device)
+    accuracy_exact, loss_exact = evaluate(model, exact_strategy(), held_out, eval_bs, device)
+    eval_time = clock.now() - t_eval
+
+    train_time = float(sum(step_times))
+    data_time = float(sum(data_times))
+    steps_per_epoch = len(plan) // suite.train.epochs
+    quantiles = np.quantile(step_times, [0.1, 0.5, 0.9])
+    return RunRecord(
+        suite=suite.name, suite_hash=suite.hash, strategy=spec.name, batching=spec.batching,
+        padding=spec.padding, readout=spec.readout, max_len=spec.max_len,
+        computation_note=computation_note(spec, suite.model.bidirectional),
+        device=device.type, seed=seed, status="ok",
+        epochs=suite.train.epochs, batch_size=suite.train.batch_size, steps=len(plan), warmup_steps=len(warmup),
+        real_tokens=real_tokens, padded_tokens=padded_tokens, pad_fraction=1 - real_tokens / padded_tokens,
+        train_time_s=train_time, data_time_s=data_time, data_time_fraction=data_time / train_time,
+        samples_per_s=len(train) * suite.train.epochs / train_time, tokens_per_s=real_tokens / train_time,
+        step_time_median_s=float(quantiles[1]), step_time_p10_s=float(quantiles[0]),
+        step_time_p90_s=float(quantiles[2]),
+        peak_mem_bytes=peak, baseline_rss_bytes=baseline_rss,
+        eval_accuracy=accuracy, eval_accuracy_exact=accuracy_exact, eval_loss_exact=loss_exact,
+        final_loss=float(np.mean(losses[-steps_per_epoch:])), init_checksum=checksum,
+        threads=torch.get_num_threads(), eval_time_s=eval_time, config=suite.to_dict(),
+        env=collect_env(_device_name(device), torch.get_num_threads()),
+    )
+
+
+def _warm_up(model: LSTMClassifier, strategy: Strategy, data: Dataset, plan: list[np.ndarray],
+             device: torch.device, lr: float) -> None:
+    """Untimed steps on a scratch copy, so allocator and kernel caches are warm while the real model
+    still starts from its seeded weights (every strategy trains the same trajectory of examples)."""
+    if not plan:
+        return
+    scratch = copy.deepcopy(model)
+    optimizer = torch.optim.Adam(scratch.parameters(), lr=lr)
+    for idx in plan:
+        batch = strategy.collate(data, idx).to(device)
+        loss = F.cross_entropy(scratch(batch.tokens, batch.lengths, strategy.readout), batch.labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    Clock(device).now()  # drain the queue before the timed loop
+
+
+@torch.no_grad()
+def evaluate(model: LSTMClassifier, strategy: Strategy, data: Dataset, batch_size: int,
+             device: torch.device) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) over `data` through `strategy`'s padding and readout."""
+    was_training = model.training
+    model.eval()
+    correct, loss_sum = 0, 0.0
+    for batch in strategy.eval_batches(data, batch_size):
+        batch = batch.to(device)
+        logits = model(batch.tokens, batch.lengths, strategy.readout)
+        loss_sum += F.cross_entropy(logits, batch.labels, reduction="sum").item()
+        correct += int((logits.argmax(1) == batch.labels).sum())
+    model.train(was_training)
+    return correct / len(data), loss_sum / len(data)
+
+
+def _device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"

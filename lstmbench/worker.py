@@ -1,0 +1,92 @@
+"""The process model: each run happens in a fresh child process (spawn), so its memory and timing are its own.
+
+The child sends progress messages and, at the end, one record (or a failure record); a child that dies
+without a word becomes a `crashed` record. The parent never holds model tensors.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import queue
+import traceback
+from typing import Any, Callable
+
+from .errors import RunFailed
+from .records import RunRecord
+from .strategies import computation_note
+from .suite import StrategySpec, Suite
+
+Progress = Callable[[int, int], None]
+
+
+def run_isolated(suite: Suite, spec: StrategySpec, seed: int, device: str,
+                 progress: Progress | None = None) -> RunRecord:
+    ctx = mp.get_context("spawn")
+    messages = ctx.Queue()  # carries only the final record: a queue's feeder thread must not run mid-step
+    steps = ctx.Array("l", 2, lock=False)  # (done, total), written by the child, polled here
+    child = ctx.Process(target=_child, args=(suite, spec, seed, device, messages, steps), daemon=True)
+    child.start()
+    try:
+        while True:
+            try:
+                return RunRecord(**messages.get(timeout=0.25))
+            except queue.Empty:
+                if progress and steps[1]:
+                    progress(steps[0], steps[1])
+                if not child.is_alive() and messages.empty():
+                    return failure_record(suite, spec, seed, device, "crashed",
+                                          f"the run's process died with exit code {child.exitcode} "
+                                          "before reporting")
+    finally:
+        child.join(timeout=10)
+        if child.is_alive():
+            child.kill()
+            child.join()
+
+
+def run_inline(suite: Suite, spec: StrategySpec, seed: int, device: str,
+               progress: Progress | None = None) -> RunRecord:
+    """Same as run_isolated but in this process (tests, debugging): faster to start, memory not isolated."""
+    return _guarded(suite, spec, seed, device, progress)
+
+
+def _child(suite: Suite, spec: StrategySpec, seed: int, device: str, messages: Any, steps: Any) -> None:
+    def progress(done: int, total: int) -> None:  # two stores into shared memory: no syscall, no thread
+        steps[0], steps[1] = done, total
+
+    record = _guarded(suite, spec, seed, device, progress)
+    messages.put(record.to_dict())
+
+
+def _guarded(suite: Suite, spec: StrategySpec, seed: int, device: str, progress: Progress | None) -> RunRecord:
+    import torch
+
+    from .probes import resolve_device
+    from .train import run_one
+
+    try:
+        return run_one(suite, spec, seed, resolve_device(device), progress)
+    except RunFailed as e:
+        return failure_record(suite, spec, seed, device, e.kind, str(e))
+    except torch.OutOfMemoryError as e:
+        return failure_record(suite, spec, seed, device, "oom", _one_line(e))
+    except MemoryError as e:
+        return failure_record(suite, spec, seed, device, "oom", _one_line(e) or "MemoryError")
+    except Exception as e:  # noqa: BLE001 - any failure becomes a row; the suite goes on
+        where = traceback.extract_tb(e.__traceback__)[-1]
+        return failure_record(suite, spec, seed, device, "error",
+                              f"{type(e).__name__}: {_one_line(e)} (at {where.filename}:{where.lineno})")
+
+
+def failure_record(suite: Suite, spec: StrategySpec, seed: int, device: str, status: str, error: str) -> RunRecord:
+    from .records import collect_env
+
+    return RunRecord(suite=suite.name, suite_hash=suite.hash, strategy=spec.name, batching=spec.batching,
+                     padding=spec.padding, readout=spec.readout, max_len=spec.max_len,
+                     computation_note=computation_note(spec, suite.model.bidirectional), device=device,
+                     seed=seed, status=status, error=error, epochs=suite.train.epochs,
+                     batch_size=suite.train.batch_size, config=suite.to_dict(), env=collect_env(device, 0))
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return text[:300]

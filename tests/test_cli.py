@@ -1,0 +1,113 @@
+"""The CLI: exit codes and the exact text users read."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from lstmbench.cli import main
+
+from .conftest import write_suite
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_validate_describes_the_suite(tiny_file):
+    r = invoke("validate", tiny_file)
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith(f"{tiny_file}: ok: suite 'tiny', 5 strategies x 2 seeds = 10 runs on cpu (configuration ")
+    assert lines[1] == ("  naive [preset]: batching random, padding global, readout last; "
+                        "changes the computation: reads the output after the padding")
+    assert lines[2] == ("  truncate [preset]: batching random, padding truncate (max_len 6), readout mask; "
+                        "changes the computation: truncates to 6 tokens")
+    assert lines[3] == "  mask [preset]: batching random, padding batch, readout mask; exact: equals per-sequence processing"
+
+
+@pytest.mark.parametrize("cmd", ["validate", "run"])
+def test_bad_suite_is_one_error_line_and_exit_2(tmp_path, tiny_dict, cmd):
+    tiny_dict["train"]["batch_size"] = 0
+    path = write_suite(tmp_path, tiny_dict)
+    r = invoke(cmd, path, "--out", tmp_path / "results") if cmd == "run" else invoke(cmd, path)
+    assert r.exit_code == 2
+    assert r.stderr == f"Error: {path}: train.batch_size: must be > 0, got 0\n"
+    assert not (tmp_path / "results").exists()
+
+
+def test_missing_suite_file(tmp_path):
+    r = invoke("validate", tmp_path / "none.yaml")
+    assert (r.exit_code, r.stderr) == (2, f"Error: {tmp_path / 'none.yaml'}: no such file\n")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given without a GPU")
+def test_cuda_without_a_gpu_fails_before_any_run(tiny_file, tmp_path):
+    r = invoke("run", tiny_file, "--device", "cuda", "--out", tmp_path / "results")
+    assert r.exit_code == 2
+    assert r.stderr == ("Error: device cuda was asked for, but torch sees no CUDA GPU "
+                        "(torch.cuda.is_available() is False)\n")
+    assert not (tmp_path / "results").exists()
+
+
+def test_strategies_lists_presets_and_choices():
+    r = invoke("strategies")
+    assert r.exit_code == 0
+    lines = r.stdout.splitlines()
+    assert lines[:5] == [
+        "naive     pad every sequence to the dataset's max length; read the output at the last padded step",
+        "truncate  cut sequences to max_len, pad to the batch's max, read at each sequence's true end",
+        "mask      pad to the batch's max length; read the output at each sequence's true end",
+        "pack      pad to the batch's max; run the LSTM on pack_padded_sequence",
+        "bucket    batches of similar lengths (batch order shuffled); pad to the batch's max; pack",
+    ]
+    assert "  readout: pack      a PackedSequence: the LSTM never sees padding" in lines
+
+
+def test_run_then_report_end_to_end(tiny_file, tmp_path):
+    """Real child processes (spawn) for two runs, then the report's files."""
+    out = tmp_path / "results"
+    r = invoke("run", tiny_file, "--out", out, "--set", "seeds=[0]", "--set", "strategies=[naive, mask]")
+    assert r.exit_code == 0, r.output
+    (rows_file,) = (out / "tiny").glob("*.jsonl")
+    rows = [json.loads(line) for line in rows_file.read_text().splitlines()]
+    assert [(x["strategy"], x["seed"], x["status"]) for x in rows] == [("naive", 0, "ok"), ("mask", 0, "ok")]
+    assert rows[0]["init_checksum"] == rows[1]["init_checksum"]
+    assert "| mask " in r.stdout and f"2 rows appended to {rows_file}" in r.stdout
+
+    r = invoke("report", out)
+    assert r.exit_code == 0, r.output
+    report_dir = out / "tiny" / "report"
+    assert sorted(p.name for p in report_dir.iterdir()) == [
+        "accuracy.png", "lengths.png", "memory.png", "summary.csv", "summary.md", "throughput.png"]
+    assert r.stdout.startswith("# lstmbench report: tiny\n")
+    assert f"Wrote 6 files to {report_dir}" in r.stdout
+
+    r = invoke("report", rows_file, "--out", tmp_path / "elsewhere")
+    assert r.exit_code == 0 and (tmp_path / "elsewhere" / "tiny" / "summary.md").exists()
+
+
+def test_failed_runs_are_rows_and_exit_1(tiny_file, tmp_path, monkeypatch):
+    import types
+
+    import torch.nn.functional as F
+
+    def nan_loss(*args, **kwargs):
+        return F.cross_entropy(*args, **kwargs) * float("nan")
+
+    monkeypatch.setattr("lstmbench.train.F", types.SimpleNamespace(cross_entropy=nan_loss))
+    out = tmp_path / "results"
+    r = invoke("run", tiny_file, "--inline", "--out", out, "--set", "seeds=[0]", "--set", "strategies=[mask]")
+    assert r.exit_code == 1
+    assert r.stderr.endswith("Error: 1 of 1 runs failed; their rows carry the status and error.\n")
+    (rows_file,) = (out / "tiny").glob("*.jsonl")
+    (row,) = [json.loads(line) for line in rows_file.read_text().splitlines()]
+    assert row["status"] == "diverged" and row["error"].startswith("training loss became nan at step ")
+
+
+def test_report_without_results(tmp_path):
+    r = invoke("report", tmp_path)
+    assert (r.exit_code, r.stderr) == (2, f"Error: no result files (*.jsonl) under {tmp_path}\n")

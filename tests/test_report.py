@@ -1,0 +1,89 @@
+"""The report: aggregates over seeds, speed-up against naive, notes on weights and failures, files."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from lstmbench import report
+from lstmbench.suite import suite_from_dict
+
+from .conftest import TINY
+
+CONFIG = suite_from_dict(TINY).to_dict()  # what rows carry: the resolved suite
+
+
+def rows(**overrides) -> pd.DataFrame:
+    base = []
+    speeds = {"naive": [100.0, 110.0, 90.0], "mask": [300.0, 330.0, 270.0]}
+    accs = {"naive": [0.5, 0.5, 0.5], "mask": [0.9, 1.0, 0.95]}
+    for seed in range(3):
+        for strategy in ("naive", "mask"):
+            base.append({
+                "suite": "tiny", "suite_hash": "h1", "device": "cpu", "strategy": strategy, "seed": seed,
+                "status": "ok", "error": "", "computation_note": "reads the output after the padding"
+                if strategy == "naive" else "", "tokens_per_s": speeds[strategy][seed],
+                "samples_per_s": 10.0, "pad_fraction": 0.5 if strategy == "mask" else 0.9,
+                "data_time_fraction": 0.01, "train_time_s": 2.0, "peak_mem_bytes": 2**30,
+                "baseline_rss_bytes": 2**29, "eval_accuracy": accs[strategy][seed],
+                "eval_accuracy_exact": accs[strategy][seed], "init_checksum": f"c{seed}",
+                "config": CONFIG, "env": {"cpu": "cpu-x", "threads": 2, "device_name": "cpu", "torch": "2.x",
+                                        "lstmbench": "0.1.0", "git_commit": "abc"},
+            })
+    df = pd.DataFrame(base)
+    for k, v in overrides.items():
+        df[k] = v
+    return df
+
+
+def test_summary_numbers():
+    (suite_report,) = report.build_reports(rows())
+    (section,) = suite_report.sections
+    s = section.summary.set_index("strategy")
+    assert s.loc["mask", "tokens_per_s"] == 300.0
+    assert (s.loc["mask", "tokens_per_s_min"], s.loc["mask", "tokens_per_s_max"]) == (270.0, 330.0)
+    assert s.loc["mask", "speedup_vs_naive"] == pytest.approx(3.0)
+    assert s.loc["naive", "speedup_vs_naive"] == 1.0
+    assert s.loc["mask", "eval_accuracy"] == pytest.approx(0.95)
+    assert s.loc["mask", "eval_accuracy_sd"] == pytest.approx(0.05)
+    assert s.loc["mask", "peak_mem_mib"] == 1024 and s.loc["mask", "run_mem_mib"] == 512
+    assert list(s.index) == ["naive", "mask"]  # the suite's order
+    table = section.table().set_index("strategy")
+    assert table.loc["mask", "tokens/s (median, min-max)"] == "300 (270-330)"
+    assert table.loc["mask", "vs naive"] == "3.00x"
+    assert table.loc["mask", "accuracy, own path"] == "0.950 ± 0.050"
+    assert table.loc["naive", "computes"] == "reads the output after the padding"
+    assert table.loc["mask", "computes"] == "exact"
+    assert table.loc["mask", "peak MiB"] == "1,024 (+512)"
+    assert section.notes[0].startswith("Initial weights identical across strategies for each of the 3 seed(s)")
+
+
+def test_different_initial_weights_are_flagged():
+    df = rows()
+    df.loc[(df.strategy == "mask") & (df.seed == 1), "init_checksum"] = "other"
+    (section,) = report.build_reports(df)[0].sections
+    assert section.notes[0].startswith("WARNING: initial weights differ")
+
+
+def test_failed_runs_are_counted_and_named():
+    df = rows()
+    df.loc[(df.strategy == "mask") & (df.seed == 2), ["status", "error"]] = ["oom", "out of memory"]
+    (section,) = report.build_reports(df)[0].sections
+    assert section.table().set_index("strategy").loc["mask", "runs"] == "2 (1 failed)"
+    assert "FAILED: mask seed 2: oom: out of memory" in section.notes
+
+
+def test_configurations_are_never_averaged_together():
+    df = pd.concat([rows(), rows(suite_hash="h2")])
+    (suite_report,) = report.build_reports(df)
+    assert [s.suite_hash for s in suite_report.sections] == ["h1", "h2"]
+    names = set(suite_report.files())
+    assert {"summary.md", "summary.csv", "throughput-cpu-h1.png", "lengths-cpu-h2.png"} <= names
+
+
+def test_files_are_real_pngs_and_tables():
+    files = report.build_reports(rows())[0].files()
+    assert set(files) == {"summary.md", "summary.csv", "throughput.png", "memory.png", "accuracy.png", "lengths.png"}
+    assert all(files[n][:8] == b"\x89PNG\r\n\x1a\n" for n in files if n.endswith(".png"))
+    assert "| mask " in files["summary.md"]
+    csv = pd.read_csv(__import__("io").StringIO(files["summary.csv"]))
+    assert list(csv["strategy"]) == ["naive", "mask"] and csv["speedup_vs_naive"].iloc[1] == pytest.approx(3.0)

@@ -1,0 +1,89 @@
+"""Stage 3: batching invariants: every example once per epoch, no token lost but by truncation, exact pad counts."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lstmbench.data import PAD, from_sequences, make_data
+from lstmbench.strategies import Strategy, computation_note, plan_epochs
+from lstmbench.suite import PRESETS, DataConfig, Lengths, StrategySpec
+
+
+def preset(name: str, **kw) -> Strategy:
+    return Strategy(StrategySpec(name=name, **{**PRESETS[name], **kw}))
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return make_data(DataConfig(train_size=300, eval_size=70, lengths=Lengths(median=20, max=120)), 0)
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_every_example_once_per_epoch(splits, name):
+    lengths = splits.train.lengths
+    batches = plan_epochs(preset(name), lengths, 32, 2, seed=5)
+    assert len(batches) == 2 * 10  # ceil(300 / 32) per epoch
+    for epoch in (batches[:10], batches[10:]):
+        seen = np.concatenate(epoch)
+        assert sorted(seen) == list(range(300))
+        assert sorted(len(b) for b in epoch) == [12] + [32] * 9
+
+
+def test_random_batching_is_shared_by_strategies_of_a_seed(splits):
+    lengths = splits.train.lengths
+    plans = [plan_epochs(preset(n), lengths, 32, 2, seed=1) for n in ("naive", "truncate", "mask", "pack")]
+    for other in plans[1:]:
+        assert all(np.array_equal(a, b) for a, b in zip(plans[0], other))
+    assert not np.array_equal(plans[0][0], plan_epochs(preset("mask"), lengths, 32, 1, seed=2)[0])
+
+
+def test_bucketing_groups_similar_lengths(splits):
+    lengths = splits.train.lengths
+    batches = plan_epochs(preset("bucket"), lengths, 32, 1, seed=0)
+    ranges = sorted((lengths[b].min(), lengths[b].max()) for b in batches)
+    for (_, hi), (lo, _) in zip(ranges, ranges[1:]):
+        assert hi <= lo  # buckets are consecutive slices of the length order
+    random_pad = sum(32 * lengths[b].max() for b in plan_epochs(preset("mask"), lengths, 32, 1, 0))
+    bucket_pad = sum(32 * lengths[b].max() for b in batches)
+    assert bucket_pad < 0.6 * random_pad
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_collate_keeps_every_token_and_counts_padding_exactly(splits, name):
+    strategy = preset(name)
+    data, global_max = splits.train, splits.max_length
+    assert data.max_length == global_max
+    for idx in plan_epochs(strategy, data.lengths, 32, 1, seed=0):
+        batch = strategy.collate(data, idx)
+        lengths = data.lengths[idx]
+        kept = np.minimum(lengths, 64) if name == "truncate" else lengths
+        width = global_max if name == "naive" else kept.max()
+        assert tuple(batch.tokens.shape) == (len(idx), width)
+        assert batch.padded_tokens == len(idx) * width
+        assert batch.real_tokens == kept.sum() == int((batch.tokens != PAD).sum())
+        assert batch.lengths.tolist() == kept.tolist()
+        for row, i in enumerate(idx):
+            assert batch.tokens[row, :kept[row]].tolist() == data.sequence(i)[:kept[row]].tolist()
+
+
+def test_pad_counts_on_hand_made_lengths():
+    seqs = [[1] * 9, [2] * 5, [3] * 6, [4] * 3]
+    data = from_sequences(seqs, [0, 1, 0, 1], width=12)  # as if another split held a sequence of 12
+    idx = np.arange(4)
+
+    def counts(strategy, rows):
+        batch = strategy.collate(data, np.asarray(rows))
+        return batch.real_tokens, batch.padded_tokens
+
+    assert counts(preset("truncate", max_len=4), idx) == (15, 16)
+    assert counts(preset("mask"), idx) == (23, 36)
+    assert counts(preset("pack"), [1, 3]) == (8, 10)
+    assert counts(preset("naive"), [1, 3]) == (8, 24)
+
+
+def test_computation_notes_label_what_changes_the_computation():
+    notes = {n: computation_note(preset(n).spec) for n in PRESETS}
+    assert notes == {"naive": "reads the output after the padding", "truncate": "truncates to 64 tokens",
+                     "mask": "", "pack": "", "bucket": ""}
+    assert computation_note(preset("mask").spec, bidirectional=True) == "the reverse direction runs over the padding"
+    assert computation_note(preset("pack").spec, bidirectional=True) == ""
