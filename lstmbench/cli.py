@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import click
+from tabulate import tabulate
 from tqdm import tqdm
 
 from . import __version__, report, storage
@@ -65,8 +66,9 @@ def run(suite_file: str, device: str | None, out: str, overrides: tuple[str, ...
     runs = plan_runs(suite)
     records = run_suite(suite, isolate=not inline, on_start=on_start, on_progress=on_progress)
     run_file = storage.new_run_file(out, suite.name)
-    click.echo(f"{suite.name}: {len(suite.strategies)} strategies x {len(suite.seeds)} seeds = {len(runs)} runs "
-               f"on {suite.device}; rows go to {run_file.path}", err=True)
+    ideal = " + the ideal" if suite.ideal else ""
+    click.echo(f"{suite.name}: {len(suite.strategies)} strategies{ideal} x {len(suite.seeds)} seeds = {len(runs)} "
+               f"runs on {suite.device}; rows go to {run_file.path}", err=True)
     failed = done = 0
     bar = tqdm(total=len(runs), unit="run", file=sys.stderr, dynamic_ncols=True, disable=None)  # no bar in logs
 
@@ -76,9 +78,7 @@ def run(suite_file: str, device: str | None, out: str, overrides: tuple[str, ...
             done += 1
             bar.update(1)
             if record.status == "ok":
-                bar.write(f"  {record.strategy} seed {record.seed}: {record.tokens_per_s:,.0f} tokens/s, "
-                          f"accuracy {record.eval_accuracy:.3f} (exact {record.eval_accuracy_exact:.3f}), "
-                          f"train {record.train_time_s:.2f} s", file=sys.stderr)
+                bar.write(f"  {_one_line(record)}", file=sys.stderr)
             else:
                 failed += 1
                 bar.write(f"  {record.strategy} seed {record.seed}: {record.status}: {record.error}", file=sys.stderr)
@@ -117,6 +117,17 @@ def report_cmd(paths: tuple[str, ...], out: str | None) -> None:
         click.echo(f"Wrote {len(written)} files to {folder}\n")
 
 
+def _one_line(r: Any) -> str:
+    text = f"{r.strategy} seed {r.seed}: {r.tokens_per_s:,.0f} tokens/s"
+    if r.efficiency is not None and r.strategy != "ideal":
+        text += f" ({r.efficiency:.0%} of ideal)"
+    if r.eval_accuracy is not None:
+        text += f", accuracy {r.eval_accuracy:.3f} (exact {r.eval_accuracy_exact:.3f})"
+    if r.time_to_target_s is not None:
+        text += f", target at {r.time_to_target_s:.2f} s"
+    return text + f", train {r.train_time_s:.2f} s"
+
+
 def _default_report_dir(rows: Any, suite: str) -> Path:
     first = Path(rows.loc[rows["suite"] == suite, "source_file"].iloc[0])
     if first.parent.name == suite:
@@ -138,11 +149,41 @@ def validate(suite_file: str, overrides: tuple[str, ...]) -> None:
         click.echo(f"  {_describe(spec, suite.model.bidirectional)}")
 
 
+@main.command(name="verify")
+@click.argument("suite_file", type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override a suite key.")
+@click.option("--batches", default=3, show_default=True, help="Batches checked per strategy.")
+@translate_errors
+def verify_cmd(suite_file: str, overrides: tuple[str, ...], batches: int) -> None:
+    """Check each strategy's loss and gradients against processing each sequence alone (float64, on real
+    batches of the suite's data, the batch with the longest sequence included). Exit 1 on a mismatch.
+
+    Example: lstmbench verify suites/packing.yaml --set model.bidirectional=true
+    """
+    from .verify import AS_DESIGNED, EQUIVALENT, MISMATCH, verify_suite
+
+    verdicts = verify_suite(load_suite(suite_file, overrides), batches=batches)
+    table = [{"strategy": v.strategy, "batches": v.batches, "max rel. error, loss": f"{v.loss_rel_error:.1e}",
+              "max rel. error, gradients": f"{v.grad_rel_error:.1e}",
+              "verdict": v.verdict + (f": {v.note}" if v.verdict == AS_DESIGNED else "")} for v in verdicts]
+    click.echo(tabulate(table, headers="keys", tablefmt="pipe"))
+    count = {k: sum(v.verdict == k for v in verdicts) for k in (EQUIVALENT, AS_DESIGNED, MISMATCH)}
+    click.echo(f"\nAll {len(verdicts)} strategies verified: {count[EQUIVALENT]} equivalent, "
+               f"{count[AS_DESIGNED]} differ as designed, {count[MISMATCH]} mismatch.")
+    bad = [v.strategy for v in verdicts if v.verdict == MISMATCH]
+    if bad:
+        noun = "strategy does" if len(bad) == 1 else "strategies do"
+        click.echo(f"Error: {len(bad)} {noun} not match per-sequence processing: {', '.join(bad)}", err=True)
+        sys.exit(EXIT_RUNS_FAILED)
+
+
 @main.command()
 def strategies() -> None:
     """List the strategy presets and the choices they compose."""
     for name, desc in DESCRIPTIONS.items():
         click.echo(f"{name:<9} {desc}")
+    click.echo(f"{'ideal':<9} added to every suite (unless `ideal: false`): the batch's tokens cut into "
+               "equal rows, no padding; the ceiling `efficiency` divides by")
     click.echo("\nA strategy composes one choice of each (give `name`, `batching`, `padding`, `readout`):")
     for axis, options in CHOICE_HELP.items():
         for value, text in options.items():

@@ -5,6 +5,7 @@ import resource
 import time
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from .errors import LstmbenchError
 
@@ -47,3 +48,23 @@ def peak_memory_bytes(device: torch.device) -> int:
 
 def current_peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+class KernelProbe(TorchDispatchMode):
+    """Which LSTM implementation ran, read from the aten ops dispatched inside the block:
+    cudnn (_cudnn_rnn), miopen, onednn (mkldnn_rnn_layer), or generic (PyTorch's per-timestep loop, which
+    is what packed sequences get on CPU)."""
+
+    KERNELS = (("_cudnn_rnn", "cudnn"), ("miopen_rnn", "miopen"), ("mkldnn_rnn_layer", "onednn"))
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: set[str] = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        self.ops.add(func.overloadpacket.__name__)
+        return func(*args, **(kwargs or {}))
+
+    @property
+    def kernel(self) -> str:
+        return next((name for op, name in self.KERNELS if op in self.ops), "generic")

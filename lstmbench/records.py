@@ -33,7 +33,9 @@ class RunRecord:
     epochs: int = 0
     batch_size: int = 0
     steps: int = 0  # optimizer steps, all timed (warm-up ran on a scratch copy of the model)
-    warmup_steps: int = 0
+    warmup_steps: int = 0  # untimed steps on a scratch copy: the first N batches plus one of every new shape
+    distinct_shapes: int | None = None  # distinct (batch, time) shapes among the timed steps
+    lstm_kernel: str | None = None  # cudnn | miopen | onednn | generic: the LSTM implementation that ran
     real_tokens: int | None = None  # non-padding tokens fed to the model (after truncation)
     padded_tokens: int | None = None  # batch x time summed over steps: every position computed or padded
     pad_fraction: float | None = None
@@ -51,6 +53,10 @@ class RunRecord:
     eval_accuracy_exact: float | None = None  # the same weights, evaluated exactly per sequence
     eval_loss_exact: float | None = None
     final_loss: float | None = None  # mean training loss over the last epoch
+    curve: list = field(default_factory=list)  # [train_time_s, step, eval_accuracy] every eval_every steps
+    target_accuracy: float | None = None
+    time_to_target_s: float | None = None  # training time at the first evaluation reaching the target
+    efficiency: float | None = None  # tokens_per_s / the ideal's tokens_per_s, same invocation and seed
     init_checksum: str = ""  # sha256 prefix of the initial weights: equal across strategies of a seed
     threads: int = 0
     eval_time_s: float | None = None  # not part of train_time_s

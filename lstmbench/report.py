@@ -17,7 +17,7 @@ import pandas as pd  # noqa: E402
 
 from .data import make_data  # noqa: E402
 from .errors import LstmbenchError  # noqa: E402
-from .stats import mean_std, spread  # noqa: E402
+from .stats import UNSTABLE_IQR, bootstrap_ci, mean_std, spread  # noqa: E402
 from .suite import suite_from_dict  # noqa: E402
 
 BASELINE = "naive"  # speed-ups are against this strategy when the section has it
@@ -31,6 +31,7 @@ class Section:
     summary: pd.DataFrame  # one row per strategy, raw numbers
     notes: list[str] = field(default_factory=list)
     config: dict = field(default_factory=dict)
+    rows: pd.DataFrame = field(default_factory=pd.DataFrame)  # the section's ok rows (curves)
 
     @property
     def title(self) -> str:
@@ -52,6 +53,9 @@ class SuiteReport:
             if s.config.get("description"):
                 parts.append(s.config["description"] + "\n")
             parts.append(s.table().to_markdown(index=False) + "\n")
+            rank = ranking(s.summary, s.config.get("train", {}).get("target_accuracy"))
+            if rank:
+                parts.append("\n".join(rank) + "\n")
             parts += [f"- {n}" for n in s.notes]
             parts.append("")
         return "\n".join(parts)
@@ -88,28 +92,42 @@ def _section(suite: str, suite_hash: str, device: str, rows: pd.DataFrame) -> Se
         if mine.empty:
             continue
         tps = spread(good["tokens_per_s"])
-        acc, acc_sd = mean_std(good["eval_accuracy"])
-        exact, exact_sd = mean_std(good["eval_accuracy_exact"])
+        tps_low, tps_high = bootstrap_ci(good["tokens_per_s"])
+        acc, acc_sd = mean_std(good["eval_accuracy"].dropna())
+        exact, exact_sd = mean_std(good["eval_accuracy_exact"].dropna())
+        acc_low, acc_high = bootstrap_ci(good["eval_accuracy"].dropna())
+        reached = _column(good, "time_to_target_s").dropna()
         records.append({
             "strategy": name,
             "computes": mine["computation_note"].iloc[-1] or "exact",
+            "lstm_kernel": "/".join(sorted(set(_column(good, "lstm_kernel").dropna()))) or "-",
             "runs_ok": len(good), "runs_failed": len(mine) - len(good),
-            "tokens_per_s": tps.median, "tokens_per_s_min": tps.low, "tokens_per_s_max": tps.high,
+            "tokens_per_s": tps.median, "tokens_per_s_ci_low": tps_low, "tokens_per_s_ci_high": tps_high,
+            "tokens_per_s_min": tps.low, "tokens_per_s_max": tps.high,
             "tokens_per_s_iqr_rel": tps.iqr_rel, "unstable": tps.unstable,
+            "efficiency": spread(_column(good, "efficiency").dropna()).median,
             "samples_per_s": spread(good["samples_per_s"]).median,
             "pad_fraction": spread(good["pad_fraction"]).median,
             "data_time_fraction": spread(good["data_time_fraction"]).median,
             "train_time_s": spread(good["train_time_s"]).median,
+            "step_time_median_s": spread(_column(good, "step_time_median_s")).median,
             "peak_mem_mib": spread(good["peak_mem_bytes"]).median / 2**20,
             "run_mem_mib": spread(good["peak_mem_bytes"] - good["baseline_rss_bytes"]).median / 2**20
             if device == "cpu" else np.nan,
             "eval_accuracy": acc, "eval_accuracy_sd": acc_sd,
+            "eval_accuracy_ci_low": acc_low, "eval_accuracy_ci_high": acc_high,
             "eval_accuracy_exact": exact, "eval_accuracy_exact_sd": exact_sd,
+            "time_to_target_s": spread(reached).median, "reached_target": len(reached),
         })
     summary = pd.DataFrame(records)
     base = summary.loc[summary["strategy"] == BASELINE, "tokens_per_s"]
     summary["speedup_vs_naive"] = summary["tokens_per_s"] / base.iloc[0] if len(base) else np.nan
-    return Section(suite, suite_hash, device, summary, _notes(rows, ok), config)
+    return Section(suite, suite_hash, device, summary, _notes(rows, ok), config, ok)
+
+
+def _column(rows: pd.DataFrame, key: str) -> pd.Series:
+    """A column that rows of an older lstmbench may lack: all missing then."""
+    return rows[key] if key in rows else pd.Series([np.nan] * len(rows), index=rows.index, dtype=float)
 
 
 def _notes(rows: pd.DataFrame, ok: pd.DataFrame) -> list[str]:
@@ -129,9 +147,23 @@ def _notes(rows: pd.DataFrame, ok: pd.DataFrame) -> list[str]:
     for _, r in rows[rows["status"] != "ok"].iterrows():
         notes.append(f"FAILED: {r['strategy']} seed {r['seed']}: {r['status']}: {r['error']}")
     notes.append("tokens/s counts real (non-padding) tokens per second of training steps, warm-up and evaluation "
-                 "excluded; the range is min-max over seeds. Accuracy is mean ± sd over seeds: 'own path' through "
-                 "the strategy's inference path, 'exact' the same weights evaluated per sequence.")
+                 "excluded: the median over seeds and its 95% bootstrap confidence interval; 'unstable' marks an "
+                 f"IQR over {UNSTABLE_IQR:.0%} of the median. efficiency = tokens/s / the zero-padding ideal's "
+                 "tokens/s, same invocation and seed. Accuracy is mean ± sd over seeds: 'own path' through the "
+                 "strategy's inference path, 'exact' the same weights evaluated per sequence.")
     return notes
+
+
+def ranking(summary: pd.DataFrame, target: float | None) -> list[str]:
+    """Strategies ranked by median time to the target accuracy (MLPerf's score), never-reached last."""
+    if not target:
+        return []
+    rows = summary[summary["strategy"] != "ideal"].sort_values("time_to_target_s", na_position="last")
+    lines = [f"Time to accuracy {target:g} (median training seconds over the runs that reached it):"]
+    for i, r in enumerate(rows.itertuples(), 1):
+        when = "never reached" if np.isnan(r.time_to_target_s) else f"{r.time_to_target_s:.2f} s"
+        lines.append(f"  {i}. {r.strategy}: {when} ({r.reached_target}/{r.runs_ok} runs)")
+    return lines
 
 
 def format_table(summary: pd.DataFrame) -> pd.DataFrame:
@@ -141,19 +173,24 @@ def format_table(summary: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame({
         "strategy": summary["strategy"],
         "computes": summary["computes"],
+        "kernel": summary["lstm_kernel"],
         "runs": [f"{ok}" + (f" ({bad} failed)" if bad else "") for ok, bad in
                  zip(summary["runs_ok"], summary["runs_failed"])],
-        "tokens/s (median, min-max)": [
-            "-" if np.isnan(m) else f"{m:,.0f} ({lo:,.0f}-{hi:,.0f})" + (" unstable" if u else "")
-            for m, lo, hi, u in zip(summary["tokens_per_s"], summary["tokens_per_s_min"],
-                                    summary["tokens_per_s_max"], summary["unstable"])],
+        "tokens/s (median [95% CI])": [
+            "-" if np.isnan(m) else f"{m:,.0f} [{lo:,.0f}-{hi:,.0f}]" + (" unstable" if u else "")
+            for m, lo, hi, u in zip(summary["tokens_per_s"], summary["tokens_per_s_ci_low"],
+                                    summary["tokens_per_s_ci_high"], summary["unstable"])],
         "vs naive": ["-" if np.isnan(x) else f"{x:.2f}x" for x in summary["speedup_vs_naive"]],
+        "efficiency": [_pct(x, 0) + "%" if not np.isnan(x) else "-" for x in summary["efficiency"]],
         "pad %": [_pct(x) for x in summary["pad_fraction"]],
         "data prep %": [_pct(x, 2) for x in summary["data_time_fraction"]],
         "peak MiB": [_mem(p, r) for p, r in zip(summary["peak_mem_mib"], summary["run_mem_mib"])],
         "accuracy, own path": [pm(m, s) for m, s in zip(summary["eval_accuracy"], summary["eval_accuracy_sd"])],
         "accuracy, exact": [pm(m, s) for m, s in zip(summary["eval_accuracy_exact"],
                                                       summary["eval_accuracy_exact_sd"])],
+        "time to target s": ["-" if n == 0 else f"{t:.2f}" + ("" if n == k else f" ({n}/{k})")
+                             for t, n, k in zip(summary["time_to_target_s"], summary["reached_target"],
+                                                summary["runs_ok"])],
         "train s": ["-" if np.isnan(x) else f"{x:.2f}" for x in summary["train_time_s"]],
     })
     return out
@@ -178,9 +215,9 @@ def plots(section: Section) -> dict[str, bytes]:
     x = np.arange(len(names))
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    err = np.vstack([s["tokens_per_s"] - s["tokens_per_s_min"], s["tokens_per_s_max"] - s["tokens_per_s"]])
+    err = np.vstack([s["tokens_per_s"] - s["tokens_per_s_ci_low"], s["tokens_per_s_ci_high"] - s["tokens_per_s"]])
     ax.bar(x, s["tokens_per_s"], yerr=err, capsize=4, color="tab:blue")
-    ax.set_ylabel("real tokens / s (median, min-max over seeds)")
+    ax.set_ylabel("real tokens / s (median, 95% CI over seeds)")
     out["throughput"] = _finish(fig, ax, names, f"Training throughput: {section.title}")
 
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -196,6 +233,24 @@ def plots(section: Section) -> dict[str, bytes]:
     ax.set_ylabel("held-out accuracy (mean ± sd over seeds)")
     ax.legend(loc="lower right")
     out["accuracy"] = _finish(fig, ax, names, f"Accuracy: {section.title}")
+
+    curves = section.rows[["strategy", "curve"]] if "curve" in section.rows else pd.DataFrame()
+    if len(curves) and curves["curve"].map(lambda c: isinstance(c, list) and len(c) > 1).any():
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for i, name in enumerate(n for n in names if n != "ideal"):
+            for j, curve in enumerate(curves.loc[curves["strategy"] == name, "curve"]):
+                t, _, acc = zip(*curve) if curve else ((), (), ())
+                ax.plot(t, acc, color=f"C{i}", alpha=0.8, lw=1.2, marker=".", label=name if j == 0 else None)
+        target = section.config.get("train", {}).get("target_accuracy")
+        if target:
+            ax.axhline(target, color="k", ls="--", lw=0.8, label=f"target {target:g}")
+        ax.set_xlabel("training time, s (evaluation excluded)")
+        ax.set_ylabel("held-out accuracy, own path")
+        ax.set_ylim(0, 1.02)
+        ax.legend(fontsize=8, loc="lower right")
+        ax.grid(alpha=0.3)
+        ax.set_title(f"Accuracy against training time (one line per run): {section.title}", fontsize=10)
+        out["time_to_accuracy"] = _png(fig)
 
     lengths = _train_lengths(section.config)
     if lengths is not None:

@@ -6,7 +6,7 @@ from typing import Callable, Iterator
 
 from .probes import resolve_device
 from .records import RunRecord
-from .suite import StrategySpec, Suite
+from .suite import IDEAL, StrategySpec, Suite
 from .worker import run_inline, run_isolated
 
 
@@ -17,8 +17,10 @@ class PlannedRun:
 
 
 def plan_runs(suite: Suite) -> list[PlannedRun]:
-    """Seed 0 of every strategy, then seed 1, ...: slow drift of the machine spreads over all strategies."""
-    return [PlannedRun(spec, seed) for seed in suite.seeds for spec in suite.strategies]
+    """Seed 0 of every strategy, then seed 1, ...: slow drift of the machine spreads over all strategies.
+    The zero-padding ideal comes first in each seed, so the rows after it can carry their efficiency."""
+    specs = ([IDEAL] if suite.ideal else []) + list(suite.strategies)
+    return [PlannedRun(spec, seed) for seed in suite.seeds for spec in specs]
 
 
 def run_suite(suite: Suite, isolate: bool = True,
@@ -32,9 +34,16 @@ def run_suite(suite: Suite, isolate: bool = True,
     runs = plan_runs(suite)
 
     def records() -> Iterator[RunRecord]:
+        ideal_speed: dict[int, float] = {}  # seed -> the ideal's tokens/s in this invocation
         for i, planned in enumerate(runs):
             if on_start:
                 on_start(planned, i, len(runs))
-            yield run(suite, planned.spec, planned.seed, device, on_progress)
+            record = run(suite, planned.spec, planned.seed, device, on_progress)
+            if record.status == "ok" and record.tokens_per_s:
+                if planned.spec == IDEAL:
+                    ideal_speed[planned.seed] = record.tokens_per_s
+                if planned.seed in ideal_speed:
+                    record.efficiency = record.tokens_per_s / ideal_speed[planned.seed]
+            yield record
 
     return records()

@@ -37,6 +37,8 @@ CHOICE_HELP = {
 
 def computation_note(spec: StrategySpec, bidirectional: bool = False) -> str:
     """'' when the strategy computes exactly what per-sequence processing computes; else why not."""
+    if spec.padding == "reshape":
+        return "reference: the batch's tokens cut into equal rows, no padding (a throughput ceiling)"
     notes = []
     if spec.padding == "truncate":
         notes.append(f"truncates to {spec.max_len} tokens")
@@ -92,6 +94,8 @@ class Strategy:
         return data.max_length if self.spec.padding == "global" else int(kept.max())
 
     def collate(self, data: Dataset, idx: np.ndarray) -> Batch:
+        if self.spec.padding == "reshape":
+            return _reshaped(data, idx)
         kept = self.kept_lengths(data.lengths[idx])
         width = self.pad_to(kept, data)
         tokens = data.padded[idx, :width]  # one copy; columns past a (kept) length are PAD already
@@ -104,6 +108,18 @@ class Strategy:
         if self.spec.batching == "bucket":
             order = order[np.argsort(data.lengths, kind="stable")]
         return [self.collate(data, order[i:i + batch_size]) for i in range(0, len(order), batch_size)]
+
+
+def _reshaped(data: Dataset, idx: np.ndarray) -> Batch:
+    """The ideal's batch: the batch's real tokens, in order, cut into len(idx) rows of equal length (the
+    remainder of fewer than len(idx) tokens is dropped). No padding at all; labels are the batch's own."""
+    rows = data.padded[idx, :int(data.lengths[idx].max())]
+    flat = rows[rows != PAD]
+    width = len(flat) // len(idx)
+    tokens = np.ascontiguousarray(flat[:width * len(idx)].reshape(len(idx), width))
+    lengths = np.full(len(idx), width, dtype=np.int64)
+    return Batch(torch.from_numpy(tokens), torch.from_numpy(lengths), torch.from_numpy(data.labels[idx]),
+                 tokens.size, tokens.size)
 
 
 def exact_strategy() -> Strategy:

@@ -87,6 +87,8 @@ class TrainConfig:
     lr: float = 0.003  # Adam; the calibrated rate for the marker task
     warmup_steps: int = 5  # untimed steps on a scratch copy of the model: allocator and kernel caches
     eval_batch_size: int = 0  # 0 = batch_size
+    eval_every: int = 0  # evaluate every N steps for the accuracy-vs-time curve; 0 = only at the end
+    target_accuracy: float = 0.0  # time_to_target_s is the training time to reach it; 0 = no target
 
     def check(self, at: _At) -> None:
         at.positive("batch_size", self.batch_size)
@@ -94,6 +96,9 @@ class TrainConfig:
         at.positive("lr", self.lr)
         at.nonnegative("warmup_steps", self.warmup_steps)
         at.nonnegative("eval_batch_size", self.eval_batch_size)
+        at.nonnegative("eval_every", self.eval_every)
+        if not 0.0 <= self.target_accuracy <= 1.0:
+            at.fail("target_accuracy", f"must be in [0, 1], got {self.target_accuracy}")
 
 
 @dataclass(frozen=True)
@@ -130,6 +135,11 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+# The zero-padding reference: each batch's real tokens cut into equal-length rows (same batch size, same
+# tokens, no padding) and read at the last step. Not a strategy a user would train with: a throughput ceiling.
+IDEAL = StrategySpec(name="ideal", batching="random", padding="reshape", readout="last")
+
+
 @dataclass(frozen=True)
 class Suite:
     name: str
@@ -138,6 +148,7 @@ class Suite:
     device: str = "cpu"  # cpu | cuda | auto (cuda when available)
     seeds: tuple[int, ...] = (0,)  # one run per strategy and seed; a seed fixes the data and the init
     threads: int = 0  # torch intra-op threads; 0 = torch's default (all cores)
+    ideal: bool = True  # also run the zero-padding reference: the ceiling every `efficiency` is measured against
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -156,6 +167,9 @@ class Suite:
             at.fail("strategies", "must list at least one strategy")
         at.nonnegative("threads", self.threads)
         names = [s.name for s in self.strategies]
+        if IDEAL.name in names:
+            at.fail(f"strategies[{names.index(IDEAL.name)}]", "the name 'ideal' is reserved for the zero-padding "
+                                                              "reference, which runs unless `ideal: false`")
         for i, n in enumerate(names):
             if n in names[:i]:
                 at.fail(f"strategies[{i}]", f"duplicate strategy name {n!r}; give one a `name:`")

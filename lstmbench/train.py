@@ -1,7 +1,8 @@
 """Stage 5, the train/eval loop: `run_one(suite, strategy, seed)` -> `RunRecord`. No file I/O.
 
-Read top to bottom: build the seed's data and model, warm up on a scratch copy, train with every step
-timed (batch preparation timed apart), then evaluate twice outside the clock.
+Read top to bottom: build the seed's data and model, warm up on a scratch copy (every batch shape once),
+train with every step timed (batch preparation timed apart, periodic evaluations between steps and off
+the clock), then evaluate twice: through the strategy's own path and exactly per sequence.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import torch.nn.functional as F
 from .data import Dataset, make_data
 from .errors import RunFailed
 from .model import LSTMClassifier, build_model, weights_checksum
-from .probes import Clock, current_peak_rss_bytes, peak_memory_bytes, reset_peak_memory
+from .probes import Clock, KernelProbe, current_peak_rss_bytes, peak_memory_bytes, reset_peak_memory
 from .records import RunRecord, collect_env
 from .strategies import Strategy, computation_note, exact_strategy, plan_epochs
 from .suite import StrategySpec, Suite
@@ -30,6 +31,7 @@ def run_one(suite: Suite, spec: StrategySpec, seed: int, device: torch.device,
         torch.set_num_threads(suite.threads)
     baseline_rss = current_peak_rss_bytes()
     strategy = Strategy(spec)
+    is_ideal = spec.padding == "reshape"  # the reference trains on scrambled rows: its accuracy means nothing
     splits = make_data(suite.data, seed)
     train, held_out = splits.train, splits.eval
     model = build_model(suite.model, suite.data.vocab_size, train.num_classes, seed)
@@ -38,13 +40,15 @@ def run_one(suite: Suite, spec: StrategySpec, seed: int, device: torch.device,
     optimizer = torch.optim.Adam(model.parameters(), lr=suite.train.lr)
     plan = plan_epochs(strategy, train.lengths, suite.train.batch_size, suite.train.epochs, seed)
 
-    warmup = plan[:suite.train.warmup_steps]
-    _warm_up(model, strategy, train, warmup, device, suite.train.lr)
+    warmup = warmup_batches(strategy, train, plan, suite.train.warmup_steps)
+    kernel = _warm_up(model, strategy, train, warmup, device, suite.train.lr)
     reset_peak_memory(device)
 
     clock = Clock(device)
+    eval_bs = suite.eval_batch_size
+    every = 0 if is_ideal else suite.train.eval_every
     model.train()
-    step_times, data_times, losses = [], [], []
+    step_times, data_times, losses, curve = [], [], [], []
     real_tokens = padded_tokens = 0
     for step, idx in enumerate(plan):
         t0 = clock.now()
@@ -63,17 +67,22 @@ def run_one(suite: Suite, spec: StrategySpec, seed: int, device: torch.device,
         losses.append(value)
         real_tokens += batch.real_tokens
         padded_tokens += batch.padded_tokens
+        if every and (step + 1) % every == 0 and step + 1 < len(plan):  # between steps: off the clock
+            accuracy, _ = evaluate(model, strategy, held_out, eval_bs, device)
+            curve.append([float(sum(step_times)), step + 1, accuracy])
         if progress:
             progress(step + 1, len(plan))
     peak = peak_memory_bytes(device)
+    train_time = float(sum(step_times))
 
     t_eval = clock.now()
-    eval_bs = suite.eval_batch_size
-    accuracy, _ = evaluate(model, strategy, held_out, eval_bs, device)
-    accuracy_exact, loss_exact = evaluate(model, exact_strategy(), held_out, eval_bs, device)
+    accuracy = accuracy_exact = loss_exact = None
+    if not is_ideal:
+        accuracy, _ = evaluate(model, strategy, held_out, eval_bs, device)
+        accuracy_exact, loss_exact = evaluate(model, exact_strategy(), held_out, eval_bs, device)
+        curve.append([train_time, len(plan), accuracy])
     eval_time = clock.now() - t_eval
 
-    train_time = float(sum(step_times))
     data_time = float(sum(data_times))
     steps_per_epoch = len(plan) // suite.train.epochs
     quantiles = np.quantile(step_times, [0.1, 0.5, 0.9])
@@ -83,6 +92,7 @@ def run_one(suite: Suite, spec: StrategySpec, seed: int, device: torch.device,
         computation_note=computation_note(spec, suite.model.bidirectional),
         device=device.type, seed=seed, status="ok",
         epochs=suite.train.epochs, batch_size=suite.train.batch_size, steps=len(plan), warmup_steps=len(warmup),
+        distinct_shapes=len({_shape(strategy, train, idx) for idx in plan}), lstm_kernel=kernel,
         real_tokens=real_tokens, padded_tokens=padded_tokens, pad_fraction=1 - real_tokens / padded_tokens,
         train_time_s=train_time, data_time_s=data_time, data_time_fraction=data_time / train_time,
         samples_per_s=len(train) * suite.train.epochs / train_time, tokens_per_s=real_tokens / train_time,
@@ -90,27 +100,64 @@ def run_one(suite: Suite, spec: StrategySpec, seed: int, device: torch.device,
         step_time_p90_s=float(quantiles[2]),
         peak_mem_bytes=peak, baseline_rss_bytes=baseline_rss,
         eval_accuracy=accuracy, eval_accuracy_exact=accuracy_exact, eval_loss_exact=loss_exact,
+        curve=curve, target_accuracy=suite.train.target_accuracy or None,
+        time_to_target_s=time_to_target(curve, suite.train.target_accuracy),
         final_loss=float(np.mean(losses[-steps_per_epoch:])), init_checksum=checksum,
         threads=torch.get_num_threads(), eval_time_s=eval_time, config=suite.to_dict(),
         env=collect_env(_device_name(device), torch.get_num_threads()),
     )
 
 
+def time_to_target(curve: list[list[float]], target: float) -> float | None:
+    """Training seconds at the first evaluation that reached `target` (MLPerf's score); None if none did."""
+    if not target:
+        return None
+    return next((t for t, _, accuracy in curve if accuracy >= target), None)
+
+
+def warmup_batches(strategy: Strategy, data: Dataset, plan: list[np.ndarray], steps: int) -> list[np.ndarray]:
+    """The first `steps` batches, then one batch of every batch shape not yet seen: a new shape can make a
+    backend re-plan or autotune (cuDNN benchmark, oneDNN primitives), which must not land in the clock."""
+    if not steps:
+        return []
+    chosen = list(plan[:steps])
+    seen = {_shape(strategy, data, idx) for idx in chosen}
+    for idx in plan[steps:]:
+        shape = _shape(strategy, data, idx)
+        if shape not in seen:
+            seen.add(shape)
+            chosen.append(idx)
+    return chosen
+
+
+def _shape(strategy: Strategy, data: Dataset, idx: np.ndarray) -> tuple[int, int]:
+    if strategy.spec.padding == "reshape":
+        return len(idx), int(data.lengths[idx].sum()) // len(idx)
+    return len(idx), strategy.pad_to(strategy.kept_lengths(data.lengths[idx]), data)
+
+
 def _warm_up(model: LSTMClassifier, strategy: Strategy, data: Dataset, plan: list[np.ndarray],
-             device: torch.device, lr: float) -> None:
+             device: torch.device, lr: float) -> str:
     """Untimed steps on a scratch copy, so allocator and kernel caches are warm while the real model
-    still starts from its seeded weights (every strategy trains the same trajectory of examples)."""
-    if not plan:
-        return
+    still starts from its seeded weights. Returns the LSTM kernel that the first step ran."""
     scratch = copy.deepcopy(model)
     optimizer = torch.optim.Adam(scratch.parameters(), lr=lr)
-    for idx in plan:
+    kernel = ""
+    for idx in plan or [np.arange(1)]:  # no warm-up asked for: one batch of one, only to see the kernel
         batch = strategy.collate(data, idx).to(device)
-        loss = F.cross_entropy(scratch(batch.tokens, batch.lengths, strategy.readout), batch.labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        if not kernel:
+            with KernelProbe() as probe:
+                logits = scratch(batch.tokens, batch.lengths, strategy.readout)
+            kernel = probe.kernel
+        else:
+            logits = scratch(batch.tokens, batch.lengths, strategy.readout)
+        if plan:
+            loss = F.cross_entropy(logits, batch.labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
     Clock(device).now()  # drain the queue before the timed loop
+    return kernel
 
 
 @torch.no_grad()

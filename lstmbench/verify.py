@@ -7,9 +7,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data import Dataset
-from .model import LSTMClassifier
-from .strategies import Strategy
+from .data import Dataset, make_data
+from .model import LSTMClassifier, build_model
+from .strategies import Strategy, computation_note, plan_epochs
+from .suite import Suite
 
 
 @dataclass(frozen=True)
@@ -49,3 +50,41 @@ def _grads(model: LSTMClassifier, loss: torch.Tensor) -> list[torch.Tensor]:
     params = [p for p in model.parameters() if p.requires_grad]
     return [g if g is not None else torch.zeros_like(p)
             for g, p in zip(torch.autograd.grad(loss, params, allow_unused=True), params)]
+
+
+EQUIVALENT, AS_DESIGNED, MISMATCH = "equivalent", "differs as designed", "MISMATCH"
+TOLERANCE = 1e-7  # in float64 an exact strategy lands near 1e-12 and a wrong one above 1e-3
+
+
+@dataclass(frozen=True)
+class Verdict:
+    strategy: str
+    batches: int
+    loss_rel_error: float  # the largest over the checked batches
+    grad_rel_error: float
+    note: str  # how the strategy changes the computation ('' = it claims to be exact)
+    verdict: str  # equivalent | differs as designed | MISMATCH
+
+
+def verify_suite(suite: Suite, batches: int = 3, tolerance: float = TOLERANCE) -> list[Verdict]:
+    """Check every strategy of `suite` on real batches of its data (first seed), in float64: the first
+    `batches` batches of the strategy's own plan, the last one replaced by the batch holding the longest
+    sequence. A strategy that claims to ignore padding must match per-sequence processing."""
+    seed = suite.seeds[0]
+    data = make_data(suite.data, seed).train
+    model = build_model(suite.model, suite.data.vocab_size, data.num_classes, seed).double()
+    model.eval()  # dropout off: the reference and the batch must see the same function
+    verdicts = []
+    for spec in suite.strategies:
+        strategy = Strategy(spec)
+        plan = plan_epochs(strategy, data.lengths, suite.train.batch_size, 1, seed)
+        longest = next(idx for idx in plan if data.lengths.argmax() in idx)
+        chosen = plan[:max(batches - 1, 0)] + [longest]
+        results = [check_batch(model, strategy, data, idx) for idx in chosen]
+        loss_err = max(r.loss_rel_error for r in results)
+        grad_err = max(r.grad_rel_error for r in results)
+        note = computation_note(spec, suite.model.bidirectional)
+        same = loss_err <= tolerance and grad_err <= tolerance
+        verdict = EQUIVALENT if same else (AS_DESIGNED if note else MISMATCH)
+        verdicts.append(Verdict(spec.name, len(chosen), loss_err, grad_err, note, verdict))
+    return verdicts

@@ -13,7 +13,7 @@ TINY = {
     "data": {"source": "synthetic", "task": "classify", "train_size": 96, "eval_size": 48, "vocab_size": 16,
              "lengths": {"dist": "lognormal", "median": 8, "sigma": 0.8, "min": 2, "max": 40}},
     "model": {"embed_dim": 8, "hidden_size": 12, "num_layers": 1, "bidirectional": False, "dropout": 0.0},
-    "train": {"batch_size": 16, "epochs": 2, "lr": 0.01, "warmup_steps": 2},
+    "train": {"batch_size": 16, "epochs": 2, "lr": 0.01, "warmup_steps": 2, "target_accuracy": 0.9},
     "strategies": ["naive", {"truncate": {"max_len": 6}}, "mask", "pack", "bucket"],
 }
 

@@ -74,9 +74,12 @@ def test_run_then_report_end_to_end(tiny_file, tmp_path):
     assert r.exit_code == 0, r.output
     (rows_file,) = (out / "tiny").glob("*.jsonl")
     rows = [json.loads(line) for line in rows_file.read_text().splitlines()]
-    assert [(x["strategy"], x["seed"], x["status"]) for x in rows] == [("naive", 0, "ok"), ("mask", 0, "ok")]
-    assert rows[0]["init_checksum"] == rows[1]["init_checksum"]
-    assert "| mask " in r.stdout and f"2 rows appended to {rows_file}" in r.stdout
+    assert [(x["strategy"], x["seed"], x["status"]) for x in rows] == [
+        ("ideal", 0, "ok"), ("naive", 0, "ok"), ("mask", 0, "ok")]
+    assert rows[0]["init_checksum"] == rows[1]["init_checksum"] == rows[2]["init_checksum"]
+    assert rows[2]["efficiency"] == rows[2]["tokens_per_s"] / rows[0]["tokens_per_s"]
+    assert "| mask " in r.stdout and f"3 rows appended to {rows_file}" in r.stdout
+    assert r.stderr.startswith("tiny: 2 strategies + the ideal x 1 seeds = 3 runs on cpu; rows go to ")
 
     r = invoke("report", out)
     assert r.exit_code == 0, r.output
@@ -100,7 +103,8 @@ def test_failed_runs_are_rows_and_exit_1(tiny_file, tmp_path, monkeypatch):
 
     monkeypatch.setattr("lstmbench.train.F", types.SimpleNamespace(cross_entropy=nan_loss))
     out = tmp_path / "results"
-    r = invoke("run", tiny_file, "--inline", "--out", out, "--set", "seeds=[0]", "--set", "strategies=[mask]")
+    r = invoke("run", tiny_file, "--inline", "--out", out, "--set", "seeds=[0]", "--set", "strategies=[mask]",
+               "--set", "ideal=false")
     assert r.exit_code == 1
     assert r.stderr.endswith("Error: 1 of 1 runs failed; their rows carry the status and error.\n")
     (rows_file,) = (out / "tiny").glob("*.jsonl")

@@ -26,6 +26,9 @@ def rows(**overrides) -> pd.DataFrame:
                 "data_time_fraction": 0.01, "train_time_s": 2.0, "peak_mem_bytes": 2**30,
                 "baseline_rss_bytes": 2**29, "eval_accuracy": accs[strategy][seed],
                 "eval_accuracy_exact": accs[strategy][seed], "init_checksum": f"c{seed}",
+                "efficiency": {"naive": 0.2, "mask": 0.6}[strategy], "lstm_kernel": "onednn",
+                "time_to_target_s": [None, 1.0, 2.0][seed] if strategy == "mask" else None,
+                "curve": [[0.5, 8, 0.6], [1.0 + seed, 16, accs[strategy][seed]]],
                 "config": CONFIG, "env": {"cpu": "cpu-x", "threads": 2, "device_name": "cpu", "torch": "2.x",
                                         "lstmbench": "0.1.0", "git_commit": "abc"},
             })
@@ -48,7 +51,9 @@ def test_summary_numbers():
     assert s.loc["mask", "peak_mem_mib"] == 1024 and s.loc["mask", "run_mem_mib"] == 512
     assert list(s.index) == ["naive", "mask"]  # the suite's order
     table = section.table().set_index("strategy")
-    assert table.loc["mask", "tokens/s (median, min-max)"] == "300 (270-330)"
+    lo, hi = s.loc["mask", "tokens_per_s_ci_low"], s.loc["mask", "tokens_per_s_ci_high"]
+    assert 270 <= lo < 300 < hi <= 330  # a bootstrap interval of the median of three
+    assert table.loc["mask", "tokens/s (median [95% CI])"] == f"300 [{lo:,.0f}-{hi:,.0f}]"
     assert table.loc["mask", "vs naive"] == "3.00x"
     assert table.loc["mask", "accuracy, own path"] == "0.950 ± 0.050"
     assert table.loc["naive", "computes"] == "reads the output after the padding"
@@ -82,8 +87,34 @@ def test_configurations_are_never_averaged_together():
 
 def test_files_are_real_pngs_and_tables():
     files = report.build_reports(rows())[0].files()
-    assert set(files) == {"summary.md", "summary.csv", "throughput.png", "memory.png", "accuracy.png", "lengths.png"}
+    assert set(files) == {"summary.md", "summary.csv", "throughput.png", "memory.png", "accuracy.png", "lengths.png",
+                          "time_to_accuracy.png"}
     assert all(files[n][:8] == b"\x89PNG\r\n\x1a\n" for n in files if n.endswith(".png"))
     assert "| mask " in files["summary.md"]
     csv = pd.read_csv(__import__("io").StringIO(files["summary.csv"]))
     assert list(csv["strategy"]) == ["naive", "mask"] and csv["speedup_vs_naive"].iloc[1] == pytest.approx(3.0)
+
+
+def test_efficiency_time_to_target_and_ranking():
+    (section,) = report.build_reports(rows())[0].sections
+    s = section.summary.set_index("strategy")
+    assert s.loc["mask", "efficiency"] == 0.6 and s.loc["naive", "efficiency"] == 0.2
+    assert s.loc["mask", "time_to_target_s"] == 1.5 and s.loc["mask", "reached_target"] == 2
+    table = section.table().set_index("strategy")
+    assert table.loc["mask", "efficiency"] == "60%"
+    assert table.loc["mask", "time to target s"] == "1.50 (2/3)"
+    assert table.loc["naive", "time to target s"] == "-"
+    assert table.loc["mask", "kernel"] == "onednn"
+    assert report.ranking(section.summary, 0.9) == [
+        "Time to accuracy 0.9 (median training seconds over the runs that reached it):",
+        "  1. mask: 1.50 s (2/3 runs)",
+        "  2. naive: never reached (0/3 runs)",
+    ]
+    assert report.ranking(section.summary, None) == []
+
+
+def test_rows_of_an_older_version_without_new_keys_still_report():
+    df = rows().drop(columns=["efficiency", "lstm_kernel", "time_to_target_s", "curve"])
+    (section,) = report.build_reports(df)[0].sections
+    table = section.table().set_index("strategy")
+    assert table.loc["mask", "efficiency"] == "-" and table.loc["mask", "kernel"] == "-"

@@ -87,3 +87,18 @@ def test_computation_notes_label_what_changes_the_computation():
                      "mask": "", "pack": "", "bucket": ""}
     assert computation_note(preset("mask").spec, bidirectional=True) == "the reverse direction runs over the padding"
     assert computation_note(preset("pack").spec, bidirectional=True) == ""
+
+
+def test_ideal_batches_reshape_the_same_tokens_without_padding(splits):
+    from lstmbench.suite import IDEAL
+
+    ideal, data = Strategy(IDEAL), splits.train
+    for idx in plan_epochs(ideal, data.lengths, 32, 1, seed=0):
+        batch = ideal.collate(data, idx)
+        tokens = np.concatenate([data.sequence(i) for i in idx])
+        width = len(tokens) // len(idx)
+        assert tuple(batch.tokens.shape) == (len(idx), width)
+        assert batch.real_tokens == batch.padded_tokens == len(idx) * width
+        assert batch.tokens.flatten().tolist() == tokens[:len(idx) * width].tolist()
+        assert (batch.lengths == width).all()
+    assert computation_note(IDEAL).startswith("reference:")

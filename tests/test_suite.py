@@ -60,7 +60,7 @@ def _error(tmp_path: Path, suite: dict | str, overrides: tuple = ()) -> str:
 @pytest.mark.parametrize("change, message", [
     (lambda d: d["train"].update(batch_sise=3),
      "s.yaml: train.batch_sise: unknown key (did you mean 'batch_size'?); valid: batch_size, epochs, "
-     "eval_batch_size, lr, warmup_steps"),
+     "eval_batch_size, eval_every, lr, target_accuracy, warmup_steps"),
     (lambda d: d["strategies"].append("packed"),
      "s.yaml: strategies[5]: unknown strategy 'packed' (did you mean 'pack'?); valid: bucket, mask, naive, pack, "
      "truncate"),

@@ -31,8 +31,9 @@ def test_record_is_complete_and_consistent(tiny_records):
         row = r.to_dict()
         assert set(REQUIRED_KEYS) <= set(row) and row["schema_version"] == SCHEMA_VERSION
         assert r.status == "ok" and r.error == ""
-        assert None not in row.values(), name
-        assert r.steps == 2 * 6 and r.warmup_steps == 2  # ceil(96/16) batches a epoch, 2 epochs
+        optional = {"efficiency", "target_accuracy", "time_to_target_s"}  # set by the runner / a target
+        assert [k for k, v in row.items() if v is None and k not in optional] == [], name
+        assert r.steps == 2 * 6  # ceil(96/16) batches a epoch, 2 epochs
         kept = np.minimum(train.lengths, 6) if name == "truncate" else train.lengths
         assert r.real_tokens == 2 * kept.sum()
         assert r.pad_fraction == pytest.approx(1 - r.real_tokens / r.padded_tokens)
@@ -79,3 +80,64 @@ def test_naive_readout_after_padding_is_near_chance():
     naive = run_one(suite, suite.strategies[0], 0, CPU)
     assert naive.strategy == "naive" and naive.eval_accuracy < 0.65
     assert naive.pad_fraction > 0.8
+
+
+def test_warm_up_covers_every_batch_shape_and_the_kernel_is_named(tiny_records):
+    suite, records = tiny_records
+    for name, r in records.items():
+        assert r.warmup_steps >= 2 and r.warmup_steps <= 2 + r.distinct_shapes
+    assert records["naive"].distinct_shapes == 1 and records["naive"].warmup_steps == 2
+    assert records["bucket"].distinct_shapes > 1
+    if torch.backends.mkldnn.is_available():
+        assert records["mask"].lstm_kernel == records["naive"].lstm_kernel == "onednn"
+    assert records["pack"].lstm_kernel == records["bucket"].lstm_kernel == "generic"
+
+
+def test_warmup_batches_see_each_shape_once():
+    from lstmbench.strategies import Strategy, plan_epochs
+    from lstmbench.suite import PRESETS, StrategySpec
+    from lstmbench.train import _shape, warmup_batches
+
+    data = make_data(load_suite(ROOT / "suites" / "packing.yaml").data, 0).train
+    bucket = Strategy(StrategySpec(name="bucket", **PRESETS["bucket"]))
+    plan = plan_epochs(bucket, data.lengths, 32, 2, 0)
+    warm = warmup_batches(bucket, data, plan, 5)
+    shapes = [_shape(bucket, data, idx) for idx in warm]
+    assert set(shapes) == {_shape(bucket, data, idx) for idx in plan}
+    assert len(shapes) == len(set(shapes[5:])) + 5
+    assert warmup_batches(bucket, data, plan, 0) == []
+
+
+def test_curve_and_time_to_target(tmp_path, tiny_dict):
+    from .conftest import write_suite
+
+    tiny_dict["train"].update(eval_every=3, target_accuracy=0.01)
+    suite = load_suite(write_suite(tmp_path, tiny_dict))
+    r = run_one(suite, suite.strategies[2], 0, CPU)
+    assert [step for _, step, _ in r.curve] == [3, 6, 9, 12]
+    times = [t for t, _, _ in r.curve]
+    assert times == sorted(times) and times[-1] == r.train_time_s
+    assert r.curve[-1][2] == r.eval_accuracy
+    assert r.target_accuracy == 0.01 and r.time_to_target_s == times[0]  # any accuracy reaches 1%
+    from lstmbench.train import time_to_target
+
+    curve = [[1.0, 3, 0.5], [2.0, 6, 0.8], [3.0, 9, 0.95]]
+    assert time_to_target(curve, 0.8) == 2.0 and time_to_target(curve, 0.99) is None
+    assert time_to_target(curve, 0.0) is None
+
+
+def test_ideal_and_efficiency(tiny_file):
+    from lstmbench.runner import plan_runs, run_suite
+
+    suite = load_suite(tiny_file, ["seeds=[0]", "strategies=[naive, mask]"])
+    assert [p.spec.name for p in plan_runs(suite)] == ["ideal", "naive", "mask"]
+    ideal, naive, mask = list(run_suite(suite, isolate=False))
+    assert ideal.strategy == "ideal" and ideal.pad_fraction == 0 and ideal.efficiency == 1.0
+    assert ideal.eval_accuracy is None and ideal.curve == []
+    assert ideal.init_checksum == naive.init_checksum == mask.init_checksum
+    assert naive.efficiency == pytest.approx(naive.tokens_per_s / ideal.tokens_per_s)
+    assert mask.efficiency == pytest.approx(mask.tokens_per_s / ideal.tokens_per_s)
+    # the same real tokens, less the remainder of each batch that does not fill a row
+    assert naive.real_tokens - 2 * 6 * 16 < ideal.real_tokens <= naive.real_tokens
+    off = load_suite(tiny_file, ["seeds=[0]", "strategies=[mask]", "ideal=false"])
+    assert [p.spec.name for p in plan_runs(off)] == ["mask"]
