@@ -197,3 +197,38 @@ def _describe(spec: StrategySpec, bidirectional: bool) -> str:
     preset = " [preset]" if spec.name in PRESETS else ""
     return (f"{spec.name}{preset}: batching {spec.batching}, padding {spec.padding}{cut}, "
             f"readout {spec.readout}; {exact}")
+
+
+EXIT_REGRESSION = 3  # compare found a regression: distinct from bad input (2) and from a crash (1)
+
+
+@main.command(name="compare")
+@click.argument("baseline", type=click.Path())
+@click.argument("current", type=click.Path())
+@click.option("--threshold", default=0.05, show_default=True, type=click.FloatRange(0, None),
+              help="Smallest relative change that can count as a regression.")
+@click.option("--alpha", default=0.05, show_default=True, type=click.FloatRange(0, 1),
+              help="Significance level of the Mann-Whitney U test.")
+@translate_errors
+def compare_cmd(baseline: str, current: str, threshold: float, alpha: float) -> None:
+    """Compare two result sets (files or folders) per suite, strategy and device.
+
+    Exit 0: no regression; 3: a regression (larger than --threshold and significant); 2: bad input.
+
+    Example: lstmbench compare results/baselines/gpu results/gpu
+    """
+    from .compare import compare_results
+
+    comparison = compare_results([baseline], [current], threshold=threshold, alpha=alpha)
+    for change in comparison.regressions:
+        click.echo(change.sentence())
+    if comparison.changes:
+        click.echo(("\n" if comparison.regressions else "") + comparison.table().to_markdown(index=False))
+    for note in comparison.notes():
+        click.echo(f"Note: {note}")
+    groups = len({c.group for c in comparison.changes})
+    n = len(comparison.regressions)
+    click.echo(f"\n{n} regression{'s' if n != 1 else ''} in {groups} group{'s' if groups != 1 else ''} compared "
+               f"(threshold {threshold:.0%}, alpha {alpha:g}).")
+    if comparison.has_regression:
+        sys.exit(EXIT_REGRESSION)
