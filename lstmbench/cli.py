@@ -1,4 +1,9 @@
-"""The command line: the only module that prints or exits. Library errors become `Error: ...`, exit 2."""
+"""The command line: the only module that prints or exits. Library errors become `Error: ...`, exit 2.
+
+The modules that pull in pandas, matplotlib and scipy (storage, report, compare) are imported inside the
+commands: each run's child process re-imports this module (multiprocessing's spawn), and should hold no
+more memory than training needs, so that its peak memory measures the run.
+"""
 from __future__ import annotations
 
 import functools
@@ -10,7 +15,7 @@ import click
 from tabulate import tabulate
 from tqdm import tqdm
 
-from . import __version__, report, storage
+from . import __version__
 from .errors import LstmbenchError
 from .runner import plan_runs, run_suite
 from .strategies import CHOICE_HELP, DESCRIPTIONS, computation_note
@@ -62,6 +67,8 @@ def run(suite_file: str, device: str | None, out: str, overrides: tuple[str, ...
     def on_progress(step: int, steps: int) -> None:
         bar.set_postfix_str(f"step {step}/{steps}")
 
+    from . import report, storage
+
     suite = load_suite(suite_file, overrides, device)
     runs = plan_runs(suite)
     records = run_suite(suite, isolate=not inline, on_start=on_start, on_progress=on_progress)
@@ -107,6 +114,8 @@ def report_cmd(paths: tuple[str, ...], out: str | None) -> None:
 
     Example: lstmbench report results/packing
     """
+    from . import report, storage
+
     loaded = storage.load_rows(paths or ["results"])
     for warning in loaded.skipped:
         click.echo(f"Warning: {warning}", err=True)
@@ -129,6 +138,8 @@ def _one_line(r: Any) -> str:
 
 
 def _default_report_dir(rows: Any, suite: str) -> Path:
+    from . import storage
+
     first = Path(rows.loc[rows["suite"] == suite, "source_file"].iloc[0])
     if first.parent.name == suite:
         return first.parent / storage.REPORT_DIR
@@ -220,6 +231,8 @@ def compare_cmd(baseline: str, current: str, threshold: float, alpha: float) -> 
     from .compare import compare_results
 
     comparison = compare_results([baseline], [current], threshold=threshold, alpha=alpha)
+    for warning in comparison.warnings():
+        click.echo(f"Warning: {warning}", err=True)
     for change in comparison.regressions:
         click.echo(change.sentence())
     if comparison.changes:

@@ -2,12 +2,13 @@
 
 A change is a regression only when it goes the wrong way, is larger than the threshold, and is
 significant: a Mann-Whitney U test (asv's choice) below alpha, or disjoint 95% bootstrap intervals of
-the medians. Each metric is judged in its own direction.
+the medians. Each metric is judged in its own direction. Only rows with status "ok" count.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Iterable
 
@@ -15,10 +16,15 @@ import numpy as np
 import pandas as pd
 
 from . import storage
+from .errors import ResultsError
 from .stats import bootstrap_ci, mann_whitney
 
 THRESHOLD = 0.05  # 5%: asv's step-detection default; smaller changes are machine noise on shared runners
 ALPHA = 0.05  # two-sided; with 4+ runs a side Mann-Whitney can reach it, with 3 only disjoint intervals can
+# Below 3 runs a side nothing is called significant: two values' percentile bootstrap interval of the median is
+# their range, and two ranges drawn from one distribution are disjoint 1 time in 3 (with 3 a side: 1 in 10,
+# the same as a one-sided Mann-Whitney at 0.05).
+MIN_RUNS = 3
 
 # metric, higher is better, how to print a value
 METRICS: tuple[tuple[str, bool, str], ...] = (
@@ -27,9 +33,10 @@ METRICS: tuple[tuple[str, bool, str], ...] = (
     ("peak_mem_bytes", False, "bytes"),
     ("eval_accuracy", True, "fraction"),
     ("eval_accuracy_exact", True, "fraction"),
-    ("time_to_target_s", False, "seconds"),
+    ("time_to_target_s", False, "seconds"),  # absent in older rows, null for runs that never reached the target
 )
 REGRESSION, IMPROVEMENT, NOT_SIGNIFICANT, UNCHANGED = "regression", "improvement", "not significant", "unchanged"
+KEYS = ["suite", "strategy", "device"]
 
 
 @dataclass(frozen=True)
@@ -65,15 +72,28 @@ class MetricChange:
         return (self.current_median - self.base_median) / abs(self.base_median)
 
     @property
+    def too_few_runs(self) -> bool:
+        """Fewer than MIN_RUNS on a side: neither test is trusted, so nothing here is called significant."""
+        return min(len(self.baseline), len(self.current)) < MIN_RUNS
+
+    @cached_property
     def p_value(self) -> float:
         if np.ptp(self.baseline + self.current) == 0:
             return 1.0  # every value equal: nothing to test
         p = mann_whitney(self.baseline, self.current)
         return 1.0 if math.isnan(p) else p
 
+    @cached_property
+    def baseline_ci(self) -> tuple[float, float]:
+        return bootstrap_ci(self.baseline)
+
+    @cached_property
+    def current_ci(self) -> tuple[float, float]:
+        return bootstrap_ci(self.current)
+
     @property
     def intervals(self) -> tuple[tuple[float, float], tuple[float, float]]:
-        return bootstrap_ci(self.baseline), bootstrap_ci(self.current)
+        return self.baseline_ci, self.current_ci
 
     @property
     def disjoint(self) -> bool:
@@ -81,13 +101,23 @@ class MetricChange:
         return b_high < c_low or c_high < b_low
 
     @property
-    def significance(self) -> str:
-        """'' if not significant; else what made it so."""
+    def significant_by(self) -> str:
+        """Which test made the change significant: 'Mann-Whitney p=0.01', 'bootstrap intervals disjoint' or ''."""
+        if self.too_few_runs:
+            return ""
         if self.p_value < self.alpha:
-            return f"p={self.p_value:.2g}"
+            return f"Mann-Whitney p={self.p_value:.2g}"
         if self.disjoint:
-            return "bootstrap 95% intervals disjoint"
+            return "bootstrap intervals disjoint"
         return ""
+
+    @property
+    def significance(self) -> str:
+        """The end of the sentence: 'p=0.01', 'bootstrap 95% intervals disjoint', or '' if not significant."""
+        by = self.significant_by
+        if by.startswith("Mann-Whitney "):
+            return by.removeprefix("Mann-Whitney ")
+        return "bootstrap 95% intervals disjoint" if by else ""
 
     @property
     def verdict(self) -> str:
@@ -109,10 +139,15 @@ class MetricChange:
 @dataclass
 class Comparison:
     changes: list[MetricChange]
-    only_baseline: list[str] = field(default_factory=list)  # groups the current set lacks
+    only_baseline: list[str] = field(default_factory=list)  # groups without an ok run in the current set
     only_current: list[str] = field(default_factory=list)
     config_changed: list[str] = field(default_factory=list)  # groups whose suite hash differs
-    few_runs: list[str] = field(default_factory=list)  # groups with fewer than 4 runs on a side
+    few_runs: list[str] = field(default_factory=list)  # groups where nothing can be called significant
+    skipped: list[str] = field(default_factory=list)  # unreadable lines in either set (a run torn while writing)
+    threshold: float = THRESHOLD
+    alpha: float = ALPHA
+    failed: dict[str, str] = field(default_factory=dict)  # group -> "3 failed run(s) (oom)" on the side lacking it
+    hashes: dict[str, tuple[str, str]] = field(default_factory=dict)  # group -> (baseline, current) suite hashes
 
     @property
     def regressions(self) -> list[MetricChange]:
@@ -128,38 +163,53 @@ class Comparison:
             "runs": f"{len(c.baseline)} / {len(c.current)}",
             "baseline": _fmt(c.base_median, c.unit), "current": _fmt(c.current_median, c.unit),
             "change": f"{c.change:+.1%}", "p": f"{c.p_value:.2g}",
-            "intervals": "disjoint" if c.disjoint else "overlap", "verdict": c.verdict,
+            "intervals": "disjoint" if c.disjoint else "overlap",
+            "verdict": c.verdict + (" (too few runs)" if c.too_few_runs and abs(c.change) > c.threshold else ""),
         } for c in self.changes])
 
     def notes(self) -> list[str]:
-        notes = [f"{g}: only in the baseline" for g in self.only_baseline]
-        notes += [f"{g}: only in the current set" for g in self.only_current]
-        notes += [f"{g}: the suite's configuration differs between the two sets" for g in self.config_changed]
-        notes += [f"{g}: fewer than 4 runs on a side; Mann-Whitney cannot reach p < 0.05, so only disjoint "
-                  "intervals can flag a change" for g in self.few_runs]
+        notes = [f"{g}: only in the baseline" + (f"; the current set has {self.failed[g]}" if g in self.failed
+                                                  else "") for g in self.only_baseline]
+        notes += [f"{g}: only in the current set" + (f"; the baseline has {self.failed[g]}" if g in self.failed
+                                                      else "") for g in self.only_current]
+        notes += [f"{g}: the suite's configuration differs between the two sets (baseline {self.hashes[g][0]}, "
+                  f"current {self.hashes[g][1]}): a change may come from the suite, not the code"
+                  for g in self.config_changed]
         return notes
 
+    def warnings(self) -> list[str]:
+        """What limits the verdicts: runs too few to test, lines that could not be read."""
+        return list(self.skipped) + [
+            f"{g}: fewer than {MIN_RUNS} runs on a side; its changes are shown but none is called significant "
+            f"(use {MIN_RUNS} or more seeds, 4 or more for Mann-Whitney to reach p < 0.05)" for g in self.few_runs]
 
-def compare_results(baseline: Iterable[str | Path], current: Iterable[str | Path], threshold: float = THRESHOLD,
-                    alpha: float = ALPHA) -> Comparison:
-    base_rows = _ok_rows(baseline)
-    cur_rows = _ok_rows(current)
-    keys = ["suite", "strategy", "device"]
-    base_groups = dict(iter(base_rows.groupby(keys, sort=True)))
-    cur_groups = dict(iter(cur_rows.groupby(keys, sort=True)))
-    result = Comparison(changes=[])
+
+def compare_results(baseline: str | Path | Iterable[str | Path], current: str | Path | Iterable[str | Path],
+                    threshold: float = THRESHOLD, alpha: float = ALPHA) -> Comparison:
+    """Compare per (suite, strategy, device); raises ResultsError for unreadable or empty sets."""
+    if not (threshold >= 0 and 0 < alpha < 1):
+        raise ResultsError(f"threshold must be >= 0 and alpha between 0 and 1, got {threshold} and {alpha}")
+    baseline, current = _paths(baseline), _paths(current)
+    result = Comparison(changes=[], threshold=threshold, alpha=alpha)
+    base_all = _rows("baseline", baseline, result.skipped)
+    cur_all = _rows("current", current, result.skipped)
+    base_rows, cur_rows = base_all[base_all["status"] == "ok"], cur_all[cur_all["status"] == "ok"]
+    base_groups = dict(iter(base_rows.groupby(KEYS, sort=True)))
+    cur_groups = dict(iter(cur_rows.groupby(KEYS, sort=True)))
     for key in sorted(base_groups.keys() | cur_groups.keys()):
         name = f"{key[0]}/{key[1]} on {key[2]}"
-        if key not in cur_groups:
-            result.only_baseline.append(name)
-            continue
-        if key not in base_groups:
-            result.only_current.append(name)
+        if key not in cur_groups or key not in base_groups:
+            side, other = (result.only_baseline, cur_all) if key not in cur_groups else (result.only_current, base_all)
+            side.append(name)
+            failed = other[(other[KEYS] == pd.Series(key, index=KEYS)).all(axis=1)]
+            if len(failed):
+                result.failed[name] = f"{len(failed)} failed run(s) ({', '.join(sorted(set(failed['status'])))})"
             continue
         b, c = base_groups[key], cur_groups[key]
-        if set(b["suite_hash"]) != set(c["suite_hash"]):
+        result.hashes[name] = (_hashes(b), _hashes(c))
+        if result.hashes[name][0] != result.hashes[name][1]:
             result.config_changed.append(name)
-        if min(len(b), len(c)) < 4:
+        if min(len(b), len(c)) < MIN_RUNS:
             result.few_runs.append(name)
         for metric, higher, unit in METRICS:
             if metric not in b or metric not in c:
@@ -167,12 +217,34 @@ def compare_results(baseline: Iterable[str | Path], current: Iterable[str | Path
             bv, cv = _values(b[metric]), _values(c[metric])
             if bv and cv:
                 result.changes.append(MetricChange(*key, metric, higher, unit, bv, cv, threshold, alpha))
+    if not result.changes:
+        raise ResultsError(f"nothing to compare: no (suite, strategy, device) has successful runs in both "
+                           f"{_names(baseline)} and {_names(current)}")
     return result
 
 
-def _ok_rows(paths: Iterable[str | Path]) -> pd.DataFrame:
-    rows = storage.load_rows(list(paths)).rows
-    return rows[rows["status"] == "ok"]
+def _rows(side: str, paths: str | Path | Iterable[str | Path], skipped: list[str]) -> pd.DataFrame:
+    loaded = storage.load_rows(_paths(paths))
+    skipped += [f"{side}: {s}" for s in loaded.skipped]
+    rows = loaded.rows
+    missing = [k for k in [*KEYS, "status"] if k not in rows]
+    if missing:
+        raise ResultsError(f"{_names(paths)}: result rows lack {', '.join(missing)}")
+    if not (rows["status"] == "ok").any():
+        raise ResultsError(f"{_names(paths)}: no successful run (status ok) among {len(rows)} rows")
+    return rows
+
+
+def _paths(paths: str | Path | Iterable[str | Path]) -> list[str | Path]:
+    return [paths] if isinstance(paths, (str, Path)) else list(paths)
+
+
+def _names(paths: str | Path | Iterable[str | Path]) -> str:
+    return ", ".join(map(str, _paths(paths)))
+
+
+def _hashes(rows: pd.DataFrame) -> str:
+    return "+".join(sorted(set(rows["suite_hash"].astype(str)))) if "suite_hash" in rows else "?"
 
 
 def _values(column: pd.Series) -> list[float]:

@@ -115,3 +115,15 @@ def test_failed_runs_are_rows_and_exit_1(tiny_file, tmp_path, monkeypatch):
 def test_report_without_results(tmp_path):
     r = invoke("report", tmp_path)
     assert (r.exit_code, r.stderr) == (2, f"Error: no result files (*.jsonl) under {tmp_path}\n")
+
+
+def test_run_children_do_not_import_the_reporting_stack():
+    """Each run's spawned child re-imports the CLI module: pandas, matplotlib and scipy must not come with it,
+    or every run's peak memory would carry them."""
+    import subprocess
+    import sys
+
+    code = ("import sys, lstmbench.cli, lstmbench.worker, lstmbench.train; "
+            "print(sorted(m for m in ('pandas', 'matplotlib', 'scipy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -35,3 +35,10 @@ def test_mann_whitney():
     rng = np.random.default_rng(0)
     assert mann_whitney(rng.normal(0, 1, 20), rng.normal(0, 1, 20)) > 0.2
     assert mann_whitney([1, 2, 3], [4, 5, 6]) == pytest.approx(0.1)  # three a side can never reach 0.05
+
+
+def test_bootstrap_interval_of_two_or_three_values_is_their_range():
+    """Why compare needs 3 runs a side: with 2, two draws of one distribution give disjoint intervals 1 time in 3."""
+    assert bootstrap_ci([10.0, 12.0]) == (10.0, 12.0)
+    assert bootstrap_ci([10.0, 12.0, 11.0]) == (10.0, 12.0)
+    assert bootstrap_ci([10.0, float("nan"), 12.0]) == (10.0, 12.0)  # missing values are dropped
