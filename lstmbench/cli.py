@@ -16,6 +16,7 @@ from tabulate import tabulate
 from tqdm import tqdm
 
 from . import __version__
+from .data import check_data
 from .errors import LstmbenchError
 from .runner import plan_runs, run_suite
 from .strategies import CHOICE_HELP, DESCRIPTIONS, computation_note
@@ -53,8 +54,11 @@ def main() -> None:
               help="Override a suite key, e.g. --set train.epochs=1 (repeatable).")
 @click.option("--inline", is_flag=True, help="Run in this process instead of a fresh one per run "
                                              "(faster start; peak memory is then not the run's own).")
+@click.option("--resume", is_flag=True, help="Skip every (strategy, seed) that already has an ok row of this "
+                                             "exact suite configuration in the results folder.")
 @translate_errors
-def run(suite_file: str, device: str | None, out: str, overrides: tuple[str, ...], inline: bool) -> None:
+def run(suite_file: str, device: str | None, out: str, overrides: tuple[str, ...], inline: bool,
+        resume: bool) -> None:
     """Train every strategy of SUITE_FILE once per seed and append one row per run.
 
     Example: lstmbench run suites/packing.yaml --set seeds=[0]
@@ -70,12 +74,18 @@ def run(suite_file: str, device: str | None, out: str, overrides: tuple[str, ...
     from . import report, storage
 
     suite = load_suite(suite_file, overrides, device)
-    runs = plan_runs(suite)
-    records = run_suite(suite, isolate=not inline, on_start=on_start, on_progress=on_progress)
+    check_data(suite)
+    done = storage.completed_runs(out, suite.name, suite.hash) if resume else {}
+    runs = plan_runs(suite, done)
+    records = run_suite(suite, isolate=not inline, done=done, on_start=on_start, on_progress=on_progress)
     run_file = storage.new_run_file(out, suite.name)
-    ideal = " + the ideal" if suite.ideal else ""
-    click.echo(f"{suite.name}: {len(suite.strategies)} strategies{ideal} x {len(suite.seeds)} seeds = {len(runs)} "
-               f"runs on {suite.device}; rows go to {run_file.path}", err=True)
+    if resume:
+        click.echo(f"Resuming: {len(plan_runs(suite)) - len(runs)} runs already have ok rows "
+                   f"(configuration {suite.hash}); {len(runs)} to run.", err=True)
+        if not runs:
+            click.echo("Nothing to run.")
+            return
+    click.echo(f"{suite.name}: {_count(suite, len(runs))}; rows go to {run_file.path}", err=True)
     failed = done = 0
     bar = tqdm(total=len(runs), unit="run", file=sys.stderr, dynamic_ncols=True, disable=None)  # no bar in logs
 
@@ -126,6 +136,11 @@ def report_cmd(paths: tuple[str, ...], out: str | None) -> None:
         click.echo(f"Wrote {len(written)} files to {folder}\n")
 
 
+def _count(suite: Any, runs: int) -> str:
+    ideal = " + the ideal" if suite.ideal else ""
+    return f"{len(suite.strategies)} strategies{ideal} x {len(suite.seeds)} seeds = {runs} runs on {suite.device}"
+
+
 def _one_line(r: Any) -> str:
     text = f"{r.strategy} seed {r.seed}: {r.tokens_per_s:,.0f} tokens/s"
     if r.efficiency is not None and r.strategy != "ideal":
@@ -153,9 +168,9 @@ def _default_report_dir(rows: Any, suite: str) -> Path:
 def validate(suite_file: str, overrides: tuple[str, ...]) -> None:
     """Check SUITE_FILE without running it."""
     suite = load_suite(suite_file, overrides)
-    runs = len(suite.strategies) * len(suite.seeds)
-    click.echo(f"{suite_file}: ok: suite {suite.name!r}, {len(suite.strategies)} strategies x "
-               f"{len(suite.seeds)} seeds = {runs} runs on {suite.device} (configuration {suite.hash})")
+    check_data(suite)
+    click.echo(f"{suite_file}: ok: suite {suite.name!r}, {_count(suite, len(plan_runs(suite)))} "
+               f"(configuration {suite.hash})")
     for spec in suite.strategies:
         click.echo(f"  {_describe(spec, suite.model.bidirectional)}")
 

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .suite import DataConfig, Lengths
+from .errors import SuiteError
+from .suite import DataConfig, Lengths, Suite
 
 PAD = 0  # the padding index; never a real token
 
@@ -102,3 +103,17 @@ def _synthetic(cfg: DataConfig, n: int, rng: np.random.Generator) -> tuple:
     where = starts + (rng.random(n) * lengths).astype(np.int64)  # uniform position in each sequence
     tokens[where[labels == 1]] = marker
     return tokens, labels, lengths, 2
+
+
+def check_data(suite: Suite) -> None:
+    """Make each seed's data once and refuse what would make the numbers meaningless."""
+    for seed in suite.seeds:
+        splits = make_data(suite.data, seed)
+        for name, split in (("train", splits.train), ("eval", splits.eval)):
+            classes = np.unique(split.labels)
+            if len(classes) < 2:
+                raise SuiteError(suite.origin, "data", f"the {name} split of seed {seed} has a single class "
+                                                       f"(label {classes[0]}): accuracy would mean nothing; "
+                                                       f"use more sequences")
+            if split.lengths.min() < 1:
+                raise SuiteError(suite.origin, "data", f"the {name} split of seed {seed} has an empty sequence")

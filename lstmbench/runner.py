@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator, Mapping
 
 from .probes import resolve_device
 from .records import RunRecord
@@ -16,25 +16,31 @@ class PlannedRun:
     seed: int
 
 
-def plan_runs(suite: Suite) -> list[PlannedRun]:
+def plan_runs(suite: Suite, done: Iterable[tuple[str, int]] = ()) -> list[PlannedRun]:
     """Seed 0 of every strategy, then seed 1, ...: slow drift of the machine spreads over all strategies.
-    The zero-padding ideal comes first in each seed, so the rows after it can carry their efficiency."""
+    The zero-padding ideal comes first in each seed, so the rows after it can carry their efficiency.
+    Runs in `done` ((strategy, seed) pairs that already have an ok row) are left out."""
+    skip = set(done)
     specs = ([IDEAL] if suite.ideal else []) + list(suite.strategies)
-    return [PlannedRun(spec, seed) for seed in suite.seeds for spec in specs]
+    return [PlannedRun(spec, seed) for seed in suite.seeds for spec in specs if (spec.name, seed) not in skip]
 
 
-def run_suite(suite: Suite, isolate: bool = True,
+def run_suite(suite: Suite, isolate: bool = True, done: Mapping[tuple[str, int], float] | None = None,
               on_start: Callable[[PlannedRun, int, int], None] | None = None,
               on_progress: Callable[[int, int], None] | None = None) -> Iterator[RunRecord]:
     """Yield one record per planned run, as each ends; the caller stores it before the next starts.
 
+    `done` maps (strategy, seed) of runs already stored (ok, same suite hash) to their tokens/s: they are
+    not run again (`--resume`), and a stored ideal still serves as its seed's efficiency reference.
     Checks the device at once (not at the first run), so a suite asking for an absent GPU fails early."""
     device = resolve_device(suite.device).type
     run = run_isolated if isolate else run_inline
-    runs = plan_runs(suite)
+    done = done or {}
+    runs = plan_runs(suite, done)
 
     def records() -> Iterator[RunRecord]:
-        ideal_speed: dict[int, float] = {}  # seed -> the ideal's tokens/s in this invocation
+        # seed -> the ideal's tokens/s, from this invocation or the one it resumes
+        ideal_speed = {seed: speed for (name, seed), speed in done.items() if name == IDEAL.name}
         for i, planned in enumerate(runs):
             if on_start:
                 on_start(planned, i, len(runs))

@@ -111,6 +111,18 @@ def _read_file(path: Path, skipped: list[str]) -> list[dict[str, Any]]:
     return rows
 
 
+def completed_runs(root: str | Path, suite: str, suite_hash: str) -> dict[tuple[str, int], float]:
+    """(strategy, seed) -> tokens/s of every ok row of this exact suite configuration under <root>/<suite>."""
+    folder = _inside(Path(root), suite)
+    if not folder.is_dir() or not find_result_files([folder]):
+        return {}
+    rows = load_rows([folder]).rows
+    if "suite_hash" not in rows:
+        return {}
+    mine = rows[(rows["status"] == "ok") & (rows["suite_hash"] == suite_hash)]
+    return {(str(r.strategy), int(r.seed)): float(r.tokens_per_s) for r in mine.itertuples()}
+
+
 def write_files(folder: Path, files: dict[str, str | bytes]) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     written = []

@@ -5,7 +5,11 @@ without a word becomes a `crashed` record. The parent never holds model tensors.
 """
 from __future__ import annotations
 
+import ctypes
 import multiprocessing as mp
+import os
+import signal
+import sys
 import queue
 import traceback
 from typing import Any, Callable
@@ -23,7 +27,8 @@ def run_isolated(suite: Suite, spec: StrategySpec, seed: int, device: str,
     ctx = mp.get_context("spawn")
     messages = ctx.Queue()  # carries only the final record: a queue's feeder thread must not run mid-step
     steps = ctx.Array("l", 2, lock=False)  # (done, total), written by the child, polled here
-    child = ctx.Process(target=_child, args=(suite, spec, seed, device, messages, steps), daemon=True)
+    child = ctx.Process(target=_child, args=(suite, spec, seed, device, messages, steps, os.getpid()),
+                        daemon=True)
     child.start()
     try:
         while True:
@@ -49,12 +54,27 @@ def run_inline(suite: Suite, spec: StrategySpec, seed: int, device: str,
     return _guarded(suite, spec, seed, device, progress)
 
 
-def _child(suite: Suite, spec: StrategySpec, seed: int, device: str, messages: Any, steps: Any) -> None:
+def _child(suite: Suite, spec: StrategySpec, seed: int, device: str, messages: Any, steps: Any,
+           parent: int) -> None:
+    _die_with_parent(parent)
+
     def progress(done: int, total: int) -> None:  # two stores into shared memory: no syscall, no thread
         steps[0], steps[1] = done, total
 
     record = _guarded(suite, spec, seed, device, progress)
     messages.put(record.to_dict())
+
+
+def _die_with_parent(parent: int) -> None:
+    """Linux: have the kernel kill this run if `lstmbench run` is killed (kill -9 leaves no time to clean up)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
 
 
 def _guarded(suite: Suite, spec: StrategySpec, seed: int, device: str, progress: Progress | None) -> RunRecord:

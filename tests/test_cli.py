@@ -21,7 +21,8 @@ def test_validate_describes_the_suite(tiny_file):
     r = invoke("validate", tiny_file)
     assert r.exit_code == 0, r.output
     lines = r.stdout.splitlines()
-    assert lines[0].startswith(f"{tiny_file}: ok: suite 'tiny', 5 strategies x 2 seeds = 10 runs on cpu (configuration ")
+    assert lines[0].startswith(f"{tiny_file}: ok: suite 'tiny', 5 strategies + the ideal x 2 seeds = 12 runs on cpu "
+                              "(configuration ")
     assert lines[1] == ("  naive [preset]: batching random, padding global, readout last; "
                         "changes the computation: reads the output after the padding")
     assert lines[2] == ("  truncate [preset]: batching random, padding truncate (max_len 6), readout mask; "
