@@ -36,7 +36,7 @@ def translate_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except LstmbenchError as e:
-            raise CliError(str(e)) from None
+            raise CliError(" ".join(str(e).split("\n"))) from None  # one line, whatever a message quotes
     return wrapper
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import resource
 import time
+from pathlib import Path
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -32,22 +33,41 @@ class Clock:
 
 
 def reset_peak_memory(device: torch.device) -> None:
+    """Start the peak from now: CUDA's counters, or on Linux the process's RSS high-water mark (VmHWM),
+    which would otherwise remember the imports' transient peak."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # 5 resets VmHWM to the current RSS (Linux >= 4.0)
+    except OSError:
+        pass
 
 
 def peak_memory_bytes(device: torch.device) -> int:
-    """CUDA: peak bytes allocated since the last reset. CPU: this process's peak resident set size.
+    """CUDA: peak bytes allocated since the last reset. CPU: this process's peak resident set size since
+    the last reset (Linux), else since it started.
 
     Each run has a process of its own, so on CPU this is the run's peak, including the interpreter
-    and torch itself (see `baseline_rss_bytes` for what was resident before the run began)."""
+    and torch itself (see `rss_bytes` at the run's start for what was resident before it began)."""
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
-    return current_peak_rss_bytes()
+    return _status_bytes("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
 
-def current_peak_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+def rss_bytes() -> int:
+    """Resident memory now (0 where /proc is missing)."""
+    return _status_bytes("VmRSS")
+
+
+def _status_bytes(field: str) -> int:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024  # kB
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
 
 
 class KernelProbe(TorchDispatchMode):

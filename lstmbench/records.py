@@ -47,8 +47,8 @@ class RunRecord:
     step_time_median_s: float | None = None
     step_time_p10_s: float | None = None
     step_time_p90_s: float | None = None
-    peak_mem_bytes: int | None = None  # CUDA peak allocated; CPU: the run process's peak RSS
-    baseline_rss_bytes: int | None = None  # CPU resident memory before the data and model were built
+    peak_mem_bytes: int | None = None  # CUDA peak allocated; CPU: the run process's peak RSS during the run
+    baseline_rss_bytes: int | None = None  # resident memory when the run began, before data and model
     eval_accuracy: float | None = None  # the strategy's own inference path (what deploying it gives)
     eval_accuracy_exact: float | None = None  # the same weights, evaluated exactly per sequence
     eval_loss_exact: float | None = None

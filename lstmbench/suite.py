@@ -46,6 +46,9 @@ class Lengths:
         return self.length if self.dist == "fixed" else self.max
 
 
+MAX_PADDED_CELLS = 2**28  # the padded data matrix (int64) stays under 2 GiB on a 24 GiB machine
+
+
 @dataclass(frozen=True)
 class DataConfig:
     source: str = "synthetic"  # the only source so far; text and real sets come later
@@ -62,6 +65,10 @@ class DataConfig:
         at.positive("eval_size", self.eval_size)
         if self.vocab_size < 3:
             at.fail("vocab_size", f"must be at least 3 (padding, marker and one token), got {self.vocab_size}")
+        cells = (self.train_size + self.eval_size) * self.lengths.upper
+        if cells > MAX_PADDED_CELLS:
+            at.fail("train_size", f"(train_size + eval_size) x the longest length = {cells:,} tokens of padded "
+                                  f"matrix, over the limit of {MAX_PADDED_CELLS:,} ({MAX_PADDED_CELLS * 8 // 2**30} GiB)")
 
 
 @dataclass(frozen=True)
@@ -288,6 +295,7 @@ class _At:
         self.file, self.path = file, path
 
     def fail(self, key: str, message: str) -> typing.NoReturn:
+        key = key if re.fullmatch(r"[\w.\[\]-]+", key) else repr(key)  # a key of "\n" must not break the line
         raise SuiteError(self.file, f"{self.path}.{key}" if self.path else key, message)
 
     def positive(self, key: str, value: float) -> None:

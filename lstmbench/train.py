@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from .data import Dataset, make_data
 from .errors import RunFailed
 from .model import LSTMClassifier, build_model, weights_checksum
-from .probes import Clock, KernelProbe, current_peak_rss_bytes, peak_memory_bytes, reset_peak_memory
+from .probes import Clock, KernelProbe, peak_memory_bytes, reset_peak_memory, rss_bytes
 from .records import RunRecord, collect_env
 from .strategies import Strategy, computation_note, exact_strategy, plan_epochs
 from .suite import StrategySpec, Suite
@@ -29,7 +29,8 @@ def run_one(suite: Suite, spec: StrategySpec, seed: int, device: torch.device,
             progress: Progress | None = None) -> RunRecord:
     if suite.threads:
         torch.set_num_threads(suite.threads)
-    baseline_rss = current_peak_rss_bytes()
+    reset_peak_memory(torch.device("cpu"))  # the run's own peak on CPU, not the imports' (Linux)
+    baseline_rss = rss_bytes()
     strategy = Strategy(spec)
     is_ideal = spec.padding == "reshape"  # the reference trains on scrambled rows: its accuracy means nothing
     splits = make_data(suite.data, seed)

@@ -87,6 +87,11 @@ def _error(tmp_path: Path, suite: dict | str, overrides: tuple = ()) -> str:
     (lambda d: d["strategies"].append({"name": "x", "readout": "packed"}),
      "s.yaml: strategies[5].readout: unknown value 'packed' (did you mean 'pack'?); valid: last, mask, pack"),
     (lambda d: d.pop("strategies"), "s.yaml: strategies: is required"),
+    (lambda d: d["data"].update(train_size=10**9),
+     "s.yaml: data.train_size: (train_size + eval_size) x the longest length = 40,000,001,920 tokens of padded "
+     "matrix, over the limit of 268,435,456 (2 GiB)"),
+    (lambda d: d["train"].update({"\n": 1}), "s.yaml: train.'\\n': unknown key; valid: batch_size, epochs, "
+     "eval_batch_size, eval_every, lr, target_accuracy, warmup_steps"),
     (lambda d: d.update(model=[1]), "s.yaml: model: must be a mapping, got a list"),
 ])
 def test_bad_suites_give_one_exact_sentence(tmp_path, tiny_dict, change, message):

@@ -1,0 +1,182 @@
+"""Robustness: nothing measured is lost, failed runs become rows, every bad input is one clean line."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from lstmbench.cli import main
+
+from .conftest import write_suite
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def rows_of(folder: Path) -> list[dict]:
+    rows = []
+    for f in sorted(folder.rglob("*.jsonl")):
+        rows += [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+    return rows
+
+
+def lstmbench(*args, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "lstmbench", *map(str, args)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def test_kill_9_mid_suite_then_resume_gives_every_run_once(tmp_path, tiny_dict):
+    tiny_dict["strategies"] = ["naive", "mask", "pack"]
+    suite = write_suite(tmp_path, tiny_dict)
+    out = tmp_path / "results"
+    proc = lstmbench("run", suite, "--out", out)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(rows_of(out)) < 2:
+        time.sleep(0.2)
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+    child_pids = [int(p) for p in children.read_text().split()] if children.exists() else []
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed = rows_of(out)
+    assert 2 <= len(killed) < 8  # 4 runs a seed (ideal + 3), 2 seeds
+    for pid in child_pids:  # the run in progress died with its parent (PR_SET_PDEATHSIG)
+        for _ in range(50):
+            if not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]:
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail(f"run process {pid} outlived its killed parent")
+
+    resumed = lstmbench("run", suite, "--out", out, "--resume", "--inline")
+    stdout, stderr = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, stderr
+    assert f"Resuming: {len(killed)} runs already have ok rows" in stderr
+    final = rows_of(out)
+    pairs = [(r["strategy"], r["seed"]) for r in final]
+    expected = [(s, seed) for seed in (0, 1) for s in ("ideal", "naive", "mask", "pack")]
+    assert sorted(pairs) == sorted(expected)  # every run once: nothing lost, nothing twice
+    assert all(r["status"] == "ok" for r in final)
+    assert all(r["efficiency"] is not None for r in final)  # the stored ideal still serves its seed
+
+    again = lstmbench("run", suite, "--out", out, "--resume", "--inline")
+    stdout, stderr = again.communicate(timeout=60)
+    assert again.returncode == 0 and stdout.strip() == "Nothing to run."
+    assert len(rows_of(out)) == 8
+
+
+def test_two_writers_into_one_folder_leave_only_whole_lines(tmp_path, tiny_dict):
+    tiny_dict["seeds"] = [0]
+    tiny_dict["strategies"] = ["mask", "pack"]
+    suite = write_suite(tmp_path, tiny_dict)
+    out = tmp_path / "results"
+    procs = [lstmbench("run", suite, "--out", out, "--inline") for _ in range(2)]
+    for p in procs:
+        p.communicate(timeout=120)
+        assert p.returncode == 0
+    files = sorted((out / "tiny").glob("*.jsonl"))
+    assert len(files) == 2  # one file per invocation
+    for f in files:
+        lines = f.read_text().splitlines()
+        assert len(lines) == 3 and all(json.loads(line)["status"] == "ok" for line in lines)
+
+
+@pytest.fixture
+def failing(monkeypatch):
+    """Make named strategies fail inside their run, in this process (runs with --inline)."""
+    import lstmbench.train
+
+    original = lstmbench.train.run_one
+    plan = {}
+
+    def run_one(suite, spec, *args, **kwargs):
+        if spec.name in plan:
+            raise plan[spec.name]
+        return original(suite, spec, *args, **kwargs)
+
+    monkeypatch.setattr(lstmbench.train, "run_one", run_one)
+    return plan
+
+
+@pytest.mark.parametrize("error, status, message", [
+    (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), "oom",
+     "CUDA out of memory. Tried to allocate 2.00 GiB"),
+    (RuntimeError("boom\nsecond line"), "error", "RuntimeError: boom second line (at "),
+    (ValueError("loss became nan"), "error", "ValueError: loss became nan (at "),
+])
+def test_a_failing_run_is_a_row_and_the_suite_goes_on(tmp_path, tiny_file, failing, error, status, message):
+    failing["pack"] = error
+    out = tmp_path / "results"
+    r = CliRunner().invoke(main, ["run", str(tiny_file), "--inline", "--out", str(out), "--set", "seeds=[0]"])
+    assert r.exit_code == 1
+    assert r.stderr.endswith("Error: 1 of 6 runs failed; their rows carry the status and error.\n")
+    rows = {row["strategy"]: row for row in rows_of(out)}
+    assert [rows[s]["status"] for s in ("ideal", "naive", "truncate", "mask", "bucket")] == ["ok"] * 5
+    assert rows["pack"]["status"] == status
+    assert rows["pack"]["error"].startswith(message) and "\n" not in rows["pack"]["error"]
+    assert rows["pack"]["tokens_per_s"] is None and rows["pack"]["init_checksum"] == ""
+
+
+def test_a_killed_run_process_is_a_crashed_row(tmp_path, tiny_dict):
+    """The run's child process is killed outright (as by the kernel's OOM killer): a `crashed` row."""
+    tiny_dict["seeds"] = [0]
+    tiny_dict["strategies"] = ["mask", "pack"]
+    suite = write_suite(tmp_path, tiny_dict)
+    script = tmp_path / "killer.py"
+    # spawn re-imports the main script in each child, so the patch below reaches the run processes
+    script.write_text(
+        "import os, signal\n"
+        "import lstmbench.train as t\n"
+        "original = t.run_one\n"
+        "def run_one(suite, spec, *a, **k):\n"
+        "    if spec.name == 'mask':\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    return original(suite, spec, *a, **k)\n"
+        "t.run_one = run_one\n"
+        "if __name__ == '__main__':\n"
+        "    from lstmbench.cli import main\n"
+        "    main()\n")
+    out = tmp_path / "results"
+    proc = subprocess.run([sys.executable, str(script), "run", str(suite), "--out", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    rows = {row["strategy"]: row for row in rows_of(out)}
+    assert rows["mask"]["status"] == "crashed"
+    assert rows["mask"]["error"] == "the run's process died with exit code -9 before reporting"
+    assert rows["ideal"]["status"] == rows["pack"]["status"] == "ok"
+
+
+def test_report_warns_about_a_torn_line_and_keeps_the_rest(tmp_path):
+    from lstmbench.records import SCHEMA_VERSION
+    from lstmbench.suite import suite_from_dict
+
+    from .conftest import TINY
+
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    good = {"schema_version": SCHEMA_VERSION, "suite": "tiny", "suite_hash": "h", "strategy": "mask", "seed": 0,
+            "device": "cpu", "status": "ok", "error": "", "computation_note": "", "tokens_per_s": 10.0,
+            "samples_per_s": 1.0, "pad_fraction": 0.5, "data_time_fraction": 0.01, "train_time_s": 1.0,
+            "peak_mem_bytes": 1, "baseline_rss_bytes": 0, "eval_accuracy": 1.0, "eval_accuracy_exact": 1.0,
+            "init_checksum": "c", "config": suite_from_dict(TINY).to_dict(), "env": {}}
+    (folder / "a.jsonl").write_text(json.dumps(good) + "\n" + '{"schema_version": 1, "sui')
+    r = CliRunner().invoke(main, ["report", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    assert r.stderr == (f"Warning: {folder / 'a.jsonl'}:2: not a complete JSON line (a run interrupted while "
+                        "writing?); skipped\n")
+    assert "| mask " in r.stdout
+
+
+def test_single_class_data_is_refused(tmp_path, tiny_dict):
+    tiny_dict["data"]["eval_size"] = 1
+    path = write_suite(tmp_path, tiny_dict)
+    r = CliRunner().invoke(main, ["validate", str(path)])
+    assert r.exit_code == 2
+    assert r.stderr == (f"Error: {path}: data: the eval split of seed 0 has a single class (label 1): accuracy "
+                        "would mean nothing; use more sequences\n")
