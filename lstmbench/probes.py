@@ -55,6 +55,11 @@ def peak_memory_bytes(device: torch.device) -> int:
     return _status_bytes("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
 
+def peak_memory_reserved_bytes(device: torch.device) -> int | None:
+    """CUDA: peak bytes held by the caching allocator since the last reset (None on CPU)."""
+    return int(torch.cuda.max_memory_reserved(device)) if device.type == "cuda" else None
+
+
 def rss_bytes() -> int:
     """Resident memory now (0 where /proc is missing)."""
     return _status_bytes("VmRSS")

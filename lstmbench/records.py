@@ -48,6 +48,7 @@ class RunRecord:
     step_time_p10_s: float | None = None
     step_time_p90_s: float | None = None
     peak_mem_bytes: int | None = None  # CUDA peak allocated; CPU: the run process's peak RSS during the run
+    peak_mem_reserved_bytes: int | None = None  # CUDA: peak held by the caching allocator; null on CPU
     baseline_rss_bytes: int | None = None  # resident memory when the run began, before data and model
     eval_accuracy: float | None = None  # the strategy's own inference path (what deploying it gives)
     eval_accuracy_exact: float | None = None  # the same weights, evaluated exactly per sequence
@@ -59,6 +60,9 @@ class RunRecord:
     efficiency: float | None = None  # tokens_per_s / the ideal's tokens_per_s, same invocation and seed
     init_checksum: str = ""  # sha256 prefix of the initial weights: equal across strategies of a seed
     threads: int = 0
+    amp: str = "none"  # autocast precision: bf16 | fp16 | none
+    cudnn_benchmark: bool | None = None
+    compiled: bool | None = None  # trained through torch.compile
     eval_time_s: float | None = None  # not part of train_time_s
     config: dict[str, Any] = field(default_factory=dict)  # the resolved suite, for the report and reruns
     env: dict[str, Any] = field(default_factory=dict)

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Mapping
 
+from .errors import SuiteError
 from .probes import resolve_device
 from .records import RunRecord
 from .suite import IDEAL, StrategySpec, Suite
@@ -34,6 +35,9 @@ def run_suite(suite: Suite, isolate: bool = True, done: Mapping[tuple[str, int],
     not run again (`--resume`), and a stored ideal still serves as its seed's efficiency reference.
     Checks the device at once (not at the first run), so a suite asking for an absent GPU fails early."""
     device = resolve_device(suite.device).type
+    if suite.train.amp == "fp16" and device != "cuda":
+        raise SuiteError(suite.origin, "train.amp", f"fp16 needs a CUDA device, and this suite runs on {device}; "
+                                                    "use bf16 or none")
     run = run_isolated if isolate else run_inline
     done = done or {}
     runs = plan_runs(suite, done)

@@ -96,6 +96,11 @@ class TrainConfig:
     eval_batch_size: int = 0  # 0 = batch_size
     eval_every: int = 0  # evaluate every N steps for the accuracy-vs-time curve; 0 = only at the end
     target_accuracy: float = 0.0  # time_to_target_s is the training time to reach it; 0 = no target
+    amp: str = "none"  # autocast: bf16 | fp16 (CUDA only, with a loss scaler) | none; full precision by default
+    cudnn_benchmark: bool = True  # cuDNN autotunes per shape; warm-up sees every shape, so it stays off the clock
+    compile: bool = False  # torch.compile the model; off by default: compile time and recompiles per shape
+
+    CHOICES = {"amp": ("none", "bf16", "fp16")}
 
     def check(self, at: _At) -> None:
         at.positive("batch_size", self.batch_size)

@@ -6,9 +6,10 @@ the clock), then evaluate twice: through the strategy's own path and exactly per
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -17,9 +18,10 @@ import torch.nn.functional as F
 from .data import Dataset, make_data
 from .errors import RunFailed
 from .model import LSTMClassifier, build_model, weights_checksum
-from .probes import Clock, KernelProbe, peak_memory_bytes, reset_peak_memory, rss_bytes
+from .probes import (Clock, KernelProbe, peak_memory_bytes, peak_memory_reserved_bytes, reset_peak_memory,
+                     rss_bytes)
 from .records import RunRecord, collect_env
-from .strategies import Strategy, computation_note, exact_strategy, plan_epochs
+from .strategies import Batch, Strategy, computation_note, exact_strategy, plan_epochs
 from .suite import StrategySpec, Suite
 
 Progress = Callable[[int, int], None]  # (steps done, steps in all)
@@ -29,6 +31,7 @@ def run_one(suite: Suite, spec: StrategySpec, seed: int, device: torch.device,
             progress: Progress | None = None) -> RunRecord:
     if suite.threads:
         torch.set_num_threads(suite.threads)
+    torch.backends.cudnn.benchmark = suite.train.cudnn_benchmark
     reset_peak_memory(torch.device("cpu"))  # the run's own peak on CPU, not the imports' (Linux)
     baseline_rss = rss_bytes()
     strategy = Strategy(spec)
@@ -38,11 +41,17 @@ def run_one(suite: Suite, spec: StrategySpec, seed: int, device: torch.device,
     model = build_model(suite.model, suite.data.vocab_size, train.num_classes, seed)
     checksum = weights_checksum(model)
     model.to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=suite.train.lr)
+    precision = Precision(device.type, suite.train.amp)
     plan = plan_epochs(strategy, train.lengths, suite.train.batch_size, suite.train.epochs, seed)
+    kernel = probe_kernel(model, strategy, train, plan[0], device, precision)
+    net = torch.compile(model) if suite.train.compile else model  # the same parameters either way
 
     warmup = warmup_batches(strategy, train, plan, suite.train.warmup_steps)
-    kernel = _warm_up(model, strategy, train, warmup, device, suite.train.lr)
+    _warm_up(model, net, strategy, train, warmup, device, suite.train.lr, precision)
+    if weights_checksum(model) != checksum:
+        raise RunFailed("error", "warm-up left the model's weights changed; the run would not be comparable")
+    optimizer = torch.optim.Adam(model.parameters(), lr=suite.train.lr)
+    precision = Precision(device.type, suite.train.amp)  # a fresh loss scaler, as for the warm-up
     reset_peak_memory(device)
 
     clock = Clock(device)
@@ -52,14 +61,12 @@ def run_one(suite: Suite, spec: StrategySpec, seed: int, device: torch.device,
     step_times, data_times, losses, curve = [], [], [], []
     real_tokens = padded_tokens = 0
     for step, idx in enumerate(plan):
-        t0 = clock.now()
-        batch = strategy.collate(train, idx).to(device)
-        t1 = clock.now()
-        loss = F.cross_entropy(model(batch.tokens, batch.lengths, strategy.readout), batch.labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        t2 = clock.now()
+        with out_of_memory_as_row(step, _shape(strategy, train, idx)):
+            t0 = clock.now()
+            batch = strategy.collate(train, idx).to(device)
+            t1 = clock.now()
+            loss = train_step(net, optimizer, batch, strategy.readout, precision)
+            t2 = clock.now()
         value = loss.item()
         if not math.isfinite(value):
             raise RunFailed("diverged", f"training loss became {value} at step {step}")
@@ -69,7 +76,7 @@ def run_one(suite: Suite, spec: StrategySpec, seed: int, device: torch.device,
         real_tokens += batch.real_tokens
         padded_tokens += batch.padded_tokens
         if every and (step + 1) % every == 0 and step + 1 < len(plan):  # between steps: off the clock
-            accuracy, _ = evaluate(model, strategy, held_out, eval_bs, device)
+            accuracy, _ = evaluate(net, strategy, held_out, eval_bs, device, precision)
             curve.append([float(sum(step_times)), step + 1, accuracy])
         if progress:
             progress(step + 1, len(plan))
@@ -79,8 +86,8 @@ def run_one(suite: Suite, spec: StrategySpec, seed: int, device: torch.device,
     t_eval = clock.now()
     accuracy = accuracy_exact = loss_exact = None
     if not is_ideal:
-        accuracy, _ = evaluate(model, strategy, held_out, eval_bs, device)
-        accuracy_exact, loss_exact = evaluate(model, exact_strategy(), held_out, eval_bs, device)
+        accuracy, _ = evaluate(net, strategy, held_out, eval_bs, device, precision)
+        accuracy_exact, loss_exact = evaluate(net, exact_strategy(), held_out, eval_bs, device, precision)
         curve.append([train_time, len(plan), accuracy])
     eval_time = clock.now() - t_eval
 
@@ -99,7 +106,9 @@ def run_one(suite: Suite, spec: StrategySpec, seed: int, device: torch.device,
         samples_per_s=len(train) * suite.train.epochs / train_time, tokens_per_s=real_tokens / train_time,
         step_time_median_s=float(quantiles[1]), step_time_p10_s=float(quantiles[0]),
         step_time_p90_s=float(quantiles[2]),
-        peak_mem_bytes=peak, baseline_rss_bytes=baseline_rss,
+        peak_mem_bytes=peak, peak_mem_reserved_bytes=peak_memory_reserved_bytes(device),
+        baseline_rss_bytes=baseline_rss,
+        amp=suite.train.amp, cudnn_benchmark=suite.train.cudnn_benchmark, compiled=suite.train.compile,
         eval_accuracy=accuracy, eval_accuracy_exact=accuracy_exact, eval_loss_exact=loss_exact,
         curve=curve, target_accuracy=suite.train.target_accuracy or None,
         time_to_target_s=time_to_target(curve, suite.train.target_accuracy),
@@ -137,40 +146,81 @@ def _shape(strategy: Strategy, data: Dataset, idx: np.ndarray) -> tuple[int, int
     return len(idx), strategy.pad_to(strategy.kept_lengths(data.lengths[idx]), data)
 
 
-def _warm_up(model: LSTMClassifier, strategy: Strategy, data: Dataset, plan: list[np.ndarray],
-             device: torch.device, lr: float) -> str:
-    """Untimed steps on a scratch copy, so allocator and kernel caches are warm while the real model
-    still starts from its seeded weights. Returns the LSTM kernel that the first step ran."""
-    scratch = copy.deepcopy(model)
-    optimizer = torch.optim.Adam(scratch.parameters(), lr=lr)
-    kernel = ""
-    for idx in plan or [np.arange(1)]:  # no warm-up asked for: one batch of one, only to see the kernel
-        batch = strategy.collate(data, idx).to(device)
-        if not kernel:
-            with KernelProbe() as probe:
-                logits = scratch(batch.tokens, batch.lengths, strategy.readout)
-            kernel = probe.kernel
-        else:
-            logits = scratch(batch.tokens, batch.lengths, strategy.readout)
-        if plan:
-            loss = F.cross_entropy(logits, batch.labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+class Precision:
+    """Autocast (train.amp: bf16 | fp16 | none) and, for fp16, a gradient scaler."""
+
+    DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+    def __init__(self, device_type: str, amp: str):
+        self.device_type, self.amp = device_type, amp
+        self.scaler = torch.amp.GradScaler(device_type) if amp == "fp16" else None
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp == "none":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=self.DTYPES[self.amp])
+
+
+def train_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: Batch, readout: str,
+               precision: Precision) -> torch.Tensor:
+    """One optimizer step: the only place the model is trained (warm-up and timed loop alike)."""
+    with precision.autocast():
+        loss = F.cross_entropy(net(batch.tokens, batch.lengths, readout), batch.labels)
+    optimizer.zero_grad(set_to_none=True)
+    if precision.scaler:
+        precision.scaler.scale(loss).backward()
+        precision.scaler.step(optimizer)
+        precision.scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+    return loss
+
+
+@contextlib.contextmanager
+def out_of_memory_as_row(step: int, shape: tuple[int, int]) -> Iterator[None]:
+    """An out-of-memory error becomes an `oom` row naming the batch shape that did not fit."""
+    try:
+        yield
+    except torch.OutOfMemoryError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else "out of memory"
+        raise RunFailed("oom", f"out of memory at step {step} on a batch of shape {shape}: {first}") from None
+
+
+def probe_kernel(model: LSTMClassifier, strategy: Strategy, data: Dataset, idx: np.ndarray,
+                 device: torch.device, precision: Precision) -> str:
+    """The LSTM implementation a batch of this strategy runs (one forward pass, nothing trained)."""
+    batch = strategy.collate(data, idx).to(device)
+    with KernelProbe() as probe, precision.autocast():
+        model(batch.tokens, batch.lengths, strategy.readout)
+    return probe.kernel
+
+
+def _warm_up(model: LSTMClassifier, net: torch.nn.Module, strategy: Strategy, data: Dataset,
+             plan: list[np.ndarray], device: torch.device, lr: float, precision: Precision) -> None:
+    """Untimed steps on the model itself (so compiled graphs and kernel caches are the ones the timed loop
+    uses), then its seeded weights are put back: every strategy still trains from the same start."""
+    saved = copy.deepcopy(model.state_dict())
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    for i, idx in enumerate(plan):
+        with out_of_memory_as_row(-len(plan) + i, _shape(strategy, data, idx)):  # negative: a warm-up step
+            train_step(net, optimizer, strategy.collate(data, idx).to(device), strategy.readout, precision)
+    model.load_state_dict(saved)
     Clock(device).now()  # drain the queue before the timed loop
-    return kernel
 
 
 @torch.no_grad()
-def evaluate(model: LSTMClassifier, strategy: Strategy, data: Dataset, batch_size: int,
-             device: torch.device) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) over `data` through `strategy`'s padding and readout."""
+def evaluate(model: torch.nn.Module, strategy: Strategy, data: Dataset, batch_size: int,
+             device: torch.device, precision: Precision | None = None) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) over `data` through `strategy`'s padding and readout, in the
+    precision it trained with (what deploying it gives)."""
     was_training = model.training
     model.eval()
     correct, loss_sum = 0, 0.0
     for batch in strategy.eval_batches(data, batch_size):
         batch = batch.to(device)
-        logits = model(batch.tokens, batch.lengths, strategy.readout)
+        with precision.autocast() if precision else contextlib.nullcontext():
+            logits = model(batch.tokens, batch.lengths, strategy.readout).float()
         loss_sum += F.cross_entropy(logits, batch.labels, reduction="sum").item()
         correct += int((logits.argmax(1) == batch.labels).sum())
     model.train(was_training)

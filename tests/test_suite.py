@@ -59,7 +59,8 @@ def _error(tmp_path: Path, suite: dict | str, overrides: tuple = ()) -> str:
 
 @pytest.mark.parametrize("change, message", [
     (lambda d: d["train"].update(batch_sise=3),
-     "s.yaml: train.batch_sise: unknown key (did you mean 'batch_size'?); valid: batch_size, epochs, "
+     "s.yaml: train.batch_sise: unknown key (did you mean 'batch_size'?); valid: amp, batch_size, compile, "
+     "cudnn_benchmark, epochs, "
      "eval_batch_size, eval_every, lr, target_accuracy, warmup_steps"),
     (lambda d: d["strategies"].append("packed"),
      "s.yaml: strategies[5]: unknown strategy 'packed' (did you mean 'pack'?); valid: bucket, mask, naive, pack, "
@@ -90,8 +91,8 @@ def _error(tmp_path: Path, suite: dict | str, overrides: tuple = ()) -> str:
     (lambda d: d["data"].update(train_size=10**9),
      "s.yaml: data.train_size: (train_size + eval_size) x the longest length = 40,000,001,920 tokens of padded "
      "matrix, over the limit of 268,435,456 (2 GiB)"),
-    (lambda d: d["train"].update({"\n": 1}), "s.yaml: train.'\\n': unknown key; valid: batch_size, epochs, "
-     "eval_batch_size, eval_every, lr, target_accuracy, warmup_steps"),
+    (lambda d: d["train"].update({"\n": 1}), "s.yaml: train.'\\n': unknown key; valid: amp, batch_size, compile, "
+     "cudnn_benchmark, epochs, eval_batch_size, eval_every, lr, target_accuracy, warmup_steps"),
     (lambda d: d.update(model=[1]), "s.yaml: model: must be a mapping, got a list"),
 ])
 def test_bad_suites_give_one_exact_sentence(tmp_path, tiny_dict, change, message):
@@ -114,3 +115,9 @@ def test_bad_overrides(tmp_path, tiny_dict):
         "s.yaml: strategies.9: no list item '9' (the list has 5)")
     assert _error(tmp_path, tiny_dict, ("train.epochs=-1",)) == "s.yaml: train.epochs: must be > 0, got -1"
     assert _error(tmp_path, tiny_dict, ("train.lr=.inf",)) == "s.yaml: train.lr: must be finite, got inf"
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "suites").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_suite_validates(path):
+    suite = load_suite(path)
+    assert suite.name == path.stem
