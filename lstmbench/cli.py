@@ -203,6 +203,32 @@ def verify_cmd(suite_file: str, overrides: tuple[str, ...], batches: int) -> Non
         sys.exit(EXIT_RUNS_FAILED)
 
 
+@main.command(name="lengths")
+@click.argument("suite_file", type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override a suite key.")
+@click.option("--seed", type=int, default=None, help="Whose data (default: the suite's first seed).")
+@translate_errors
+def lengths_cmd(suite_file: str, overrides: tuple[str, ...], seed: int | None) -> None:
+    """What padding would cost, in a second: length statistics, a histogram, and for each strategy the
+    padding fraction, batches and largest batch shape of one epoch. Nothing is trained.
+
+    Example: lstmbench lengths suites/packing.yaml --set train.batch_size=128
+    """
+    from .planner import histogram, plan_suite
+
+    plan = plan_suite(load_suite(suite_file, overrides), seed)
+    st = plan.stats
+    click.echo(f"{plan.suite}: {st.n:,} training sequences (seed {plan.seed})")
+    click.echo(f"  min {st.min}  median {st.median:g}  p90 {st.p90:g}  p99 {st.p99:g}  max {st.max}  "
+               f"mean {st.mean:.1f}\n")
+    for line in histogram(plan.lengths):
+        click.echo(f"  {line}")
+    rows = [{"strategy": p.strategy, "computes": p.note, "batches": p.batches, "pad %": f"{100 * p.pad_fraction:.1f}",
+             "real tokens": f"{p.real_tokens:,}", "padded tokens": f"{p.padded_tokens:,}",
+             "largest batch": f"{p.largest_shape[0]} x {p.largest_shape[1]}"} for p in plan.strategies]
+    click.echo("\n" + tabulate(rows, headers="keys", tablefmt="pipe"))
+
+
 @main.command()
 def strategies() -> None:
     """List the strategy presets and the choices they compose."""
@@ -260,3 +286,33 @@ def compare_cmd(baseline: str, current: str, threshold: float, alpha: float) -> 
                f"(threshold {threshold:.0%}, alpha {alpha:g}).")
     if comparison.has_regression:
         sys.exit(EXIT_REGRESSION)
+
+
+@main.command(name="export")
+@click.argument("results", nargs=-1, required=True, type=click.Path())
+@click.option("--format", "fmt", type=click.Choice(["pytest-benchmark"]), default="pytest-benchmark",
+              show_default=True, help="Output format.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="The JSON file to write.")
+@translate_errors
+def export_cmd(results: tuple[str, ...], fmt: str, output: str) -> None:
+    """Write the ok rows of RESULTS (files or folders) as a pytest-benchmark JSON file: one benchmark per
+    suite, strategy and device, one round per run, each round's value its mean step time
+    (train_time_s / steps, seconds; lower is better); tokens/s and accuracies go to extra_info.
+
+    Example: lstmbench export --format pytest-benchmark results/packing -o packing.json
+    """
+    import json
+
+    from . import storage
+    from .errors import ResultsError
+    from .export import to_pytest_benchmark
+
+    loaded = storage.load_rows(results)
+    for warning in loaded.skipped:
+        click.echo(f"Warning: {warning}", err=True)
+    document = to_pytest_benchmark(loaded.rows, source=", ".join(results))
+    try:
+        Path(output).write_text(json.dumps(document, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    except (OSError, ValueError) as e:
+        raise ResultsError(f"{output}: cannot write: {e}") from None
+    click.echo(f"Wrote {len(document['benchmarks'])} benchmarks ({fmt}) to {output}")

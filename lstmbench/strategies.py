@@ -20,12 +20,15 @@ DESCRIPTIONS = {
     "mask": "pad to the batch's max length; read the output at each sequence's true end",
     "pack": "pad to the batch's max; run the LSTM on pack_padded_sequence",
     "bucket": "batches of similar lengths (batch order shuffled); pad to the batch's max; pack",
+    "token_budget": "length-sorted batches filled up to max_tokens padded tokens (batch size varies); mask",
 }
 assert DESCRIPTIONS.keys() == PRESETS.keys()
 
 CHOICE_HELP = {
     "batching": {"random": "a fresh shuffle each epoch, cut into batches",
-                 "bucket": "shuffle, sort by length, cut into batches, shuffle the batch order"},
+                 "bucket": "shuffle, sort by length, cut into batches, shuffle the batch order",
+                 "token_budget": "sort by length, fill each batch while (size+1) x longest <= max_tokens, "
+                                 "shuffle the batch order"},
     "padding": {"global": "pad to the longest sequence of the data set",
                 "batch": "pad to the longest sequence of the batch",
                 "truncate": "cut to max_len, then pad to the batch's longest"},
@@ -82,9 +85,12 @@ class Strategy:
         order = rng.permutation(len(lengths))
         if self.spec.batching == "random":
             return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-        # bucket: sort the shuffled order by length (ties stay shuffled), cut, shuffle the batch order
+        # bucket, token_budget: sort the shuffled order by length (ties stay shuffled), cut, shuffle the batch order
         order = order[np.argsort(lengths[order], kind="stable")]
-        batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+        if self.spec.batching == "bucket":
+            batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+        else:
+            batches = _fill_budget(order, self.kept_lengths(lengths), self.spec.max_tokens)
         return [batches[i] for i in rng.permutation(len(batches))]
 
     def kept_lengths(self, lengths: np.ndarray) -> np.ndarray:
@@ -92,6 +98,19 @@ class Strategy:
 
     def pad_to(self, kept: np.ndarray, data: Dataset) -> int:
         return data.max_length if self.spec.padding == "global" else int(kept.max())
+
+    def shape(self, data: Dataset, idx: np.ndarray) -> tuple[int, int]:
+        """(batch, time) of the batch `collate` would build, without building it."""
+        if self.spec.padding == "reshape":
+            return len(idx), int(data.lengths[idx].sum()) // len(idx)
+        return len(idx), self.pad_to(self.kept_lengths(data.lengths[idx]), data)
+
+    def real_tokens(self, data: Dataset, idx: np.ndarray) -> int:
+        """Non-padding tokens of that batch (after truncation, or the reshape's dropped remainder)."""
+        if self.spec.padding == "reshape":
+            rows, width = self.shape(data, idx)
+            return rows * width
+        return int(self.kept_lengths(data.lengths[idx]).sum())
 
     def collate(self, data: Dataset, idx: np.ndarray) -> Batch:
         if self.spec.padding == "reshape":
@@ -105,9 +124,20 @@ class Strategy:
     def eval_batches(self, data: Dataset, batch_size: int) -> list[Batch]:
         """The strategy's own inference path: its padding and readout over the held-out set, in order."""
         order = np.arange(len(data))
-        if self.spec.batching == "bucket":
+        if self.spec.batching != "random":
             order = order[np.argsort(data.lengths, kind="stable")]
         return [self.collate(data, order[i:i + batch_size]) for i in range(0, len(order), batch_size)]
+
+
+def _fill_budget(order: np.ndarray, lengths: np.ndarray, max_tokens: int) -> list[np.ndarray]:
+    """fairseq's batch_by_size: grow a batch of ascending lengths while (size + 1) x its longest fits in
+    max_tokens padded tokens; a sequence longer than the budget gets a batch of its own."""
+    batches, start = [], 0
+    for i in range(1, len(order) + 1):
+        if i == len(order) or (i - start + 1) * lengths[order[i]] > max_tokens:
+            batches.append(order[start:i])
+            start = i
+    return batches
 
 
 def _reshaped(data: Dataset, idx: np.ndarray) -> Batch:

@@ -118,13 +118,14 @@ class StrategySpec:
     """One strategy: how examples are batched, how a batch is padded, how padding is read out."""
 
     name: str
-    batching: str = "random"  # random | bucket (sorted by length, batch order shuffled)
+    batching: str = "random"  # random | bucket (sorted by length, batch order shuffled) | token_budget
     padding: str = "batch"  # global (dataset max) | batch (batch max) | truncate (batch max, cut at max_len)
     readout: str = "mask"  # last (last padded step) | mask (each sequence's true end) | pack (PackedSequence)
     max_len: int = 0  # truncate only: longest kept prefix
+    max_tokens: int = 0  # token_budget only: padded tokens a batch may hold (fairseq's rule)
 
     CHOICES = {
-        "batching": ("random", "bucket"),
+        "batching": ("random", "bucket", "token_budget"),
         "padding": ("global", "batch", "truncate"),
         "readout": ("last", "mask", "pack"),
     }
@@ -136,6 +137,10 @@ class StrategySpec:
             at.positive("max_len", self.max_len)
         elif self.max_len:
             at.fail("max_len", "is only used with padding: truncate")
+        if self.batching == "token_budget":
+            at.positive("max_tokens", self.max_tokens)
+        elif self.max_tokens:
+            at.fail("max_tokens", "is only used with batching: token_budget")
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -144,6 +149,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "mask": {"batching": "random", "padding": "batch", "readout": "mask"},
     "pack": {"batching": "random", "padding": "batch", "readout": "pack"},
     "bucket": {"batching": "bucket", "padding": "batch", "readout": "pack"},
+    # fairseq's default budget is 4096 tokens; 4096 = 32 sequences of 128 padded tokens
+    "token_budget": {"batching": "token_budget", "padding": "batch", "readout": "mask", "max_tokens": 4096},
 }
 
 

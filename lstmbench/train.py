@@ -61,7 +61,7 @@ def run_one(suite: Suite, spec: StrategySpec, seed: int, device: torch.device,
     step_times, data_times, losses, curve = [], [], [], []
     real_tokens = padded_tokens = 0
     for step, idx in enumerate(plan):
-        with out_of_memory_as_row(step, _shape(strategy, train, idx)):
+        with out_of_memory_as_row(step, strategy.shape(train, idx)):
             t0 = clock.now()
             batch = strategy.collate(train, idx).to(device)
             t1 = clock.now()
@@ -100,7 +100,7 @@ def run_one(suite: Suite, spec: StrategySpec, seed: int, device: torch.device,
         computation_note=computation_note(spec, suite.model.bidirectional),
         device=device.type, seed=seed, status="ok",
         epochs=suite.train.epochs, batch_size=suite.train.batch_size, steps=len(plan), warmup_steps=len(warmup),
-        distinct_shapes=len({_shape(strategy, train, idx) for idx in plan}), lstm_kernel=kernel,
+        distinct_shapes=len({strategy.shape(train, idx) for idx in plan}), lstm_kernel=kernel,
         real_tokens=real_tokens, padded_tokens=padded_tokens, pad_fraction=1 - real_tokens / padded_tokens,
         train_time_s=train_time, data_time_s=data_time, data_time_fraction=data_time / train_time,
         samples_per_s=len(train) * suite.train.epochs / train_time, tokens_per_s=real_tokens / train_time,
@@ -131,19 +131,13 @@ def warmup_batches(strategy: Strategy, data: Dataset, plan: list[np.ndarray], st
     if not steps:
         return []
     chosen = list(plan[:steps])
-    seen = {_shape(strategy, data, idx) for idx in chosen}
+    seen = {strategy.shape(data, idx) for idx in chosen}
     for idx in plan[steps:]:
-        shape = _shape(strategy, data, idx)
+        shape = strategy.shape(data, idx)
         if shape not in seen:
             seen.add(shape)
             chosen.append(idx)
     return chosen
-
-
-def _shape(strategy: Strategy, data: Dataset, idx: np.ndarray) -> tuple[int, int]:
-    if strategy.spec.padding == "reshape":
-        return len(idx), int(data.lengths[idx].sum()) // len(idx)
-    return len(idx), strategy.pad_to(strategy.kept_lengths(data.lengths[idx]), data)
 
 
 class Precision:
@@ -203,7 +197,7 @@ def _warm_up(model: LSTMClassifier, net: torch.nn.Module, strategy: Strategy, da
     saved = copy.deepcopy(model.state_dict())
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     for i, idx in enumerate(plan):
-        with out_of_memory_as_row(-len(plan) + i, _shape(strategy, data, idx)):  # negative: a warm-up step
+        with out_of_memory_as_row(-len(plan) + i, strategy.shape(data, idx)):  # negative: a warm-up step
             train_step(net, optimizer, strategy.collate(data, idx).to(device), strategy.readout, precision)
     model.load_state_dict(saved)
     Clock(device).now()  # drain the queue before the timed loop

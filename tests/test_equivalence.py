@@ -20,6 +20,8 @@ def _strategy(name: str) -> Strategy:
     params = dict(STRATEGIES[name])
     if name == "truncate":
         params["max_len"] = 10
+    if name == "token_budget":
+        params["max_tokens"] = 200  # several batches of different sizes from 64 short sequences
     return Strategy(StrategySpec(name=name, **params))
 
 
@@ -31,7 +33,7 @@ def _check(name: str, model_cfg: ModelConfig, dtype: torch.dtype):
     return [check_batch(model, strategy, data, idx) for idx in batches[:2]]
 
 
-@pytest.mark.parametrize("name", ["mask", "pack", "bucket", "bucket-mask"])
+@pytest.mark.parametrize("name", ["mask", "pack", "bucket", "bucket-mask", "token_budget"])
 @pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-10), (torch.float32, 1e-4)])
 @pytest.mark.parametrize("layers", [1, 2])
 def test_padding_free_strategies_equal_per_sequence_processing(name, dtype, tol, layers):

@@ -18,7 +18,10 @@ def splits():
     return make_data(DataConfig(train_size=300, eval_size=70, lengths=Lengths(median=20, max=120)), 0)
 
 
-@pytest.mark.parametrize("name", list(PRESETS))
+FIXED_SIZE = [n for n in PRESETS if PRESETS[n]["batching"] != "token_budget"]
+
+
+@pytest.mark.parametrize("name", FIXED_SIZE)
 def test_every_example_once_per_epoch(splits, name):
     lengths = splits.train.lengths
     batches = plan_epochs(preset(name), lengths, 32, 2, seed=5)
@@ -46,6 +49,29 @@ def test_bucketing_groups_similar_lengths(splits):
     random_pad = sum(32 * lengths[b].max() for b in plan_epochs(preset("mask"), lengths, 32, 1, 0))
     bucket_pad = sum(32 * lengths[b].max() for b in batches)
     assert bucket_pad < 0.6 * random_pad
+
+
+@pytest.mark.parametrize("max_tokens", [64, 500, 4096])
+def test_token_budget_fills_batches_up_to_the_budget(splits, max_tokens):
+    lengths = splits.train.lengths
+    strategy = preset("token_budget", max_tokens=max_tokens)
+    batches = plan_epochs(strategy, lengths, 32, 2, seed=0)
+    for epoch in (batches[:len(batches) // 2], batches[len(batches) // 2:]):
+        assert sorted(np.concatenate(epoch)) == list(range(300))
+    for b in batches:
+        padded = len(b) * lengths[b].max()
+        assert padded <= max_tokens or len(b) == 1  # a sequence over the budget rides alone
+    # a budget is filled: merging two neighbouring batches (in length order) would break it
+    ordered = sorted(batches[:len(batches) // 2], key=lambda b: lengths[b].max())
+    for a, b in zip(ordered, ordered[1:]):
+        assert (len(a) + 1) * max(lengths[a].max(), lengths[b].min()) > max_tokens
+    sizes = {len(b) for b in batches}
+    assert len(sizes) > 1 or max_tokens == 64  # the batch size varies with length
+
+
+def test_token_budget_is_exact_and_listed():
+    assert computation_note(preset("token_budget").spec) == ""
+    assert PRESETS["token_budget"]["max_tokens"] == 4096
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
@@ -84,7 +110,7 @@ def test_pad_counts_on_hand_made_lengths():
 def test_computation_notes_label_what_changes_the_computation():
     notes = {n: computation_note(preset(n).spec) for n in PRESETS}
     assert notes == {"naive": "reads the output after the padding", "truncate": "truncates to 64 tokens",
-                     "mask": "", "pack": "", "bucket": ""}
+                     "mask": "", "pack": "", "bucket": "", "token_budget": ""}
     assert computation_note(preset("mask").spec, bidirectional=True) == "the reverse direction runs over the padding"
     assert computation_note(preset("pack").spec, bidirectional=True) == ""
 

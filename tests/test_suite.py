@@ -64,7 +64,7 @@ def _error(tmp_path: Path, suite: dict | str, overrides: tuple = ()) -> str:
      "eval_batch_size, eval_every, lr, target_accuracy, warmup_steps"),
     (lambda d: d["strategies"].append("packed"),
      "s.yaml: strategies[5]: unknown strategy 'packed' (did you mean 'pack'?); valid: bucket, mask, naive, pack, "
-     "truncate"),
+     "token_budget, truncate"),
     (lambda d: d["train"].update(batch_size=0), "s.yaml: train.batch_size: must be > 0, got 0"),
     (lambda d: d["train"].update(batch_size="32"), "s.yaml: train.batch_size: must be an integer, got '32'"),
     (lambda d: d["train"].update(lr=True), "s.yaml: train.lr: must be a number, got True"),
@@ -84,7 +84,8 @@ def _error(tmp_path: Path, suite: dict | str, overrides: tuple = ()) -> str:
     (lambda d: d["strategies"].append("mask"),
      "s.yaml: strategies[5]: duplicate strategy name 'mask'; give one a `name:`"),
     (lambda d: d["strategies"].append({"batching": "bucket"}),
-     "s.yaml: strategies[5]: a composed strategy needs a `name:`; presets are bucket, mask, naive, pack, truncate"),
+     "s.yaml: strategies[5]: a composed strategy needs a `name:`; presets are bucket, mask, naive, pack, "
+     "token_budget, truncate"),
     (lambda d: d["strategies"].append({"name": "x", "readout": "packed"}),
      "s.yaml: strategies[5].readout: unknown value 'packed' (did you mean 'pack'?); valid: last, mask, pack"),
     (lambda d: d.pop("strategies"), "s.yaml: strategies: is required"),

@@ -96,14 +96,14 @@ def test_warm_up_covers_every_batch_shape_and_the_kernel_is_named(tiny_records):
 def test_warmup_batches_see_each_shape_once():
     from lstmbench.strategies import Strategy, plan_epochs
     from lstmbench.suite import PRESETS, StrategySpec
-    from lstmbench.train import _shape, warmup_batches
+    from lstmbench.train import warmup_batches
 
     data = make_data(load_suite(ROOT / "suites" / "packing.yaml").data, 0).train
     bucket = Strategy(StrategySpec(name="bucket", **PRESETS["bucket"]))
     plan = plan_epochs(bucket, data.lengths, 32, 2, 0)
     warm = warmup_batches(bucket, data, plan, 5)
-    shapes = [_shape(bucket, data, idx) for idx in warm]
-    assert set(shapes) == {_shape(bucket, data, idx) for idx in plan}
+    shapes = [bucket.shape(data, idx) for idx in warm]
+    assert set(shapes) == {bucket.shape(data, idx) for idx in plan}
     assert len(shapes) == len(set(shapes[5:])) + 5
     assert warmup_batches(bucket, data, plan, 0) == []
 

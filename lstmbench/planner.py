@@ -1,0 +1,79 @@
+"""The length planner: what each strategy would do to a suite's data, without training anything."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .data import make_data
+from .strategies import Strategy, computation_note, plan_epochs
+from .suite import IDEAL, Suite
+
+
+@dataclass(frozen=True)
+class LengthStats:
+    n: int
+    min: int
+    median: float
+    p90: float
+    p99: float
+    max: int
+    mean: float
+
+
+@dataclass(frozen=True)
+class StrategyPlan:
+    strategy: str
+    batches: int
+    real_tokens: int
+    padded_tokens: int
+    largest_shape: tuple[int, int]  # (batch, time) of the batch with the most padded positions
+    note: str
+
+    @property
+    def pad_fraction(self) -> float:
+        return 1 - self.real_tokens / self.padded_tokens
+
+
+@dataclass(frozen=True)
+class Plan:
+    suite: str
+    seed: int
+    lengths: np.ndarray
+    stats: LengthStats
+    strategies: list[StrategyPlan]
+
+
+def plan_suite(suite: Suite, seed: int | None = None) -> Plan:
+    """One epoch of every strategy (and the ideal) over the seed's training split."""
+    seed = suite.seeds[0] if seed is None else seed
+    data = make_data(suite.data, seed).train
+    lengths = data.lengths
+    plans = []
+    for spec in ([IDEAL] if suite.ideal else []) + list(suite.strategies):
+        strategy = Strategy(spec)
+        batches = plan_epochs(strategy, lengths, suite.train.batch_size, 1, seed)
+        shapes = [strategy.shape(data, idx) for idx in batches]
+        real = sum(strategy.real_tokens(data, idx) for idx in batches)
+        padded = sum(b * t for b, t in shapes)
+        plans.append(StrategyPlan(spec.name, len(batches), real, padded, max(shapes, key=lambda s: s[0] * s[1]),
+                                  computation_note(spec, suite.model.bidirectional) or "exact"))
+    return Plan(suite.name, seed, lengths, length_stats(lengths), plans)
+
+
+def length_stats(lengths: np.ndarray) -> LengthStats:
+    q50, q90, q99 = np.percentile(lengths, [50, 90, 99])
+    return LengthStats(len(lengths), int(lengths.min()), float(q50), float(q90), float(q99), int(lengths.max()),
+                       float(lengths.mean()))
+
+
+def histogram(lengths: np.ndarray, bins: int = 12, width: int = 40) -> list[str]:
+    """Text bars over log-spaced bins (long tails stay readable): `  12-  17 | ######## 312`."""
+    low, high = int(lengths.min()), int(lengths.max())
+    if low == high:
+        return [f"{low:>6} | {'#' * width} {len(lengths)}"]
+    edges = np.unique(np.geomspace(low, high + 1, bins + 1).astype(int))
+    counts, _ = np.histogram(lengths, bins=edges)
+    top = counts.max()
+    return [f"{a:>6}-{b - 1:<6}| {'#' * max(int(round(width * c / top)), 1 if c else 0):<{width}} {c}"
+            for a, b, c in zip(edges[:-1], edges[1:], counts)]

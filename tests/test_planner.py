@@ -1,0 +1,48 @@
+"""The length planner: exact pad arithmetic per strategy, from the same code that builds the batches."""
+from __future__ import annotations
+
+import numpy as np
+from click.testing import CliRunner
+
+from lstmbench.cli import main
+from lstmbench.data import make_data
+from lstmbench.planner import histogram, length_stats, plan_suite
+from lstmbench.strategies import Strategy, plan_epochs
+from lstmbench.suite import load_suite
+
+
+def test_plan_matches_collated_batches(tiny_file):
+    suite = load_suite(tiny_file)
+    plan = plan_suite(suite)
+    data = make_data(suite.data, 0).train
+    assert [p.strategy for p in plan.strategies] == ["ideal", "naive", "truncate", "mask", "pack", "bucket"]
+    for p, spec in zip(plan.strategies[1:], suite.strategies):
+        strategy = Strategy(spec)
+        batches = [strategy.collate(data, idx) for idx in plan_epochs(strategy, data.lengths, 16, 1, 0)]
+        assert p.batches == len(batches) == 6
+        assert p.real_tokens == sum(b.real_tokens for b in batches)
+        assert p.padded_tokens == sum(b.padded_tokens for b in batches)
+        assert p.largest_shape == max((tuple(b.tokens.shape) for b in batches), key=lambda s: s[0] * s[1])
+    by = {p.strategy: p for p in plan.strategies}
+    assert by["ideal"].pad_fraction == 0 and by["naive"].pad_fraction > by["mask"].pad_fraction
+    assert by["mask"].pad_fraction == by["pack"].pad_fraction > by["bucket"].pad_fraction
+    assert by["naive"].note == "reads the output after the padding" and by["mask"].note == "exact"
+
+
+def test_stats_and_histogram():
+    lengths = np.array([1, 2, 2, 3, 10, 100])
+    st = length_stats(lengths)
+    assert (st.n, st.min, st.median, st.max) == (6, 1, 2.5, 100) and st.mean == 118 / 6
+    lines = histogram(lengths, bins=4, width=10)
+    assert sum(int(line.split()[-1]) for line in lines) == 6
+    assert max(line.count("#") for line in lines) == 10
+    assert histogram(np.array([5, 5])) == ["     5 | " + "#" * 40 + " 2"]
+
+
+def test_cli_lengths(tiny_file):
+    r = CliRunner().invoke(main, ["lengths", str(tiny_file), "--set", "strategies=[mask, token_budget]"])
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.splitlines()
+    assert lines[0] == "tiny: 96 training sequences (seed 0)"
+    assert lines[1].startswith("  min 2  median ")
+    assert any(line.startswith("| token_budget ") for line in lines)
