@@ -2,12 +2,9 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import json
-import math
 import re
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +12,7 @@ from typing import Any
 import yaml
 
 from .errors import SuiteError
+from .schema import At, build, names, suggest, typename
 
 
 # ----------------------------------------------------------------------------- the schema
@@ -29,7 +27,7 @@ class Lengths:
 
     CHOICES = {"dist": ("lognormal", "uniform", "fixed")}
 
-    def check(self, at: _At) -> None:
+    def check(self, at: At) -> None:
         if self.dist == "fixed":
             at.positive("length", self.length)
             return
@@ -60,7 +58,7 @@ class DataConfig:
 
     CHOICES = {"source": ("synthetic",), "task": ("classify",)}
 
-    def check(self, at: _At) -> None:
+    def check(self, at: At) -> None:
         at.positive("train_size", self.train_size)
         at.positive("eval_size", self.eval_size)
         if self.vocab_size < 3:
@@ -79,7 +77,7 @@ class ModelConfig:
     bidirectional: bool = False  # a masked readout is not exact for the reverse direction
     dropout: float = 0.0  # between LSTM layers only; 0 keeps strategies' trajectories comparable
 
-    def check(self, at: _At) -> None:
+    def check(self, at: At) -> None:
         at.positive("embed_dim", self.embed_dim)
         at.positive("hidden_size", self.hidden_size)
         at.positive("num_layers", self.num_layers)
@@ -102,7 +100,7 @@ class TrainConfig:
 
     CHOICES = {"amp": ("none", "bf16", "fp16")}
 
-    def check(self, at: _At) -> None:
+    def check(self, at: At) -> None:
         at.positive("batch_size", self.batch_size)
         at.positive("epochs", self.epochs)
         at.positive("lr", self.lr)
@@ -130,7 +128,7 @@ class StrategySpec:
         "readout": ("last", "mask", "pack"),
     }
 
-    def check(self, at: _At) -> None:
+    def check(self, at: At) -> None:
         if not re.fullmatch(r"[A-Za-z0-9_.+-]+", self.name):
             at.fail("name", f"must be letters, digits, '_', '.', '+' or '-', got {self.name!r}")
         if self.padding == "truncate":
@@ -175,7 +173,7 @@ class Suite:
 
     CHOICES = {"device": ("cpu", "cuda", "auto")}
 
-    def check(self, at: _At) -> None:
+    def check(self, at: At) -> None:
         if not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*", self.name):
             at.fail("name", f"must be letters, digits, '_', '.' or '-' (it names a results folder), got {self.name!r}")
         if not self.seeds:
@@ -228,7 +226,7 @@ def load_suite(path: str | Path, overrides: list[str] | tuple[str, ...] = (), de
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise SuiteError(file, "", f"invalid YAML: {where}{problem}") from None
     if not isinstance(raw, dict):
-        raise SuiteError(file, "", f"must be a mapping of keys, got {_typename(raw)}")
+        raise SuiteError(file, "", f"must be a mapping of keys, got {typename(raw)}")
     for item in overrides:
         apply_override(raw, item, file)
     if device is not None:
@@ -272,9 +270,9 @@ def suite_from_dict(raw: dict, file: str = "<suite>") -> Suite:
     raw = dict(raw)
     specs = raw.pop("strategies")
     if not isinstance(specs, list):
-        raise SuiteError(file, "strategies", f"must be a list, got {_typename(specs)}")
+        raise SuiteError(file, "strategies", f"must be a list, got {typename(specs)}")
     strategies = tuple(_strategy(item, f"strategies[{i}]", file) for i, item in enumerate(specs))
-    suite = _build(Suite, raw, "", file, strategies=strategies)
+    suite = build(Suite, raw, "", file, strategies=strategies)
     return dataclasses.replace(suite, origin=file)
 
 
@@ -286,107 +284,15 @@ def _strategy(item: Any, path: str, file: str) -> StrategySpec:
         preset, params = next(iter(item.items()))
         params = {} if params is None else params
         if not isinstance(params, dict):
-            raise SuiteError(file, f"{path}.{preset}", f"must be a mapping of options, got {_typename(params)}")
+            raise SuiteError(file, f"{path}.{preset}", f"must be a mapping of options, got {typename(params)}")
         path = f"{path}.{preset}"
     elif isinstance(item, dict):
         if "name" not in item:
-            raise SuiteError(file, path, f"a composed strategy needs a `name:`; presets are {_names(PRESETS)}")
-        return _build(StrategySpec, item, path, file)
+            raise SuiteError(file, path, f"a composed strategy needs a `name:`; presets are {names(PRESETS)}")
+        return build(StrategySpec, item, path, file)
     else:
-        raise SuiteError(file, path, f"must be a strategy name or a mapping, got {_typename(item)}")
+        raise SuiteError(file, path, f"must be a strategy name or a mapping, got {typename(item)}")
     if preset not in PRESETS:
-        raise SuiteError(file, path, f"unknown strategy {preset!r}{_suggest(preset, PRESETS)}; "
-                                     f"valid: {_names(PRESETS)}")
-    return _build(StrategySpec, {"name": preset, **PRESETS[preset], **params}, path, file)
-
-
-class _At:
-    """Where in the file a check is; raises SuiteError with the full key path."""
-
-    def __init__(self, file: str, path: str):
-        self.file, self.path = file, path
-
-    def fail(self, key: str, message: str) -> typing.NoReturn:
-        key = key if re.fullmatch(r"[\w.\[\]-]+", key) else repr(key)  # a key of "\n" must not break the line
-        raise SuiteError(self.file, f"{self.path}.{key}" if self.path else key, message)
-
-    def positive(self, key: str, value: float) -> None:
-        if not (value > 0 and math.isfinite(value)):
-            self.fail(key, f"must be > 0, got {value}" if math.isfinite(value) else f"must be finite, got {value}")
-
-    def nonnegative(self, key: str, value: float) -> None:
-        if not (value >= 0 and math.isfinite(value)):
-            self.fail(key, f"must be >= 0, got {value}" if math.isfinite(value) else f"must be finite, got {value}")
-
-
-def _build(cls: type, raw: Any, path: str, file: str, **given: Any) -> Any:
-    """Check keys and types of `raw` against dataclass `cls`, recurse into nested configs, run cls.check."""
-    if not isinstance(raw, dict):
-        raise SuiteError(file, path, f"must be a mapping, got {_typename(raw)}")
-    at = _At(file, path)
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls) if f.name != "origin" and f.name not in given}
-    kwargs: dict[str, Any] = dict(given)
-    for key, value in raw.items():
-        if key not in known:
-            at.fail(str(key), f"unknown key{_suggest(str(key), known)}; valid: {_names(known)}")
-        kwargs[key] = _coerce(hints[key], value, at, key, file)
-    choices = getattr(cls, "CHOICES", {})
-    for key, allowed in choices.items():
-        if key in kwargs and kwargs[key] not in allowed:
-            at.fail(key, f"unknown value {kwargs[key]!r}{_suggest(str(kwargs[key]), allowed)}; "
-                         f"valid: {_names(allowed)}")
-    obj = cls(**kwargs)
-    obj.check(at)
-    return obj
-
-
-def _coerce(hint: Any, value: Any, at: _At, key: str, file: str) -> Any:
-    sub = f"{at.path}.{key}" if at.path else key
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, value, sub, file)
-    if hint is bool:
-        if not isinstance(value, bool):
-            at.fail(key, f"must be true or false, got {value!r}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            at.fail(key, f"must be an integer, got {value!r}")
-        return value
-    if hint is float:
-        if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
-            value = float(value)  # PyYAML reads 1e-3 (no dot) as a string: YAML 1.1's float rule
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            at.fail(key, f"must be a number, got {value!r}")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            at.fail(key, f"must be a string, got {value!r}")
-        return value
-    if typing.get_origin(hint) is tuple:  # seeds
-        if isinstance(value, int) and not isinstance(value, bool):
-            value = [value]
-        value = list(value) if isinstance(value, tuple) else value
-        if not isinstance(value, list) or any(isinstance(v, bool) or not isinstance(v, int) for v in value):
-            at.fail(key, f"must be a list of integers, got {value!r}")
-        if any(v < 0 for v in value):
-            at.fail(key, f"must be non-negative integers, got {value!r}")
-        return tuple(value)
-    raise AssertionError(f"no coercion for {hint}")  # pragma: no cover - a schema bug, not a user error
-
-
-_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
-
-
-def _typename(value: Any) -> str:
-    return {dict: "a mapping", list: "a list", str: "a string", type(None): "nothing"}.get(
-        type(value), type(value).__name__)
-
-
-def _names(options: Any) -> str:
-    return ", ".join(sorted(options)) if not isinstance(options, tuple) else ", ".join(options)
-
-
-def _suggest(word: str, options: Any) -> str:
-    close = difflib.get_close_matches(word, list(options), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+        raise SuiteError(file, path, f"unknown strategy {preset!r}{suggest(preset, PRESETS)}; "
+                                     f"valid: {names(PRESETS)}")
+    return build(StrategySpec, {"name": preset, **PRESETS[preset], **params}, path, file)
