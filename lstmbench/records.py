@@ -30,6 +30,7 @@ class RunRecord:
     seed: int
     status: str  # ok | error | diverged | oom | crashed
     error: str = ""
+    max_tokens: int = 0  # token_budget only: the padded-token budget of a batch
     epochs: int = 0
     batch_size: int = 0
     steps: int = 0  # optimizer steps, all timed (warm-up ran on a scratch copy of the model)

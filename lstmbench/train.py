@@ -96,7 +96,7 @@ def run_one(suite: Suite, spec: StrategySpec, seed: int, device: torch.device,
     quantiles = np.quantile(step_times, [0.1, 0.5, 0.9])
     return RunRecord(
         suite=suite.name, suite_hash=suite.hash, strategy=spec.name, batching=spec.batching,
-        padding=spec.padding, readout=spec.readout, max_len=spec.max_len,
+        padding=spec.padding, readout=spec.readout, max_len=spec.max_len, max_tokens=spec.max_tokens,
         computation_note=computation_note(spec, suite.model.bidirectional),
         device=device.type, seed=seed, status="ok",
         epochs=suite.train.epochs, batch_size=suite.train.batch_size, steps=len(plan), warmup_steps=len(warmup),
