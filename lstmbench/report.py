@@ -32,10 +32,12 @@ class Section:
     notes: list[str] = field(default_factory=list)
     config: dict = field(default_factory=dict)
     rows: pd.DataFrame = field(default_factory=pd.DataFrame)  # the section's ok rows (curves)
+    machine: str = ""  # host and CPU the rows were measured on
 
     @property
     def title(self) -> str:
-        return f"{self.suite} on {self.device} (configuration {self.suite_hash})"
+        where = f", {self.machine}" if self.machine else ""
+        return f"{self.suite} on {self.device}{where} (configuration {self.suite_hash})"
 
     def table(self) -> pd.DataFrame:
         return format_table(self.summary)
@@ -62,26 +64,37 @@ class SuiteReport:
 
     def files(self) -> dict[str, str | bytes]:
         out: dict[str, str | bytes] = {"summary.md": self.markdown()}
-        frames = [s.summary.assign(suite=s.suite, suite_hash=s.suite_hash, device=s.device) for s in self.sections]
+        frames = [s.summary.assign(suite=s.suite, suite_hash=s.suite_hash, device=s.device, machine=s.machine)
+                  for s in self.sections]
         out["summary.csv"] = pd.concat(frames).to_csv(index=False)
-        for s in self.sections:
-            tag = "" if len(self.sections) == 1 else f"-{s.device}-{s.suite_hash}"
+        for i, s in enumerate(self.sections):
+            tag = "" if len(self.sections) == 1 else f"-{i + 1}-{s.device}-{s.suite_hash}"
             for name, png in plots(s).items():
                 out[f"{name}{tag}.png"] = png
         return out
 
 
 def build_reports(rows: pd.DataFrame) -> list[SuiteReport]:
+    """One report per suite; one section per (configuration, device, machine): runs of different
+    configurations or machines are never averaged together."""
+    rows = rows.assign(machine=[_machine(env) for env in (rows["env"] if "env" in rows else [{}] * len(rows))])
     reports = []
     for suite, suite_rows in rows.groupby("suite", sort=True):
         sections = []
-        for (suite_hash, device), group in suite_rows.groupby(["suite_hash", "device"], sort=False):
-            sections.append(_section(str(suite), str(suite_hash), str(device), group))
+        keys = ["suite_hash", "device", "machine"]
+        for (suite_hash, device, machine), group in suite_rows.groupby(keys, sort=False):
+            sections.append(_section(str(suite), str(suite_hash), str(device), group, machine))
         reports.append(SuiteReport(str(suite), sections))
     return reports
 
 
-def _section(suite: str, suite_hash: str, device: str, rows: pd.DataFrame) -> Section:
+def _machine(env: object) -> str:
+    if not isinstance(env, dict) or not env.get("host"):
+        return "unknown machine"
+    return f"{env['host']}, {env.get('cpu') or env.get('device_name') or '?'}"
+
+
+def _section(suite: str, suite_hash: str, device: str, rows: pd.DataFrame, machine: str = "") -> Section:
     config = rows["config"].iloc[-1] if "config" in rows else {}
     order = [s["name"] for s in config.get("strategies", [])] or list(dict.fromkeys(rows["strategy"]))
     order += [s for s in dict.fromkeys(rows["strategy"]) if s not in order]
@@ -122,7 +135,7 @@ def _section(suite: str, suite_hash: str, device: str, rows: pd.DataFrame) -> Se
     summary = pd.DataFrame(records)
     base = summary.loc[summary["strategy"] == BASELINE, "tokens_per_s"]
     summary["speedup_vs_naive"] = summary["tokens_per_s"] / base.iloc[0] if len(base) else np.nan
-    return Section(suite, suite_hash, device, summary, _notes(rows, ok), config, ok)
+    return Section(suite, suite_hash, device, summary, _notes(rows, ok), config, ok, machine)
 
 
 def _column(rows: pd.DataFrame, key: str) -> pd.Series:

@@ -29,7 +29,7 @@ def rows(**overrides) -> pd.DataFrame:
                 "efficiency": {"naive": 0.2, "mask": 0.6}[strategy], "lstm_kernel": "onednn",
                 "time_to_target_s": [None, 1.0, 2.0][seed] if strategy == "mask" else None,
                 "curve": [[0.5, 8, 0.6], [1.0 + seed, 16, accs[strategy][seed]]],
-                "config": CONFIG, "env": {"cpu": "cpu-x", "threads": 2, "device_name": "cpu", "torch": "2.x",
+                "config": CONFIG, "env": {"host": "vm1", "cpu": "cpu-x", "threads": 2, "device_name": "cpu", "torch": "2.x",
                                         "lstmbench": "0.1.0", "git_commit": "abc"},
             })
     df = pd.DataFrame(base)
@@ -82,7 +82,16 @@ def test_configurations_are_never_averaged_together():
     (suite_report,) = report.build_reports(df)
     assert [s.suite_hash for s in suite_report.sections] == ["h1", "h2"]
     names = set(suite_report.files())
-    assert {"summary.md", "summary.csv", "throughput-cpu-h1.png", "lengths-cpu-h2.png"} <= names
+    assert {"summary.md", "summary.csv", "throughput-1-cpu-h1.png", "lengths-2-cpu-h2.png"} <= names
+
+
+def test_machines_are_never_averaged_together():
+    other = rows()
+    other["env"] = [{**env, "host": "gpu-box", "cpu": "cpu-y"} for env in other["env"]]
+    (suite_report,) = report.build_reports(pd.concat([rows(), other]))
+    assert [s.machine for s in suite_report.sections] == ["vm1, cpu-x", "gpu-box, cpu-y"]
+    assert suite_report.sections[1].title == "tiny on cpu, gpu-box, cpu-y (configuration h1)"
+    assert all(s.summary["runs_ok"].tolist() == [3, 3] for s in suite_report.sections)
 
 
 def test_files_are_real_pngs_and_tables():
