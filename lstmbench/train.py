@@ -80,7 +80,7 @@ def run_one(suite: Suite, spec: StrategySpec, seed: int, device: torch.device,
             curve.append([float(sum(step_times)), step + 1, accuracy])
         if progress:
             progress(step + 1, len(plan))
-    peak = peak_memory_bytes(device)
+    peak, peak_reserved = peak_memory_bytes(device), peak_memory_reserved_bytes(device)  # training only
     train_time = float(sum(step_times))
 
     t_eval = clock.now()
@@ -106,7 +106,7 @@ def run_one(suite: Suite, spec: StrategySpec, seed: int, device: torch.device,
         samples_per_s=len(train) * suite.train.epochs / train_time, tokens_per_s=real_tokens / train_time,
         step_time_median_s=float(quantiles[1]), step_time_p10_s=float(quantiles[0]),
         step_time_p90_s=float(quantiles[2]),
-        peak_mem_bytes=peak, peak_mem_reserved_bytes=peak_memory_reserved_bytes(device),
+        peak_mem_bytes=peak, peak_mem_reserved_bytes=peak_reserved,
         baseline_rss_bytes=baseline_rss,
         amp=suite.train.amp, cudnn_benchmark=suite.train.cudnn_benchmark, compiled=suite.train.compile,
         eval_accuracy=accuracy, eval_accuracy_exact=accuracy_exact, eval_loss_exact=loss_exact,
