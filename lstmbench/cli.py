@@ -86,13 +86,13 @@ def run(suite_file: str, device: str | None, out: str, overrides: tuple[str, ...
             click.echo("Nothing to run.")
             return
     click.echo(f"{suite.name}: {_count(suite, len(runs))}; rows go to {run_file.path}", err=True)
-    failed = done = 0
+    failed = finished = 0
     bar = tqdm(total=len(runs), unit="run", file=sys.stderr, dynamic_ncols=True, disable=None)  # no bar in logs
 
     try:
         for record in records:
             run_file.append(record.to_dict())
-            done += 1
+            finished += 1
             bar.update(1)
             if record.status == "ok":
                 bar.write(f"  {_one_line(record)}", file=sys.stderr)
@@ -101,16 +101,16 @@ def run(suite_file: str, device: str | None, out: str, overrides: tuple[str, ...
                 bar.write(f"  {record.strategy} seed {record.seed}: {record.status}: {record.error}", file=sys.stderr)
     except KeyboardInterrupt:
         bar.close()
-        click.echo(f"Interrupted: {done} finished run(s) kept in {run_file.path}", err=True)
+        click.echo(f"Interrupted: {finished} finished run(s) kept in {run_file.path}", err=True)
         sys.exit(130)
     bar.close()
     loaded = storage.load_rows([run_file.path])
     for suite_report in report.build_reports(loaded.rows):
         for section in suite_report.sections:
             click.echo(section.table().to_markdown(index=False))
-    click.echo(f"\n{done} rows appended to {run_file.path}; `lstmbench report` makes tables and plots.")
+    click.echo(f"\n{finished} rows appended to {run_file.path}; `lstmbench report` makes tables and plots.")
     if failed:
-        click.echo(f"Error: {failed} of {done} runs failed; their rows carry the status and error.", err=True)
+        click.echo(f"Error: {failed} of {finished} runs failed; their rows carry the status and error.", err=True)
         sys.exit(EXIT_RUNS_FAILED)
 
 

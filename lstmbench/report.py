@@ -6,6 +6,7 @@ averaged together.
 from __future__ import annotations
 
 import io
+import textwrap
 from dataclasses import dataclass, field
 
 import matplotlib
@@ -262,7 +263,7 @@ def plots(section: Section) -> dict[str, bytes]:
         ax.set_ylim(0, 1.02)
         ax.legend(fontsize=8, loc="lower right")
         ax.grid(alpha=0.3)
-        ax.set_title(f"Accuracy against training time (one line per run): {section.title}", fontsize=10)
+        ax.set_title(_wrap(f"Accuracy against training time (one line per run): {section.title}"), fontsize=10)
         out["time_to_accuracy"] = _png(fig)
 
     lengths = _train_lengths(section.config)
@@ -290,9 +291,13 @@ def _train_lengths(config: dict) -> np.ndarray | None:
 
 def _finish(fig: plt.Figure, ax: plt.Axes, names: list[str], title: str) -> bytes:
     ax.set_xticks(np.arange(len(names)), names, rotation=20)
-    ax.set_title(title, fontsize=10)
+    ax.set_title(_wrap(title), fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     return _png(fig)
+
+
+def _wrap(title: str) -> str:
+    return "\n".join(textwrap.wrap(title, 70))  # long titles (suite, machine, hash) would be cut off
 
 
 def _png(fig: plt.Figure) -> bytes:
