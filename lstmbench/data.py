@@ -1,18 +1,22 @@
-"""Stage 2, the data: a seeded synthetic task -> `Dataset` of token sequences with one label each.
+"""Stage 2, the data: a seeded synthetic task or a real source -> `Dataset`s of sequences, one label each.
 
-The task: a marker token is planted at a uniform position in half of the sequences; the label is
-"marker present". The evidence can sit anywhere, so truncation loses accuracy in proportion to the
+The synthetic task: a marker token is planted at a uniform position in half of the sequences; the label
+is "marker present". The evidence can sit anywhere, so truncation loses accuracy in proportion to the
 sequences longer than its cut, and a readout after the padding has to carry it across the padding.
+Real sources (`sources.py`) are split with the seed, tokenised with a vocabulary built on the training
+split, or (time series) z-normalised with the training split's statistics.
 """
 from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from . import sources
 from .errors import SuiteError
-from .suite import DataConfig, Lengths, Suite
+from .suite import MAX_PADDED_CELLS, DataConfig, Lengths, Suite
 
 PAD = 0  # the padding index; never a real token
 
@@ -30,7 +34,9 @@ class Dataset:
     offsets: np.ndarray  # int64, len(self)+1 boundaries
     labels: np.ndarray  # int64, one per sequence
     num_classes: int
-    padded: np.ndarray  # [len(self), width] int32, PAD after each sequence
+    padded: np.ndarray  # [len(self), width] int64 tokens (or [.., width, F] float32 features), PAD after each
+    vocab_size: int = 0  # token ids are below this (0 for feature data)
+    num_features: int = 0  # F for continuous series (they enter the LSTM through a linear projection)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -59,43 +65,140 @@ class Splits:
         return int(max(self.train.lengths.max(), self.eval.lengths.max()))
 
 
-def make_data(cfg: DataConfig, seed: int) -> Splits:
-    """The same `seed` gives the same train and eval sets, whatever the strategy."""
+def make_data(cfg: DataConfig, seed: int, origin: str = "") -> Splits:
+    """The same `seed` gives the same train and eval sets, whatever the strategy. `origin` is the suite
+    file: data paths are relative to it, and errors name it."""
     rng = np.random.default_rng([seed, 0xDA7A])  # its own stream: independent of the model's init
-    train = _synthetic(cfg, cfg.train_size, rng)
-    held_out = _synthetic(cfg, cfg.eval_size, rng)
-    width = int(max(train[2].max(initial=0), held_out[2].max(initial=0)))
-    return Splits(_dataset(*train, width=width), _dataset(*held_out, width=width))
+    if cfg.source == "synthetic":
+        train = _synthetic(cfg, cfg.train_size, rng, origin)
+        held_out = _synthetic(cfg, cfg.eval_size, rng, origin)
+        width = int(max(train[2].max(initial=0), held_out[2].max(initial=0)))
+        return Splits(_dataset(*train, width=width, vocab_size=cfg.vocab_size),
+                      _dataset(*held_out, width=width, vocab_size=cfg.vocab_size))
+    if cfg.source == "ucr":
+        return _series(cfg, rng, origin)
+    if cfg.source == "reviews":
+        texts, labels = sources.read_reviews(origin)
+    else:
+        texts, labels = sources.read_table(sources.resolve(cfg.path, origin), cfg.text_column, cfg.label_column,
+                                           origin)
+    return _texts(cfg, texts, labels, rng, origin)
 
 
-def from_sequences(sequences: list, labels: list, num_classes: int = 2, width: int = 0) -> Dataset:
-    """A Dataset from token lists (tests, small real sets); `width` defaults to the longest."""
+def _texts(cfg: DataConfig, texts: list[str], labels: list[str], rng: np.random.Generator, origin: str) -> Splits:
+    eval_idx, train_idx = _split(len(texts), cfg, rng, origin)
+    tokenised = [sources.tokenize(t, cfg.tokenize) for t in texts]
+    empty = [i for i in np.concatenate([train_idx, eval_idx]) if not tokenised[i]]
+    if empty:
+        raise SuiteError(origin, "data", f"{len(empty)} examples have no tokens after {cfg.tokenize} "
+                                         f"tokenisation (the first is example {empty[0] + 1})")
+    vocab = sources.build_vocab([tokenised[i] for i in train_idx], cfg.min_freq, cfg.max_vocab)
+    classes = {c: i for i, c in enumerate(sorted(set(labels)))}
+    encoded = [np.array([vocab.get(t, sources.OOV) for t in tokens], dtype=np.int64) for tokens in tokenised]
+    y = np.array([classes[c] for c in labels], dtype=np.int64)
+
+    def split(idx: np.ndarray, width: int) -> Dataset:
+        return from_sequences([encoded[i] for i in idx], y[idx], len(classes), width, len(vocab) + 2)
+
+    width = max(len(encoded[i]) for i in np.concatenate([train_idx, eval_idx]))
+    _check_size(len(train_idx) + len(eval_idx), width, 1, origin)
+    return Splits(split(train_idx, width), split(eval_idx, width))
+
+
+def _series(cfg: DataConfig, rng: np.random.Generator, origin: str) -> Splits:
+    """UCR sets keep their official train/test split; train_size/eval_size subsample it with the seed."""
+    train_x, train_y, test_x, test_y = sources.read_ucr(cfg.dataset, origin)
+    train_idx = rng.permutation(len(train_x))[:cfg.train_size or None]
+    test_idx = rng.permutation(len(test_x))[:cfg.eval_size or None]
+    stacked = np.concatenate([train_x[i] for i in train_idx])
+    mean, std = stacked.mean(axis=0), stacked.std(axis=0) + 1e-8
+    classes = {c: i for i, c in enumerate(sorted(set(train_y) | set(test_y)))}
+    width = max(len(s) for s in [*(train_x[i] for i in train_idx), *(test_x[i] for i in test_idx)])
+    _check_size(len(train_idx) + len(test_idx), width, stacked.shape[1], origin)
+
+    def split(xs: list[np.ndarray], ys: list[str], idx: np.ndarray) -> Dataset:
+        return from_sequences([((xs[i] - mean) / std).astype(np.float32) for i in idx],
+                              [classes[ys[i]] for i in idx], len(classes), width)
+
+    return Splits(split(train_x, train_y, train_idx), split(test_x, test_y, test_idx))
+
+
+def _split(n: int, cfg: DataConfig, rng: np.random.Generator, origin: str) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded: the first eval_size of a permutation are held out, up to train_size of the rest train."""
+    order = rng.permutation(n)
+    n_eval = min(cfg.eval_size or n // 5, n)  # 0: a fifth
+    train = order[n_eval:][:cfg.train_size or None]
+    if len(train) == 0:
+        raise SuiteError(origin, "data.eval_size", f"the data has {n} examples and eval_size takes {n_eval}: "
+                                                    "none is left to train on")
+    return order[:n_eval], train
+
+
+def _check_size(rows: int, width: int, features: int, origin: str) -> None:
+    if rows * width * features > MAX_PADDED_CELLS:
+        raise SuiteError(origin, "data", f"{rows:,} sequences padded to {width:,} would make a matrix of "
+                                         f"{rows * width * features:,} cells, over the limit of "
+                                         f"{MAX_PADDED_CELLS:,}; lower train_size or eval_size")
+
+
+def from_sequences(sequences: list, labels, num_classes: int = 2, width: int = 0,  # noqa: ANN001
+                   vocab_size: int = 0) -> Dataset:
+    """A Dataset from token lists or [T, F] float arrays; `width` defaults to the longest."""
     lengths = np.array([len(s) for s in sequences], dtype=np.int64)
-    tokens = np.concatenate([np.asarray(s, dtype=np.int64) for s in sequences])
-    return _dataset(tokens, np.asarray(labels, dtype=np.int64), lengths, num_classes, width or int(lengths.max()))
+    features = np.asarray(sequences[0]).ndim == 2
+    dtype = np.float32 if features else np.int64
+    tokens = np.concatenate([np.asarray(s, dtype=dtype) for s in sequences])
+    if not features and not vocab_size:
+        vocab_size = int(tokens.max()) + 1
+    return _dataset(tokens, np.asarray(labels, dtype=np.int64), lengths, num_classes, width or int(lengths.max()),
+                    vocab_size)
 
 
-def _dataset(tokens: np.ndarray, labels: np.ndarray, lengths: np.ndarray, num_classes: int, width: int) -> Dataset:
+def _dataset(tokens: np.ndarray, labels: np.ndarray, lengths: np.ndarray, num_classes: int, width: int,
+             vocab_size: int = 0) -> Dataset:
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    padded = np.full((len(lengths), width), PAD, dtype=np.int64)
+    padded = np.full((len(lengths), width, *tokens.shape[1:]), PAD, dtype=tokens.dtype)
     rows = np.repeat(np.arange(len(lengths)), lengths)
     cols = np.arange(len(tokens)) - np.repeat(offsets[:-1], lengths)
     padded[rows, cols] = tokens
-    return Dataset(tokens, offsets, labels, num_classes, padded)
+    features = tokens.shape[1] if tokens.ndim == 2 else 0
+    return Dataset(tokens, offsets, labels, num_classes, padded, 0 if features else vocab_size, features)
 
 
-def sample_lengths(spec: Lengths, n: int, rng: np.random.Generator) -> np.ndarray:
+def sample_lengths(spec: Lengths, n: int, rng: np.random.Generator, origin: str = "") -> np.ndarray:
     if spec.dist == "fixed":
         return np.full(n, spec.length, dtype=np.int64)
     if spec.dist == "uniform":
         return rng.integers(spec.min, spec.max + 1, size=n, dtype=np.int64)
-    raw = np.exp(np.log(spec.median) + spec.sigma * rng.standard_normal(n))
+    if spec.dist == "empirical":
+        raw = rng.choice(_length_file(sources.resolve(spec.file, origin), origin), size=n).astype(float)
+    else:
+        raw = np.exp(np.log(spec.median) + spec.sigma * rng.standard_normal(n))
+        if spec.dist == "bimodal":
+            second = rng.random(n) < spec.mix
+            raw[second] = np.exp(np.log(spec.median2) + spec.sigma2 * rng.standard_normal(int(second.sum())))
     return np.clip(np.rint(raw), spec.min, spec.max).astype(np.int64)
 
 
-def _synthetic(cfg: DataConfig, n: int, rng: np.random.Generator) -> tuple:
+def _length_file(path: Path, origin: str) -> np.ndarray:
+    try:
+        words = path.read_text(encoding="utf-8").split()
+    except FileNotFoundError:
+        raise SuiteError(origin, "data.lengths.file", f"no such file: {path}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise SuiteError(origin, "data.lengths.file", f"cannot read {path}: {e}") from None
+    try:
+        lengths = np.array([int(w) for w in words], dtype=np.int64)
+    except ValueError:
+        raise SuiteError(origin, "data.lengths.file", f"{path}: expected one integer length a line") from None
+    if len(lengths) == 0 or (lengths < 1).any():
+        raise SuiteError(origin, "data.lengths.file", f"{path}: expected positive lengths, one a line")
+    return lengths
+
+
+def _synthetic(cfg: DataConfig, n: int, rng: np.random.Generator, origin: str) -> tuple:
     """(tokens, labels, lengths, num_classes) of the marker task."""
-    lengths = sample_lengths(cfg.lengths, n, rng)
+    lengths = sample_lengths(cfg.lengths, n, rng, origin)
     starts = np.cumsum(lengths) - lengths
     marker = cfg.vocab_size - 1
     tokens = rng.integers(PAD + 1, marker, size=int(lengths.sum()), dtype=np.int64)  # never PAD, never the marker
@@ -108,7 +211,7 @@ def _synthetic(cfg: DataConfig, n: int, rng: np.random.Generator) -> tuple:
 def check_data(suite: Suite) -> None:
     """Make each seed's data once and refuse what would make the numbers meaningless."""
     for seed in suite.seeds:
-        splits = make_data(suite.data, seed)
+        splits = make_data(suite.data, seed, suite.origin)
         for name, split in (("train", splits.train), ("eval", splits.eval)):
             classes = np.unique(split.labels)
             if len(classes) < 2:

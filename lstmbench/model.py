@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from .data import PAD
+from .data import PAD, Dataset
 from .suite import ModelConfig
 
 
@@ -20,16 +20,18 @@ class LSTMClassifier(nn.Module):
       pack: h_n of a PackedSequence run: exact per sequence, in both directions
     """
 
-    def __init__(self, cfg: ModelConfig, vocab_size: int, num_classes: int):
+    def __init__(self, cfg: ModelConfig, vocab_size: int, num_classes: int, num_features: int = 0):
         super().__init__()
-        self.embed = nn.Embedding(vocab_size, cfg.embed_dim, padding_idx=PAD)
+        self.features = num_features  # continuous series enter through a linear projection, tokens an embedding
+        self.embed = (nn.Linear(num_features, cfg.embed_dim) if num_features
+                      else nn.Embedding(vocab_size, cfg.embed_dim, padding_idx=PAD))
         self.lstm = nn.LSTM(cfg.embed_dim, cfg.hidden_size, num_layers=cfg.num_layers, batch_first=True,
                             bidirectional=cfg.bidirectional, dropout=cfg.dropout if cfg.num_layers > 1 else 0.0)
         self.directions = 2 if cfg.bidirectional else 1
         self.head = nn.Linear(cfg.hidden_size * self.directions, num_classes)
 
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor, readout: str) -> torch.Tensor:
-        x = self.embed(tokens)
+        x = self.embed(tokens.to(self.embed.weight.dtype) if self.features else tokens)
         if readout == "pack":
             packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
             _, (h_n, _) = self.lstm(packed)
@@ -55,11 +57,17 @@ class LSTMClassifier(nn.Module):
         return torch.cat(list(h_n[-self.directions:]), dim=1)
 
 
-def build_model(cfg: ModelConfig, vocab_size: int, num_classes: int, seed: int) -> LSTMClassifier:
+def build_model(cfg: ModelConfig, vocab_size: int, num_classes: int, seed: int,
+                num_features: int = 0) -> LSTMClassifier:
     """The same (cfg, seed) gives bit-identical initial weights in any process."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return LSTMClassifier(cfg, vocab_size, num_classes)
+        return LSTMClassifier(cfg, vocab_size, num_classes, num_features)
+
+
+def model_for(cfg: ModelConfig, data: Dataset, seed: int) -> LSTMClassifier:
+    """The model for a data set: its vocabulary (or feature count) and classes."""
+    return build_model(cfg, data.vocab_size, data.num_classes, seed, data.num_features)
 
 
 def weights_checksum(model: nn.Module) -> str:

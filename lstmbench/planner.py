@@ -47,7 +47,7 @@ class Plan:
 def plan_suite(suite: Suite, seed: int | None = None) -> Plan:
     """One epoch of every strategy (and the ideal) over the seed's training split."""
     seed = suite.seeds[0] if seed is None else seed
-    data = make_data(suite.data, seed).train
+    data = make_data(suite.data, seed, suite.origin).train
     lengths = data.lengths
     plans = []
     for spec in ([IDEAL] if suite.ideal else []) + list(suite.strategies):

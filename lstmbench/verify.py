@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from .data import Dataset, make_data
-from .model import LSTMClassifier, build_model
+from .model import LSTMClassifier, model_for
 from .strategies import Strategy, computation_note, plan_epochs
 from .suite import Suite
 
@@ -71,8 +71,8 @@ def verify_suite(suite: Suite, batches: int = 3, tolerance: float = TOLERANCE) -
     `batches` batches of the strategy's own plan, the last one replaced by the batch holding the longest
     sequence. A strategy that claims to ignore padding must match per-sequence processing."""
     seed = suite.seeds[0]
-    data = make_data(suite.data, seed).train
-    model = build_model(suite.model, suite.data.vocab_size, data.num_classes, seed).double()
+    data = make_data(suite.data, seed, suite.origin).train
+    model = model_for(suite.model, data, seed).double()
     model.eval()  # dropout off: the reference and the batch must see the same function
     verdicts = []
     for spec in suite.strategies:

@@ -71,7 +71,7 @@ def _error(tmp_path: Path, suite: dict | str, overrides: tuple = ()) -> str:
     (lambda d: d["model"].update(bidirectional="yes"), "s.yaml: model.bidirectional: must be true or false, got 'yes'"),
     (lambda d: d["data"]["lengths"].update(min=50), "s.yaml: data.lengths.min: must be <= max (40), got 50"),
     (lambda d: d["data"]["lengths"].update(dist="zipf"),
-     "s.yaml: data.lengths.dist: unknown value 'zipf'; valid: lognormal, uniform, fixed"),
+     "s.yaml: data.lengths.dist: unknown value 'zipf'; valid: lognormal, uniform, fixed, bimodal, empirical"),
     (lambda d: d.update(strategies=[]), "s.yaml: strategies: must list at least one strategy"),
     (lambda d: d.update(seeds=[0, "one"]), "s.yaml: seeds: must be a list of integers, got [0, 'one']"),
     (lambda d: d.update(seeds=[1, 1]), "s.yaml: seeds: must not repeat a seed, got [1, 1]"),
