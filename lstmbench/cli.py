@@ -233,13 +233,13 @@ def lengths_cmd(suite_file: str, overrides: tuple[str, ...], seed: int | None) -
 def strategies() -> None:
     """List the strategy presets and the choices they compose."""
     for name, desc in DESCRIPTIONS.items():
-        click.echo(f"{name:<9} {desc}")
-    click.echo(f"{'ideal':<9} added to every suite (unless `ideal: false`): the batch's tokens cut into "
+        click.echo(f"{name:<13}{desc}")
+    click.echo(f"{'ideal':<13}added to every suite (unless `ideal: false`): the batch's tokens cut into "
                "equal rows, no padding; the ceiling `efficiency` divides by")
     click.echo("\nA strategy composes one choice of each (give `name`, `batching`, `padding`, `readout`):")
     for axis, options in CHOICE_HELP.items():
         for value, text in options.items():
-            click.echo(f"  {axis}: {value:<9} {text}")
+            click.echo(f"  {axis + ':':<9} {value:<13}{text}")
 
 
 def _describe(spec: StrategySpec, bidirectional: bool) -> str:

@@ -32,8 +32,8 @@ class LSTMClassifier(nn.Module):
 
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor, readout: str) -> torch.Tensor:
         x = self.embed(tokens.to(self.embed.weight.dtype) if self.features else tokens)
-        if readout == "pack":
-            packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        if readout in ("pack", "pack_sorted"):  # pack_sorted: the batch comes sorted, longest first
+            packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=readout == "pack_sorted")
             _, (h_n, _) = self.lstm(packed)
             state = self._last_layer(h_n)
         elif readout == "last":

@@ -21,12 +21,16 @@ DESCRIPTIONS = {
     "pack": "pad to the batch's max; run the LSTM on pack_padded_sequence",
     "bucket": "batches of similar lengths (batch order shuffled); pad to the batch's max; pack",
     "token_budget": "length-sorted batches filled up to max_tokens padded tokens (batch size varies); mask",
+    "boundaries": "batches within fixed length ranges (boundaries, e.g. 16/32/64/128), order shuffled; pack",
+    "sorted_pack": "pad to the batch's max, sort the batch by length, pack with enforce_sorted=True",
 }
 assert DESCRIPTIONS.keys() == PRESETS.keys()
 
 CHOICE_HELP = {
     "batching": {"random": "a fresh shuffle each epoch, cut into batches",
                  "bucket": "shuffle, sort by length, cut into batches, shuffle the batch order",
+                 "boundaries": "group by length range (boundaries), shuffle within each, cut into batches, "
+                               "shuffle the batch order",
                  "token_budget": "sort by length, fill each batch while (size+1) x longest <= max_tokens, "
                                  "shuffle the batch order"},
     "padding": {"global": "pad to the longest sequence of the data set",
@@ -34,7 +38,10 @@ CHOICE_HELP = {
                 "truncate": "cut to max_len, then pad to the batch's longest"},
     "readout": {"last": "the output at the last (possibly padded) step: changes the computation",
                 "mask": "the output at each sequence's true last step (exact for unidirectional LSTMs)",
-                "pack": "a PackedSequence: the LSTM never sees padding"},
+                "pack": "a PackedSequence: the LSTM never sees padding",
+                "pack_sorted": "the batch sorted by length, packed with enforce_sorted=True (no sort inside)"},
+    "options": {"pad_multiple": "round the padded time axis up to a multiple of N (with padding batch/global/"
+                                "truncate), to measure what alignment buys"},
 }
 
 
@@ -85,6 +92,12 @@ class Strategy:
         order = rng.permutation(len(lengths))
         if self.spec.batching == "random":
             return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+        if self.spec.batching == "boundaries":  # the shuffled order, grouped by length range (stable)
+            order = order[np.argsort(np.searchsorted(self.spec.boundaries, lengths[order]), kind="stable")]
+            ranges = np.searchsorted(self.spec.boundaries, lengths[order])
+            batches = [chunk[i:i + batch_size] for r in np.unique(ranges) for chunk in [order[ranges == r]]
+                       for i in range(0, len(chunk), batch_size)]
+            return [batches[i] for i in rng.permutation(len(batches))]
         # bucket, token_budget: sort the shuffled order by length (ties stay shuffled), cut, shuffle the batch order
         order = order[np.argsort(lengths[order], kind="stable")]
         if self.spec.batching == "bucket":
@@ -97,7 +110,9 @@ class Strategy:
         return np.minimum(lengths, self.spec.max_len) if self.spec.padding == "truncate" else lengths
 
     def pad_to(self, kept: np.ndarray, data: Dataset) -> int:
-        return data.max_length if self.spec.padding == "global" else int(kept.max())
+        width = data.max_length if self.spec.padding == "global" else int(kept.max())
+        m = self.spec.pad_multiple
+        return -(-width // m) * m if m > 1 else width
 
     def shape(self, data: Dataset, idx: np.ndarray) -> tuple[int, int]:
         """(batch, time) of the batch `collate` would build, without building it."""
@@ -115,9 +130,16 @@ class Strategy:
     def collate(self, data: Dataset, idx: np.ndarray) -> Batch:
         if self.spec.padding == "reshape":
             return _reshaped(data, idx)
+        if self.spec.readout == "pack_sorted":  # longest first, as enforce_sorted=True requires
+            idx = idx[np.argsort(-data.lengths[idx], kind="stable")]
         kept = self.kept_lengths(data.lengths[idx])
         width = self.pad_to(kept, data)
-        tokens = data.padded[idx, :width]  # one copy; columns past a (kept) length are PAD already
+        # one copy; columns past a length are PAD already, and truncation takes no column past its cut
+        take = int(kept.max()) if self.spec.padding == "truncate" else min(width, data.max_length)
+        tokens = data.padded[idx, :take]
+        if width > take:  # pad_multiple (or truncation) left columns to fill with padding
+            extra = np.zeros((len(idx), width - tokens.shape[1], *tokens.shape[2:]), dtype=tokens.dtype)
+            tokens = np.concatenate([tokens, extra], axis=1)
         return Batch(torch.from_numpy(tokens), torch.from_numpy(kept), torch.from_numpy(data.labels[idx]),
                      int(kept.sum()), len(idx) * width)
 

@@ -145,16 +145,18 @@ class StrategySpec:
     """One strategy: how examples are batched, how a batch is padded, how padding is read out."""
 
     name: str
-    batching: str = "random"  # random | bucket (sorted by length, batch order shuffled) | token_budget
+    batching: str = "random"  # random | bucket (sorted) | boundaries (length ranges) | token_budget
     padding: str = "batch"  # global (dataset max) | batch (batch max) | truncate (batch max, cut at max_len)
-    readout: str = "mask"  # last (last padded step) | mask (each sequence's true end) | pack (PackedSequence)
+    readout: str = "mask"  # last (last padded step) | mask (true end) | pack | pack_sorted (enforce_sorted)
     max_len: int = 0  # truncate only: longest kept prefix
     max_tokens: int = 0  # token_budget only: padded tokens a batch may hold (fairseq's rule)
+    boundaries: tuple[int, ...] = ()  # boundaries only: bucket edges, e.g. [16, 32, 64, 128]
+    pad_multiple: int = 0  # round the padded time axis up to a multiple of this (tensor-core alignment); 0 = off
 
     CHOICES = {
-        "batching": ("random", "bucket", "token_budget"),
+        "batching": ("random", "bucket", "boundaries", "token_budget"),
         "padding": ("global", "batch", "truncate"),
-        "readout": ("last", "mask", "pack"),
+        "readout": ("last", "mask", "pack", "pack_sorted"),
     }
 
     def check(self, at: At) -> None:
@@ -168,6 +170,13 @@ class StrategySpec:
             at.positive("max_tokens", self.max_tokens)
         elif self.max_tokens:
             at.fail("max_tokens", "is only used with batching: token_budget")
+        if self.batching == "boundaries":
+            if not self.boundaries or list(self.boundaries) != sorted(set(self.boundaries)) or self.boundaries[0] < 1:
+                at.fail("boundaries", f"must be increasing positive lengths, e.g. [16, 32, 64], got "
+                                      f"{list(self.boundaries)}")
+        elif self.boundaries:
+            at.fail("boundaries", "is only used with batching: boundaries")
+        at.nonnegative("pad_multiple", self.pad_multiple)
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -178,6 +187,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     "bucket": {"batching": "bucket", "padding": "batch", "readout": "pack"},
     # fairseq's default budget is 4096 tokens; 4096 = 32 sequences of 128 padded tokens
     "token_budget": {"batching": "token_budget", "padding": "batch", "readout": "mask", "max_tokens": 4096},
+    # TF's bucket_by_sequence_length: fixed length ranges instead of a sort (edges suit lengths in the tens)
+    "boundaries": {"batching": "boundaries", "padding": "batch", "readout": "pack", "boundaries": (16, 32, 64, 128)},
+    # enforce_sorted=True on a batch sorted by length: skips pack_padded_sequence's own sort and unsort
+    "sorted_pack": {"batching": "random", "padding": "batch", "readout": "pack_sorted"},
 }
 
 

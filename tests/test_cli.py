@@ -58,13 +58,14 @@ def test_strategies_lists_presets_and_choices():
     assert r.exit_code == 0
     lines = r.stdout.splitlines()
     assert lines[:5] == [
-        "naive     pad every sequence to the dataset's max length; read the output at the last padded step",
-        "truncate  cut sequences to max_len, pad to the batch's max, read at each sequence's true end",
-        "mask      pad to the batch's max length; read the output at each sequence's true end",
-        "pack      pad to the batch's max; run the LSTM on pack_padded_sequence",
-        "bucket    batches of similar lengths (batch order shuffled); pad to the batch's max; pack",
+        "naive        pad every sequence to the dataset's max length; read the output at the last padded step",
+        "truncate     cut sequences to max_len, pad to the batch's max, read at each sequence's true end",
+        "mask         pad to the batch's max length; read the output at each sequence's true end",
+        "pack         pad to the batch's max; run the LSTM on pack_padded_sequence",
+        "bucket       batches of similar lengths (batch order shuffled); pad to the batch's max; pack",
     ]
-    assert "  readout: pack      a PackedSequence: the LSTM never sees padding" in lines
+    assert "  readout:  pack         a PackedSequence: the LSTM never sees padding" in lines
+    assert any(line.startswith("sorted_pack  ") for line in lines)
 
 
 def test_run_then_report_end_to_end(tiny_file, tmp_path):

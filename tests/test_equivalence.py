@@ -12,7 +12,8 @@ from lstmbench.strategies import Strategy, computation_note, plan_epochs
 from lstmbench.suite import PRESETS, DataConfig, Lengths, ModelConfig, StrategySpec
 from lstmbench.verify import check_batch
 
-STRATEGIES = {**PRESETS, "bucket-mask": {"batching": "bucket", "padding": "batch", "readout": "mask"}}
+STRATEGIES = {**PRESETS, "bucket-mask": {"batching": "bucket", "padding": "batch", "readout": "mask"},
+              "mask-pad8": {"batching": "random", "padding": "batch", "readout": "mask", "pad_multiple": 8}}
 DATA = DataConfig(train_size=64, eval_size=8, vocab_size=16, lengths=Lengths(median=12, sigma=0.8, min=2, max=60))
 
 
@@ -33,7 +34,8 @@ def _check(name: str, model_cfg: ModelConfig, dtype: torch.dtype):
     return [check_batch(model, strategy, data, idx) for idx in batches[:2]]
 
 
-@pytest.mark.parametrize("name", ["mask", "pack", "bucket", "bucket-mask", "token_budget"])
+@pytest.mark.parametrize("name", ["mask", "pack", "bucket", "bucket-mask", "token_budget", "boundaries",
+                                  "sorted_pack", "mask-pad8"])
 @pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-10), (torch.float32, 1e-4)])
 @pytest.mark.parametrize("layers", [1, 2])
 def test_padding_free_strategies_equal_per_sequence_processing(name, dtype, tol, layers):

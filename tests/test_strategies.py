@@ -18,7 +18,7 @@ def splits():
     return make_data(DataConfig(train_size=300, eval_size=70, lengths=Lengths(median=20, max=120)), 0)
 
 
-FIXED_SIZE = [n for n in PRESETS if PRESETS[n]["batching"] != "token_budget"]
+FIXED_SIZE = [n for n in PRESETS if PRESETS[n]["batching"] in ("random", "bucket")]
 
 
 @pytest.mark.parametrize("name", FIXED_SIZE)
@@ -87,7 +87,11 @@ def test_collate_keeps_every_token_and_counts_padding_exactly(splits, name):
         assert tuple(batch.tokens.shape) == (len(idx), width)
         assert batch.padded_tokens == len(idx) * width
         assert batch.real_tokens == kept.sum() == int((batch.tokens != PAD).sum())
-        assert batch.lengths.tolist() == kept.tolist()
+        assert sorted(batch.lengths.tolist()) == sorted(kept.tolist())
+        if name == "sorted_pack":  # the batch comes sorted, longest first, as enforce_sorted wants
+            order = np.argsort(-lengths, kind="stable")
+            idx, kept = idx[order], kept[order]
+            assert batch.lengths.tolist() == sorted(kept.tolist(), reverse=True)
         for row, i in enumerate(idx):
             assert batch.tokens[row, :kept[row]].tolist() == data.sequence(i)[:kept[row]].tolist()
 
@@ -110,7 +114,8 @@ def test_pad_counts_on_hand_made_lengths():
 def test_computation_notes_label_what_changes_the_computation():
     notes = {n: computation_note(preset(n).spec) for n in PRESETS}
     assert notes == {"naive": "reads the output after the padding", "truncate": "truncates to 64 tokens",
-                     "mask": "", "pack": "", "bucket": "", "token_budget": ""}
+                     "mask": "", "pack": "", "bucket": "", "token_budget": "", "boundaries": "",
+                     "sorted_pack": ""}
     assert computation_note(preset("mask").spec, bidirectional=True) == "the reverse direction runs over the padding"
     assert computation_note(preset("pack").spec, bidirectional=True) == ""
 
@@ -128,3 +133,27 @@ def test_ideal_batches_reshape_the_same_tokens_without_padding(splits):
         assert batch.tokens.flatten().tolist() == tokens[:len(idx) * width].tolist()
         assert (batch.lengths == width).all()
     assert computation_note(IDEAL).startswith("reference:")
+
+
+def test_boundaries_batch_within_length_ranges(splits):
+    lengths = splits.train.lengths
+    strategy = preset("boundaries", boundaries=(10, 20, 40))
+    batches = plan_epochs(strategy, lengths, 32, 1, seed=0)
+    assert sorted(np.concatenate(batches)) == list(range(300))
+    edges = [0, 10, 20, 40, 10**9]
+    for b in batches:
+        ranges = {next(i for i in range(4) if lengths[j] <= edges[i + 1]) for j in b}
+        assert len(ranges) == 1 and len(b) <= 32  # lengths <= 10, 11-20, 21-40, > 40: one range per batch
+
+
+def test_pad_multiple_rounds_the_time_axis(splits):
+    data = splits.train
+    for name, multiple in (("mask", 8), ("naive", 64), ("truncate", 5)):
+        strategy = preset(name, pad_multiple=multiple)
+        for idx in plan_epochs(strategy, data.lengths, 32, 1, seed=0)[:5]:
+            batch = strategy.collate(data, idx)
+            width = batch.tokens.shape[1]
+            plain = preset(name).collate(data, idx)
+            assert width % multiple == 0 and plain.tokens.shape[1] <= width < plain.tokens.shape[1] + multiple
+            assert batch.real_tokens == plain.real_tokens and batch.padded_tokens == len(idx) * width
+            assert (batch.tokens[:, plain.tokens.shape[1]:] == PAD).all()

@@ -63,8 +63,8 @@ def _error(tmp_path: Path, suite: dict | str, overrides: tuple = ()) -> str:
      "cudnn_benchmark, epochs, "
      "eval_batch_size, eval_every, lr, target_accuracy, warmup_steps"),
     (lambda d: d["strategies"].append("packed"),
-     "s.yaml: strategies[5]: unknown strategy 'packed' (did you mean 'pack'?); valid: bucket, mask, naive, pack, "
-     "token_budget, truncate"),
+     "s.yaml: strategies[5]: unknown strategy 'packed' (did you mean 'pack'?); valid: boundaries, bucket, mask, naive, pack, "
+     "sorted_pack, token_budget, truncate"),
     (lambda d: d["train"].update(batch_size=0), "s.yaml: train.batch_size: must be > 0, got 0"),
     (lambda d: d["train"].update(batch_size="32"), "s.yaml: train.batch_size: must be an integer, got '32'"),
     (lambda d: d["train"].update(lr=True), "s.yaml: train.lr: must be a number, got True"),
@@ -84,11 +84,18 @@ def _error(tmp_path: Path, suite: dict | str, overrides: tuple = ()) -> str:
     (lambda d: d["strategies"].append("mask"),
      "s.yaml: strategies[5]: duplicate strategy name 'mask'; give one a `name:`"),
     (lambda d: d["strategies"].append({"batching": "bucket"}),
-     "s.yaml: strategies[5]: a composed strategy needs a `name:`; presets are bucket, mask, naive, pack, "
-     "token_budget, truncate"),
+     "s.yaml: strategies[5]: a composed strategy needs a `name:`; presets are boundaries, bucket, mask, naive, pack, "
+     "sorted_pack, token_budget, truncate"),
     (lambda d: d["strategies"].append({"name": "x", "readout": "packed"}),
-     "s.yaml: strategies[5].readout: unknown value 'packed' (did you mean 'pack'?); valid: last, mask, pack"),
+     "s.yaml: strategies[5].readout: unknown value 'packed' (did you mean 'pack'?); valid: last, mask, pack, pack_sorted"),
     (lambda d: d.pop("strategies"), "s.yaml: strategies: is required"),
+    (lambda d: d["strategies"].append({"boundaries": {"boundaries": [32, 16]}}),
+     "s.yaml: strategies[5].boundaries.boundaries: must be increasing positive lengths, e.g. [16, 32, 64], "
+     "got [32, 16]"),
+    (lambda d: d["strategies"].append({"mask": {"boundaries": [8]}}),
+     "s.yaml: strategies[5].mask.boundaries: is only used with batching: boundaries"),
+    (lambda d: d["strategies"].append({"mask": {"pad_multiple": -8}}),
+     "s.yaml: strategies[5].mask.pad_multiple: must be >= 0, got -8"),
     (lambda d: d["data"].update(train_size=10**9),
      "s.yaml: data.train_size: (train_size + eval_size) x the longest length = 40,000,001,920 tokens of padded "
      "matrix, over the limit of 268,435,456 (2 GiB)"),
