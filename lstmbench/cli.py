@@ -210,13 +210,18 @@ def verify_cmd(suite_file: str, overrides: tuple[str, ...], batches: int) -> Non
 @translate_errors
 def lengths_cmd(suite_file: str, overrides: tuple[str, ...], seed: int | None) -> None:
     """What padding would cost, in a second: length statistics, a histogram, and for each strategy the
-    padding fraction, batches and largest batch shape of one epoch. Nothing is trained.
+    padding fraction, batches and largest batch shape of one epoch. Nothing is trained. SUITE_FILE may also
+    be a .csv, .tsv or .jsonl data file (columns text and label; --set data.text_column=... to change).
 
-    Example: lstmbench lengths suites/packing.yaml --set train.batch_size=128
+    Example: lstmbench lengths suites/real.yaml --set train.batch_size=128
     """
-    from .planner import histogram, plan_suite
+    from .planner import DATA_SUFFIXES, data_suite, histogram, plan_suite
 
-    plan = plan_suite(load_suite(suite_file, overrides), seed)
+    if Path(suite_file).suffix.lower() in DATA_SUFFIXES:  # a data file: the presets over its lengths
+        suite = data_suite(suite_file, overrides)
+    else:
+        suite = load_suite(suite_file, overrides)
+    plan = plan_suite(suite, seed)
     st = plan.stats
     click.echo(f"{plan.suite}: {st.n:,} training sequences (seed {plan.seed})")
     click.echo(f"  min {st.min}  median {st.median:g}  p90 {st.p90:g}  p99 {st.p99:g}  max {st.max}  "

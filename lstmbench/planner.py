@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from .data import make_data
 from .strategies import Strategy, computation_note, plan_epochs
-from .suite import IDEAL, Suite
+from .suite import IDEAL, PRESETS, Suite, apply_override, suite_from_dict
+
+DATA_SUFFIXES = (".csv", ".tsv", ".jsonl")
 
 
 @dataclass(frozen=True)
@@ -77,3 +80,12 @@ def histogram(lengths: np.ndarray, bins: int = 12, width: int = 40) -> list[str]
     top = counts.max()
     return [f"{a:>6}-{b - 1:<6}| {'#' * max(int(round(width * c / top)), 1 if c else 0):<{width}} {c}"
             for a, b, c in zip(edges[:-1], edges[1:], counts)]
+
+
+def data_suite(path: str, overrides: tuple[str, ...] | list[str] = ()) -> Suite:
+    """A suite over a data file alone: all of it, every preset, character tokens (override with --set)."""
+    raw = {"name": "data", "strategies": list(PRESETS),
+           "data": {"source": "text", "path": str(Path(path).resolve()), "train_size": 0, "eval_size": 0}}
+    for item in overrides:
+        apply_override(raw, item, path)
+    return suite_from_dict(raw, path)

@@ -46,3 +46,16 @@ def test_cli_lengths(tiny_file):
     assert lines[0] == "tiny: 96 training sequences (seed 0)"
     assert lines[1].startswith("  min 2  median ")
     assert any(line.startswith("| token_budget ") for line in lines)
+
+
+def test_cli_lengths_of_a_data_file(tmp_path):
+    data = tmp_path / "d.csv"
+    data.write_text("text,label\n" + "".join(f"{'x' * n},{n % 2}\n" for n in range(1, 41)))
+    r = CliRunner().invoke(main, ["lengths", str(data), "--set", "train.batch_size=8"])
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.splitlines()
+    assert lines[0] == "data: 32 training sequences (seed 0)"  # a fifth (8) held out
+    assert any(line.startswith("| naive ") for line in lines)
+    r = CliRunner().invoke(main, ["lengths", str(tmp_path / "none.csv")])
+    assert r.exit_code == 2 and r.stderr == f"Error: {tmp_path / 'none.csv'}: data.path: no such file: " \
+                                             f"{tmp_path / 'none.csv'}\n"
