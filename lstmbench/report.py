@@ -148,7 +148,9 @@ def _notes(rows: pd.DataFrame, ok: pd.DataFrame) -> list[str]:
     notes = []
     seeds = sorted(ok["seed"].unique())
     same_init = all(ok.loc[ok["seed"] == s, "init_checksum"].nunique() == 1 for s in seeds)
-    if same_init:
+    if not seeds:
+        notes.append("No run succeeded: nothing was measured.")
+    elif same_init:
         notes.append(f"Initial weights identical across strategies for each of the {len(seeds)} seed(s) "
                      f"(init_checksum per seed: {', '.join(ok.groupby('seed')['init_checksum'].first())}).")
     else:

@@ -127,3 +127,12 @@ def test_rows_of_an_older_version_without_new_keys_still_report():
     (section,) = report.build_reports(df)[0].sections
     table = section.table().set_index("strategy")
     assert table.loc["mask", "efficiency"] == "-" and table.loc["mask", "kernel"] == "-"
+
+
+def test_a_section_whose_runs_all_failed():
+    df = rows()
+    df["status"], df["error"] = "oom", "out of memory"
+    (section,) = report.build_reports(df)[0].sections
+    assert section.notes[0] == "No run succeeded: nothing was measured."
+    assert section.table().set_index("strategy").loc["mask", "runs"] == "0 (3 failed)"
+    assert report.build_reports(df)[0].files()["summary.md"].count("FAILED: ") == 6
