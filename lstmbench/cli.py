@@ -20,7 +20,7 @@ from .data import check_data
 from .errors import LstmbenchError
 from .runner import plan_runs, run_suite
 from .strategies import CHOICE_HELP, DESCRIPTIONS, computation_note
-from .suite import PRESETS, StrategySpec, load_suite
+from .suite import PRESETS, StrategySpec, expand_sweep, load_suite
 
 EXIT_BAD_INPUT = 2  # bad suite, bad result files, bad options (click's own usage errors are 2 too)
 EXIT_RUNS_FAILED = 1  # the suite ran, but some runs failed; their rows say why
@@ -74,20 +74,29 @@ def run(suite_file: str, device: str | None, out: str, overrides: tuple[str, ...
     from . import report, storage
 
     suite = load_suite(suite_file, overrides, device)
-    check_data(suite)
-    done = storage.completed_runs(out, suite.name, suite.hash) if resume else {}
-    runs = plan_runs(suite, done)
-    records = run_suite(suite, isolate=not inline, done=done, on_start=on_start, on_progress=on_progress)
+    variants = expand_sweep(suite)  # the suite itself unless it sweeps keys
+    for variant in variants:
+        check_data(variant)
+    done = [storage.completed_runs(out, v.name, v.hash) if resume else {} for v in variants]
+    runs = [plan_runs(v, d) for v, d in zip(variants, done)]
+    # made before any run starts, so a device that is not there fails the command at once
+    streams = [run_suite(v, isolate=not inline, done=d, on_start=on_start, on_progress=on_progress)
+               for v, d in zip(variants, done)]
+    records = (record for stream in streams for record in stream)
+    total = sum(len(r) for r in runs)
     run_file = storage.new_run_file(out, suite.name)
     if resume:
-        click.echo(f"Resuming: {len(plan_runs(suite)) - len(runs)} runs already have ok rows "
-                   f"(configuration {suite.hash}); {len(runs)} to run.", err=True)
-        if not runs:
+        skipped = sum(len(plan_runs(v)) for v in variants) - total
+        click.echo(f"Resuming: {skipped} runs already have ok rows (configuration "
+                   f"{', '.join(v.hash for v in variants)}); {total} to run.", err=True)
+        if not total:
             click.echo("Nothing to run.")
             return
-    click.echo(f"{suite.name}: {_count(suite, len(runs))}; rows go to {run_file.path}", err=True)
+    full = len(plan_runs(suite)) * len(variants)
+    left = "" if total == full else f" ({total} to run)"
+    click.echo(f"{suite.name}: {_count(suite, full, len(variants))}{left}; rows go to {run_file.path}", err=True)
     failed = finished = 0
-    bar = tqdm(total=len(runs), unit="run", file=sys.stderr, dynamic_ncols=True, disable=None)  # no bar in logs
+    bar = tqdm(total=total, unit="run", file=sys.stderr, dynamic_ncols=True, disable=None)  # no bar in logs
 
     try:
         for record in records:
@@ -136,13 +145,20 @@ def report_cmd(paths: tuple[str, ...], out: str | None) -> None:
         click.echo(f"Wrote {len(written)} files to {folder}\n")
 
 
-def _count(suite: Any, runs: int) -> str:
+def _count(suite: Any, runs: int, points: int = 1) -> str:
     ideal = " + the ideal" if suite.ideal else ""
-    return f"{len(suite.strategies)} strategies{ideal} x {len(suite.seeds)} seeds = {runs} runs on {suite.device}"
+    sweep = f" x {points} sweep points" if points > 1 else ""
+    return (f"{len(suite.strategies)} strategies{ideal} x {len(suite.seeds)} seeds{sweep} = {runs} runs "
+            f"on {suite.device}")
+
+
+def _point(point: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in point.items())
 
 
 def _one_line(r: Any) -> str:
-    text = f"{r.strategy} seed {r.seed}: {r.tokens_per_s:,.0f} tokens/s"
+    at = f" [{_point(r.sweep)}]" if r.sweep else ""
+    text = f"{r.strategy} seed {r.seed}{at}: {r.tokens_per_s:,.0f} tokens/s"
     if r.efficiency is not None and r.strategy != "ideal":
         text += f" ({r.efficiency:.0%} of ideal)"
     if r.eval_accuracy is not None:
@@ -168,9 +184,14 @@ def _default_report_dir(rows: Any, suite: str) -> Path:
 def validate(suite_file: str, overrides: tuple[str, ...]) -> None:
     """Check SUITE_FILE without running it."""
     suite = load_suite(suite_file, overrides)
-    check_data(suite)
-    click.echo(f"{suite_file}: ok: suite {suite.name!r}, {_count(suite, len(plan_runs(suite)))} "
+    variants = expand_sweep(suite)
+    for variant in variants:
+        check_data(variant)
+    runs = len(plan_runs(suite)) * len(variants)
+    click.echo(f"{suite_file}: ok: suite {suite.name!r}, {_count(suite, runs, len(variants))} "
                f"(configuration {suite.hash})")
+    for variant in variants if suite.sweep else []:
+        click.echo(f"  sweep point {_point(variant.point)} (configuration {variant.hash})")
     for spec in suite.strategies:
         click.echo(f"  {_describe(spec, suite.model.bidirectional)}")
 

@@ -65,6 +65,7 @@ class RunRecord:
     cudnn_benchmark: bool | None = None
     compiled: bool | None = None  # trained through torch.compile
     eval_time_s: float | None = None  # not part of train_time_s
+    sweep: dict[str, Any] = field(default_factory=dict)  # a swept suite's point: key path -> value
     config: dict[str, Any] = field(default_factory=dict)  # the resolved suite, for the report and reruns
     env: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION

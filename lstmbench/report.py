@@ -34,11 +34,13 @@ class Section:
     config: dict = field(default_factory=dict)
     rows: pd.DataFrame = field(default_factory=pd.DataFrame)  # the section's ok rows (curves)
     machine: str = ""  # host and CPU the rows were measured on
+    point: dict = field(default_factory=dict)  # a swept suite's point: key path -> value
 
     @property
     def title(self) -> str:
         where = f", {self.machine}" if self.machine else ""
-        return f"{self.suite} on {self.device}{where} (configuration {self.suite_hash})"
+        at = " [" + ", ".join(f"{k}={v}" for k, v in self.point.items()) + "]" if self.point else ""
+        return f"{self.suite}{at} on {self.device}{where} (configuration {self.suite_hash})"
 
     def table(self) -> pd.DataFrame:
         return format_table(self.summary)
@@ -61,7 +63,23 @@ class SuiteReport:
                 parts.append("\n".join(rank) + "\n")
             parts += [f"- {n}" for n in s.notes]
             parts.append("")
+        cross = self.crossover()
+        if not cross.empty:
+            key = next(iter(self.sections[0].point))
+            parts.append(f"## Crossover: speed-up against naive by {key}\n")
+            parts.append(cross.to_markdown() + "\n")
         return "\n".join(parts)
+
+    def crossover(self) -> pd.DataFrame:
+        """Speed-up against naive (median tokens/s ratio) per strategy (rows) and sweep point (columns)."""
+        swept = [s for s in self.sections if s.point]
+        if not swept:
+            return pd.DataFrame()
+        cells = {}
+        for s in swept:
+            label = ", ".join(f"{k}={v}" for k, v in s.point.items())
+            cells[label] = s.summary.set_index("strategy")["speedup_vs_naive"]
+        return pd.DataFrame(cells).round(2)
 
     def files(self) -> dict[str, str | bytes]:
         out: dict[str, str | bytes] = {"summary.md": self.markdown()}
@@ -72,6 +90,8 @@ class SuiteReport:
             tag = "" if len(self.sections) == 1 else f"-{i + 1}-{s.device}-{s.suite_hash}"
             for name, png in plots(s).items():
                 out[f"{name}{tag}.png"] = png
+        if any(s.point for s in self.sections):
+            out["crossover.png"] = crossover_plot(self)
         return out
 
 
@@ -136,7 +156,8 @@ def _section(suite: str, suite_hash: str, device: str, rows: pd.DataFrame, machi
     summary = pd.DataFrame(records)
     base = summary.loc[summary["strategy"] == BASELINE, "tokens_per_s"]
     summary["speedup_vs_naive"] = summary["tokens_per_s"] / base.iloc[0] if len(base) else np.nan
-    return Section(suite, suite_hash, device, summary, _notes(rows, ok), config, ok, machine)
+    point = rows["sweep"].iloc[-1] if "sweep" in rows and isinstance(rows["sweep"].iloc[-1], dict) else {}
+    return Section(suite, suite_hash, device, summary, _notes(rows, ok), config, ok, machine, point)
 
 
 def _column(rows: pd.DataFrame, key: str) -> pd.Series:
@@ -281,6 +302,31 @@ def plots(section: Section) -> dict[str, bytes]:
         ax.set_title(f"Length distribution (seed {section.config['seeds'][0]}): {section.suite}", fontsize=10)
         out["lengths"] = _png(fig)
     return out
+
+
+def crossover_plot(report: SuiteReport) -> bytes:
+    """Speed-up against naive along the first swept key, one line per strategy (and per value of a second
+    key): where packing wins and where it loses."""
+    swept = [s for s in report.sections if s.point]
+    keys = list(swept[0].point)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    strategies = list(dict.fromkeys(n for s in swept for n in s.summary["strategy"] if n != "naive"))
+    seconds = list(dict.fromkeys(s.point.get(keys[1]) for s in swept)) if len(keys) > 1 else [None]
+    for i, name in enumerate(strategies):
+        for j, second in enumerate(seconds):
+            points = sorted((s.point[keys[0]], float(s.summary.set_index("strategy")["speedup_vs_naive"]
+                                                     .get(name, np.nan)))
+                            for s in swept if second is None or s.point.get(keys[1]) == second)
+            label = name if second is None else f"{name}, {keys[1]}={second}"
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", color=f"C{i}",
+                    ls=["-", "--", ":", "-."][j % 4], label=label)
+    ax.axhline(1.0, color="k", lw=0.8, ls="--")
+    ax.set_xlabel(keys[0])
+    ax.set_ylabel("speed-up against naive (median tokens/s)")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    ax.set_title(_wrap(f"Crossover: {report.suite}"), fontsize=10)
+    return _png(fig)
 
 
 def _train_lengths(config: dict) -> np.ndarray | None:

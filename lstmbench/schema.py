@@ -39,7 +39,7 @@ def build(cls: type, raw: Any, path: str, file: str, **given: Any) -> Any:
         raise SuiteError(file, path, f"must be a mapping, got {typename(raw)}")
     at = At(file, path)
     hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls) if f.name != "origin" and f.name not in given}
+    known = {f.name for f in dataclasses.fields(cls) if f.name not in ("origin", "point") and f.name not in given}
     kwargs: dict[str, Any] = dict(given)
     for key, value in raw.items():
         if key not in known:
@@ -76,6 +76,10 @@ def coerce(hint: Any, value: Any, at: At, key: str, file: str) -> Any:
     if hint is str:
         if not isinstance(value, str):
             at.fail(key, f"must be a string, got {value!r}")
+        return value
+    if hint is dict:  # sweep: key path -> list of values
+        if not isinstance(value, dict):
+            at.fail(key, f"must be a mapping of key paths to lists of values, got {typename(value)}")
         return value
     if typing.get_origin(hint) is tuple:  # seeds
         if isinstance(value, int) and not isinstance(value, bool):

@@ -1,8 +1,10 @@
 """Stage 1, the suite: YAML -> validated, frozen `Suite`; `--set` overrides; the suite hash."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
+import itertools
 import json
 import re
 from dataclasses import dataclass, field
@@ -211,6 +213,8 @@ class Suite:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    sweep: dict = field(default_factory=dict)  # key path -> values: one variant of the suite per combination
+    point: dict = field(default_factory=dict)  # in a variant: key path -> its value (set by expand_sweep)
     origin: str = ""  # the file it came from (not part of the hash)
 
     CHOICES = {"device": ("cpu", "cuda", "auto")}
@@ -225,6 +229,11 @@ class Suite:
         if not self.strategies:
             at.fail("strategies", "must list at least one strategy")
         at.nonnegative("threads", self.threads)
+        if len(self.sweep) > 2:
+            at.fail("sweep", f"varies at most two keys, got {len(self.sweep)}")
+        for key, values in self.sweep.items():
+            if not isinstance(key, str) or not isinstance(values, list) or not values:
+                at.fail(f"sweep.{key}", f"must be a non-empty list of values, got {values!r}")
         names = [s.name for s in self.strategies]
         if IDEAL.name in names:
             at.fail(f"strategies[{names.index(IDEAL.name)}]", "the name 'ideal' is reserved for the zero-padding "
@@ -237,6 +246,7 @@ class Suite:
         """The resolved suite as plain JSON types (what rows store and `suite_from_dict` reads back)."""
         d = dataclasses.asdict(self)
         d.pop("origin")
+        d.pop("point")  # rows carry it as `sweep`
         return json.loads(json.dumps(d))
 
     @property
@@ -281,6 +291,15 @@ def apply_override(raw: dict, item: str, file: str) -> None:
     key, sep, value = item.partition("=")
     if not sep or not key:
         raise SuiteError(file, "--set", f"expected key.path=value, got {item!r}")
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError:
+        parsed = value
+    set_path(raw, key, parsed, file)
+
+
+def set_path(raw: dict, key: str, value: Any, file: str) -> None:
+    """Set `value` at the dotted `key` of the raw mapping (list items by index), making mappings on the way."""
     parts = key.split(".")
     node: Any = raw
     for i, part in enumerate(parts):
@@ -294,10 +313,7 @@ def apply_override(raw: dict, item: str, file: str) -> None:
         else:
             raise SuiteError(file, key, f"{'.'.join(parts[:i])} is not a mapping")
         if last:
-            try:
-                node[idx] = yaml.safe_load(value)
-            except yaml.YAMLError:
-                node[idx] = value
+            node[idx] = value
         else:
             if isinstance(node, dict) and not isinstance(node.get(idx), (dict, list)):
                 node[idx] = {}
@@ -315,7 +331,31 @@ def suite_from_dict(raw: dict, file: str = "<suite>") -> Suite:
         raise SuiteError(file, "strategies", f"must be a list, got {typename(specs)}")
     strategies = tuple(_strategy(item, f"strategies[{i}]", file) for i, item in enumerate(specs))
     suite = build(Suite, raw, "", file, strategies=strategies)
-    return dataclasses.replace(suite, origin=file)
+    suite = dataclasses.replace(suite, origin=file)
+    expand_sweep(suite)  # every variant must be a valid suite
+    return suite
+
+
+def expand_sweep(suite: Suite) -> list[Suite]:
+    """The suite itself, or one variant per combination of `sweep` values (each with its own hash, and
+    its `point`). A key path names any suite key, e.g. train.batch_size or data.lengths.sigma."""
+    if not suite.sweep:
+        return [suite]
+    base = suite.to_dict()
+    base.pop("sweep")
+    keys = list(suite.sweep)
+    variants = []
+    for values in itertools.product(*(suite.sweep[k] for k in keys)):
+        raw = copy.deepcopy(base)
+        for key, value in zip(keys, values):
+            set_path(raw, key, value, suite.origin)
+        try:
+            variant = suite_from_dict(raw, suite.origin)
+        except SuiteError as e:
+            raise SuiteError(suite.origin, f"sweep.{e.path}", f"{e.message} (in the variant "
+                                                             f"{dict(zip(keys, values))})") from None
+        variants.append(dataclasses.replace(variant, point=dict(zip(keys, values))))
+    return variants
 
 
 def _strategy(item: Any, path: str, file: str) -> StrategySpec:

@@ -113,7 +113,7 @@ def run_one(suite: Suite, spec: StrategySpec, seed: int, device: torch.device,
         curve=curve, target_accuracy=suite.train.target_accuracy or None,
         time_to_target_s=time_to_target(curve, suite.train.target_accuracy),
         final_loss=float(np.mean(losses[-steps_per_epoch:])), init_checksum=checksum,
-        threads=torch.get_num_threads(), eval_time_s=eval_time, config=suite.to_dict(),
+        threads=torch.get_num_threads(), eval_time_s=eval_time, sweep=suite.point, config=suite.to_dict(),
         env=collect_env(_device_name(device), torch.get_num_threads()),
     )
 

@@ -104,7 +104,7 @@ def failure_record(suite: Suite, spec: StrategySpec, seed: int, device: str, sta
                      padding=spec.padding, readout=spec.readout, max_len=spec.max_len, max_tokens=spec.max_tokens,
                      computation_note=computation_note(spec, suite.model.bidirectional), device=device,
                      seed=seed, status=status, error=error, epochs=suite.train.epochs,
-                     batch_size=suite.train.batch_size, config=suite.to_dict(), env=collect_env(device, 0))
+                     batch_size=suite.train.batch_size, sweep=suite.point, config=suite.to_dict(), env=collect_env(device, 0))
 
 
 def _one_line(e: BaseException) -> str:
