@@ -193,7 +193,7 @@ def validate(suite_file: str, overrides: tuple[str, ...]) -> None:
     for variant in variants if suite.sweep else []:
         click.echo(f"  sweep point {_point(variant.point)} (configuration {variant.hash})")
     for spec in suite.strategies:
-        click.echo(f"  {_describe(spec, suite.model.bidirectional)}")
+        click.echo(f"  {_describe(spec, suite.model.bidirectional, suite.data.task == 'tag')}")
 
 
 @main.command(name="verify")
@@ -268,9 +268,9 @@ def strategies() -> None:
             click.echo(f"  {axis + ':':<9} {value:<13}{text}")
 
 
-def _describe(spec: StrategySpec, bidirectional: bool) -> str:
+def _describe(spec: StrategySpec, bidirectional: bool, tag: bool = False) -> str:
     cut = f" (max_len {spec.max_len})" if spec.padding == "truncate" else ""
-    note = computation_note(spec, bidirectional)
+    note = computation_note(spec, bidirectional, tag)
     exact = f"changes the computation: {note}" if note else "exact: equals per-sequence processing"
     preset = " [preset]" if spec.name in PRESETS else ""
     return (f"{spec.name}{preset}: batching {spec.batching}, padding {spec.padding}{cut}, "

@@ -19,6 +19,7 @@ from .errors import SuiteError
 from .suite import MAX_PADDED_CELLS, DataConfig, Lengths, Suite
 
 PAD = 0  # the padding index; never a real token
+IGNORE = -100  # the label of a padded step (cross_entropy's ignore_index): padding never counts
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,11 @@ class Dataset:
     padded: np.ndarray  # [len(self), width] int64 tokens (or [.., width, F] float32 features), PAD after each
     vocab_size: int = 0  # token ids are below this (0 for feature data)
     num_features: int = 0  # F for continuous series (they enter the LSTM through a linear projection)
+    padded_tags: np.ndarray | None = None  # task tag: [len(self), width] label per step, IGNORE after each end
+
+    @property
+    def tagged(self) -> bool:
+        return self.padded_tags is not None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -73,8 +79,11 @@ def make_data(cfg: DataConfig, seed: int, origin: str = "") -> Splits:
         train = _synthetic(cfg, cfg.train_size, rng, origin)
         held_out = _synthetic(cfg, cfg.eval_size, rng, origin)
         width = int(max(train[2].max(initial=0), held_out[2].max(initial=0)))
-        return Splits(_dataset(*train, width=width, vocab_size=cfg.vocab_size),
-                      _dataset(*held_out, width=width, vocab_size=cfg.vocab_size))
+
+        def split(parts: tuple) -> Dataset:
+            return _dataset(*parts[:4], width=width, vocab_size=cfg.vocab_size, tags=(parts[4:] or [None])[0])
+
+        return Splits(split(train), split(held_out))
     if cfg.source == "ucr":
         return _series(cfg, rng, origin)
     if cfg.source == "reviews":
@@ -155,14 +164,18 @@ def from_sequences(sequences: list, labels, num_classes: int = 2, width: int = 0
 
 
 def _dataset(tokens: np.ndarray, labels: np.ndarray, lengths: np.ndarray, num_classes: int, width: int,
-             vocab_size: int = 0) -> Dataset:
+             vocab_size: int = 0, tags: np.ndarray | None = None) -> Dataset:
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     padded = np.full((len(lengths), width, *tokens.shape[1:]), PAD, dtype=tokens.dtype)
     rows = np.repeat(np.arange(len(lengths)), lengths)
     cols = np.arange(len(tokens)) - np.repeat(offsets[:-1], lengths)
     padded[rows, cols] = tokens
+    padded_tags = None
+    if tags is not None:
+        padded_tags = np.full((len(lengths), width), IGNORE, dtype=np.int64)
+        padded_tags[rows, cols] = tags
     features = tokens.shape[1] if tokens.ndim == 2 else 0
-    return Dataset(tokens, offsets, labels, num_classes, padded, 0 if features else vocab_size, features)
+    return Dataset(tokens, offsets, labels, num_classes, padded, 0 if features else vocab_size, features, padded_tags)
 
 
 def sample_lengths(spec: Lengths, n: int, rng: np.random.Generator, origin: str = "") -> np.ndarray:
@@ -205,7 +218,13 @@ def _synthetic(cfg: DataConfig, n: int, rng: np.random.Generator, origin: str) -
     labels = rng.integers(0, 2, size=n, dtype=np.int64)
     where = starts + (rng.random(n) * lengths).astype(np.int64)  # uniform position in each sequence
     tokens[where[labels == 1]] = marker
-    return tokens, labels, lengths, 2
+    if cfg.task != "tag":
+        return tokens, labels, lengths, 2
+    # tag: each step's label is "the marker has been seen by now" (a running OR within each sequence)
+    seen = (tokens == marker).astype(np.int64)
+    cumulative = np.cumsum(seen)
+    before = np.repeat(np.concatenate([[0], cumulative[starts[1:] - 1]]) if n else seen, lengths)
+    return tokens, labels, lengths, 2, (cumulative - before > 0).astype(np.int64)
 
 
 def check_data(suite: Suite) -> None:

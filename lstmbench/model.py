@@ -5,9 +5,10 @@ import hashlib
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence
+import torch.nn.functional as F
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from .data import PAD, Dataset
+from .data import IGNORE, PAD, Dataset
 from .suite import ModelConfig
 
 
@@ -20,8 +21,10 @@ class LSTMClassifier(nn.Module):
       pack: h_n of a PackedSequence run: exact per sequence, in both directions
     """
 
-    def __init__(self, cfg: ModelConfig, vocab_size: int, num_classes: int, num_features: int = 0):
+    def __init__(self, cfg: ModelConfig, vocab_size: int, num_classes: int, num_features: int = 0,
+                 tag: bool = False):
         super().__init__()
+        self.tag = tag  # one output per step (the tag task) instead of one per sequence
         self.features = num_features  # continuous series enter through a linear projection, tokens an embedding
         self.embed = (nn.Linear(num_features, cfg.embed_dim) if num_features
                       else nn.Embedding(vocab_size, cfg.embed_dim, padding_idx=PAD))
@@ -32,6 +35,8 @@ class LSTMClassifier(nn.Module):
 
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor, readout: str) -> torch.Tensor:
         x = self.embed(tokens.to(self.embed.weight.dtype) if self.features else tokens)
+        if self.tag:
+            return self.head(self._steps(x, lengths, readout))
         if readout in ("pack", "pack_sorted"):  # pack_sorted: the batch comes sorted, longest first
             packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=readout == "pack_sorted")
             _, (h_n, _) = self.lstm(packed)
@@ -52,22 +57,43 @@ class LSTMClassifier(nn.Module):
             raise ValueError(f"unknown readout {readout!r}")
         return self.head(state)
 
+    def _steps(self, x: torch.Tensor, lengths: torch.Tensor, readout: str) -> torch.Tensor:
+        """[B, T, H x directions]: every step's output. Packed runs come back padded with zeros."""
+        if readout in ("pack", "pack_sorted"):
+            packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=readout == "pack_sorted")
+            out, _ = pad_packed_sequence(self.lstm(packed)[0], batch_first=True, total_length=x.shape[1])
+            return out
+        return self.lstm(x)[0]  # mask and last alike; the labels decide which steps are scored
+
     def _last_layer(self, h_n: torch.Tensor) -> torch.Tensor:
         """h_n is [layers * directions, B, H]; the last layer's directions, concatenated."""
         return torch.cat(list(h_n[-self.directions:]), dim=1)
 
 
 def build_model(cfg: ModelConfig, vocab_size: int, num_classes: int, seed: int,
-                num_features: int = 0) -> LSTMClassifier:
+                num_features: int = 0, tag: bool = False) -> LSTMClassifier:
     """The same (cfg, seed) gives bit-identical initial weights in any process."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return LSTMClassifier(cfg, vocab_size, num_classes, num_features)
+        return LSTMClassifier(cfg, vocab_size, num_classes, num_features, tag)
 
 
 def model_for(cfg: ModelConfig, data: Dataset, seed: int) -> LSTMClassifier:
-    """The model for a data set: its vocabulary (or feature count) and classes."""
-    return build_model(cfg, data.vocab_size, data.num_classes, seed, data.num_features)
+    """The model for a data set: its vocabulary (or feature count), classes and task."""
+    return build_model(cfg, data.vocab_size, data.num_classes, seed, data.num_features, data.tagged)
+
+
+def loss_of(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy per sequence, or per scored step for the tag task (padding never counts)."""
+    if logits.dim() == 3:
+        return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE, reduction=reduction)
+    return F.cross_entropy(logits, labels, reduction=reduction)
+
+
+def correct_of(logits: torch.Tensor, labels: torch.Tensor) -> int:
+    """Correct predictions: of sequences, or of scored steps."""
+    hits = logits.argmax(-1) == labels
+    return int((hits & (labels != IGNORE)).sum()) if logits.dim() == 3 else int(hits.sum())
 
 
 def weights_checksum(model: nn.Module) -> str:

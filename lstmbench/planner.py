@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from .data import make_data
-from .strategies import Strategy, computation_note, plan_epochs
+from .strategies import Strategy, note_for, plan_epochs
 from .suite import IDEAL, PRESETS, Suite, apply_override, suite_from_dict
 
 DATA_SUFFIXES = (".csv", ".tsv", ".jsonl")
@@ -60,7 +60,7 @@ def plan_suite(suite: Suite, seed: int | None = None) -> Plan:
         real = sum(strategy.real_tokens(data, idx) for idx in batches)
         padded = sum(b * t for b, t in shapes)
         plans.append(StrategyPlan(spec.name, len(batches), real, padded, max(shapes, key=lambda s: s[0] * s[1]),
-                                  computation_note(spec, suite.model.bidirectional) or "exact"))
+                                  note_for(spec, suite) or "exact"))
     return Plan(suite.name, seed, lengths, length_stats(lengths), plans)
 
 

@@ -16,7 +16,8 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise LstmbenchError("device cuda was asked for, but torch sees no CUDA GPU (torch.cuda.is_available() is False)")
+        raise LstmbenchError("device cuda was asked for, but torch sees no CUDA GPU "
+                             "(torch.cuda.is_available() is False)")
     return torch.device(name)
 
 

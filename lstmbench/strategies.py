@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .data import Dataset
-from .suite import PRESETS, StrategySpec
+from .data import IGNORE, Dataset
+from .suite import PRESETS, StrategySpec, Suite
 
 DESCRIPTIONS = {
     "naive": "pad every sequence to the dataset's max length; read the output at the last padded step",
@@ -45,7 +45,12 @@ CHOICE_HELP = {
 }
 
 
-def computation_note(spec: StrategySpec, bidirectional: bool = False) -> str:
+def note_for(spec: StrategySpec, suite: Suite) -> str:
+    """computation_note for this suite's model and task."""
+    return computation_note(spec, suite.model.bidirectional, suite.data.task == "tag")
+
+
+def computation_note(spec: StrategySpec, bidirectional: bool = False, tag: bool = False) -> str:
     """'' when the strategy computes exactly what per-sequence processing computes; else why not."""
     if spec.padding == "reshape":
         return "reference: the batch's tokens cut into equal rows, no padding (a throughput ceiling)"
@@ -53,7 +58,7 @@ def computation_note(spec: StrategySpec, bidirectional: bool = False) -> str:
     if spec.padding == "truncate":
         notes.append(f"truncates to {spec.max_len} tokens")
     if spec.readout == "last":
-        notes.append("reads the output after the padding")
+        notes.append("scores the padded steps too" if tag else "reads the output after the padding")
     if spec.readout == "mask" and bidirectional:
         notes.append("the reverse direction runs over the padding")
     return "; ".join(notes)
@@ -63,7 +68,7 @@ def computation_note(spec: StrategySpec, bidirectional: bool = False) -> str:
 class Batch:
     tokens: torch.Tensor  # [B, T] int32, PAD beyond each sequence's (kept) length
     lengths: torch.Tensor  # [B] int64 on the CPU (what pack_padded_sequence wants): kept lengths
-    labels: torch.Tensor  # [B] int64
+    labels: torch.Tensor  # [B] int64, or [B, T] for the tag task (IGNORE where nothing is scored)
     real_tokens: int  # tokens of the sequences actually fed (after truncation)
     padded_tokens: int  # B x T: every position the LSTM computes (packing computes only real ones)
 
@@ -127,7 +132,9 @@ class Strategy:
             return rows * width
         return int(self.kept_lengths(data.lengths[idx]).sum())
 
-    def collate(self, data: Dataset, idx: np.ndarray) -> Batch:
+    def collate(self, data: Dataset, idx: np.ndarray, training: bool = True) -> Batch:
+        """The padded batch. Tag task: a label per step, IGNORE on padding, except that training with the
+        readout `last` (naive) scores the padded steps too, as label 0: that is what a naive loss does."""
         if self.spec.padding == "reshape":
             return _reshaped(data, idx)
         if self.spec.readout == "pack_sorted":  # longest first, as enforce_sorted=True requires
@@ -140,7 +147,13 @@ class Strategy:
         if width > take:  # pad_multiple (or truncation) left columns to fill with padding
             extra = np.zeros((len(idx), width - tokens.shape[1], *tokens.shape[2:]), dtype=tokens.dtype)
             tokens = np.concatenate([tokens, extra], axis=1)
-        return Batch(torch.from_numpy(tokens), torch.from_numpy(kept), torch.from_numpy(data.labels[idx]),
+        labels = data.labels[idx]
+        if data.tagged:
+            labels = np.full((len(idx), width), IGNORE, dtype=np.int64)
+            labels[:, :take] = data.padded_tags[idx, :take]
+            if self.spec.readout == "last" and training:
+                labels[labels == IGNORE] = 0
+        return Batch(torch.from_numpy(tokens), torch.from_numpy(kept), torch.from_numpy(labels),
                      int(kept.sum()), len(idx) * width)
 
     def eval_batches(self, data: Dataset, batch_size: int) -> list[Batch]:
@@ -148,7 +161,8 @@ class Strategy:
         order = np.arange(len(data))
         if self.spec.batching != "random":
             order = order[np.argsort(data.lengths, kind="stable")]
-        return [self.collate(data, order[i:i + batch_size]) for i in range(0, len(order), batch_size)]
+        return [self.collate(data, order[i:i + batch_size], training=False)
+                for i in range(0, len(order), batch_size)]
 
 
 def _fill_budget(order: np.ndarray, lengths: np.ndarray, max_tokens: int) -> list[np.ndarray]:
@@ -171,8 +185,12 @@ def _reshaped(data: Dataset, idx: np.ndarray) -> Batch:
     width = len(flat) // len(idx)
     tokens = np.ascontiguousarray(flat[:width * len(idx)].reshape(len(idx), width, *flat.shape[1:]))
     steps = len(idx) * width
+    labels = data.labels[idx]
+    if data.tagged:  # the same cut of the steps' labels
+        tags = data.padded_tags[idx, :int(lengths.max())][np.arange(rows.shape[1]) < lengths[:, None]]
+        labels = np.ascontiguousarray(tags[:steps].reshape(len(idx), width))
     return Batch(torch.from_numpy(tokens), torch.from_numpy(np.full(len(idx), width, dtype=np.int64)),
-                 torch.from_numpy(data.labels[idx]), steps, steps)
+                 torch.from_numpy(labels), steps, steps)
 
 
 def exact_strategy() -> Strategy:

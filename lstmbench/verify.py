@@ -5,11 +5,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .data import Dataset, make_data
-from .model import LSTMClassifier, model_for
-from .strategies import Strategy, computation_note, plan_epochs
+from .model import LSTMClassifier, loss_of, model_for
+from .strategies import Strategy, note_for, plan_epochs
 from .suite import Suite
 
 
@@ -28,16 +27,21 @@ def check_batch(model: LSTMClassifier, strategy: Strategy, data: Dataset, idx: n
     """Compare the strategy's mean loss and gradients on batch `idx` with the per-sequence reference:
     each sequence run alone, unpadded and untruncated, losses and gradients averaged."""
     batch = strategy.collate(data, idx)
-    loss = F.cross_entropy(model(batch.tokens, batch.lengths, strategy.readout), batch.labels)
+    loss = loss_of(model(batch.tokens, batch.lengths, strategy.readout), batch.labels)
     grads = _grads(model, loss)
 
+    # the reference averages what the batch averages: sequences, or (tag task) every real step
+    denominator = int(data.lengths[idx].sum()) if data.tagged else len(idx)
     ref_loss = 0.0
     ref_grads = [torch.zeros_like(g) for g in grads]
     for i in idx:
         tokens = torch.from_numpy(data.sequence(int(i))).unsqueeze(0)
-        lengths = torch.tensor([tokens.shape[1]])
-        label = torch.from_numpy(data.labels[[int(i)]])
-        one = F.cross_entropy(model(tokens, lengths, "last"), label) / len(idx)  # unpadded: last is exact
+        n = tokens.shape[1]
+        lengths = torch.tensor([n])
+        label = (torch.from_numpy(data.padded_tags[[int(i)], :n]) if data.tagged
+                 else torch.from_numpy(data.labels[[int(i)]]))
+        # unpadded, so the readout `last` is exact
+        one = loss_of(model(tokens, lengths, "last"), label, reduction="sum") / denominator
         ref_loss += float(one.detach())
         for acc, g in zip(ref_grads, _grads(model, one)):
             acc += g
@@ -83,7 +87,7 @@ def verify_suite(suite: Suite, batches: int = 3, tolerance: float = TOLERANCE) -
         results = [check_batch(model, strategy, data, idx) for idx in chosen]
         loss_err = max(r.loss_rel_error for r in results)
         grad_err = max(r.grad_rel_error for r in results)
-        note = computation_note(spec, suite.model.bidirectional)
+        note = note_for(spec, suite)
         same = loss_err <= tolerance and grad_err <= tolerance
         verdict = EQUIVALENT if same else (AS_DESIGNED if note else MISMATCH)
         verdicts.append(Verdict(spec.name, len(chosen), loss_err, grad_err, note, verdict))

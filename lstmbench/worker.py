@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from .errors import RunFailed
 from .records import RunRecord
-from .strategies import computation_note
+from .strategies import note_for
 from .suite import StrategySpec, Suite
 
 Progress = Callable[[int, int], None]
@@ -102,9 +102,10 @@ def failure_record(suite: Suite, spec: StrategySpec, seed: int, device: str, sta
 
     return RunRecord(suite=suite.name, suite_hash=suite.hash, strategy=spec.name, batching=spec.batching,
                      padding=spec.padding, readout=spec.readout, max_len=spec.max_len, max_tokens=spec.max_tokens,
-                     computation_note=computation_note(spec, suite.model.bidirectional), device=device,
+                     computation_note=note_for(spec, suite), device=device,
                      seed=seed, status=status, error=error, epochs=suite.train.epochs,
-                     batch_size=suite.train.batch_size, sweep=suite.point, config=suite.to_dict(), env=collect_env(device, 0))
+                     batch_size=suite.train.batch_size, sweep=suite.point, config=suite.to_dict(),
+                     env=collect_env(device, 0))
 
 
 def _one_line(e: BaseException) -> str:
