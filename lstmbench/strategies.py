@@ -28,7 +28,8 @@ assert DESCRIPTIONS.keys() == PRESETS.keys()
 
 CHOICE_HELP = {
     "batching": {"random": "a fresh shuffle each epoch, cut into batches",
-                 "bucket": "shuffle, sort by length, cut into batches, shuffle the batch order",
+                 "bucket": "shuffle, sort by length (within mega-batches of `megabatch` batches, if set), cut "
+                           "into batches, shuffle the batch order",
                  "boundaries": "group by length range (boundaries), shuffle within each, cut into batches, "
                                "shuffle the batch order",
                  "token_budget": "sort by length, fill each batch while (size+1) x longest <= max_tokens, "
@@ -103,8 +104,11 @@ class Strategy:
             batches = [chunk[i:i + batch_size] for r in np.unique(ranges) for chunk in [order[ranges == r]]
                        for i in range(0, len(chunk), batch_size)]
             return [batches[i] for i in rng.permutation(len(batches))]
-        # bucket, token_budget: sort the shuffled order by length (ties stay shuffled), cut, shuffle the batch order
-        order = order[np.argsort(lengths[order], kind="stable")]
+        # bucket, token_budget: sort the shuffled order by length (ties stay shuffled), cut, shuffle the batch order;
+        # with megabatch, sort only within consecutive slices of that many batches (Hugging Face's length grouping)
+        span = self.spec.megabatch * batch_size or len(order)
+        order = np.concatenate([chunk[np.argsort(lengths[chunk], kind="stable")]
+                                for chunk in np.split(order, range(span, len(order), span))])
         if self.spec.batching == "bucket":
             batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
         else:

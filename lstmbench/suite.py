@@ -158,6 +158,7 @@ class StrategySpec:
     max_tokens: int = 0  # token_budget only: padded tokens a batch may hold (fairseq's rule)
     boundaries: tuple[int, ...] = ()  # boundaries only: bucket edges, e.g. [16, 32, 64, 128]
     pad_multiple: int = 0  # round the padded time axis up to a multiple of this (tensor-core alignment); 0 = off
+    megabatch: int = 0  # bucket only: sort within mega-batches of this many batches (HF's 50); 0 = whole data set
 
     CHOICES = {
         "batching": ("random", "bucket", "boundaries", "token_budget"),
@@ -183,6 +184,9 @@ class StrategySpec:
         elif self.boundaries:
             at.fail("boundaries", "is only used with batching: boundaries")
         at.nonnegative("pad_multiple", self.pad_multiple)
+        at.nonnegative("megabatch", self.megabatch)
+        if self.megabatch and self.batching != "bucket":
+            at.fail("megabatch", "is only used with batching: bucket")
 
 
 PRESETS: dict[str, dict[str, Any]] = {

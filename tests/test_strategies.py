@@ -157,3 +157,19 @@ def test_pad_multiple_rounds_the_time_axis(splits):
             assert width % multiple == 0 and plain.tokens.shape[1] <= width < plain.tokens.shape[1] + multiple
             assert batch.real_tokens == plain.real_tokens and batch.padded_tokens == len(idx) * width
             assert (batch.tokens[:, plain.tokens.shape[1]:] == PAD).all()
+
+
+def test_megabatch_bucketing_sorts_within_slices(splits):
+    lengths = splits.train.lengths
+    strategy = preset("bucket", megabatch=3)
+    batches = plan_epochs(strategy, lengths, 32, 1, seed=0)
+    assert sorted(np.concatenate(batches)) == list(range(300))
+    full = sum(32 * lengths[b].max() for b in plan_epochs(preset("bucket"), lengths, 32, 1, 0))
+    mega = sum(len(b) * lengths[b].max() for b in batches)
+    plain = sum(len(b) * lengths[b].max() for b in plan_epochs(preset("mask"), lengths, 32, 1, 0))
+    assert full <= mega < plain  # less padding than random batches, a little more than a full sort
+    rng = np.random.default_rng([0, 0xBA7C])
+    order = rng.permutation(300)
+    first = order[:96]  # the first mega-batch: 3 batches of 32, each a slice of its sorted lengths
+    assert sorted(lengths[first].tolist()) == sorted(np.concatenate(
+        [lengths[b] for b in batches if set(b) <= set(first)]).tolist())
