@@ -77,6 +77,17 @@ class RunRecord:
 REQUIRED_KEYS = tuple(f.name for f in dataclasses.fields(RunRecord))
 
 
+def identity(suite: Any, spec: Any, seed: int, device: str, note: str) -> dict[str, Any]:
+    """The fields that say which run a row is and how it was configured: the same in a measured row and in
+    the row of a run that failed before measuring anything."""
+    return dict(suite=suite.name, suite_hash=suite.hash, strategy=spec.name, batching=spec.batching,
+                padding=spec.padding, readout=spec.readout, max_len=spec.max_len, max_tokens=spec.max_tokens,
+                computation_note=note, device=device, seed=seed, epochs=suite.train.epochs,
+                batch_size=suite.train.batch_size, amp=suite.train.amp,
+                cudnn_benchmark=suite.train.cudnn_benchmark, compiled=suite.train.compile, sweep=suite.point,
+                config=suite.to_dict())
+
+
 def collect_env(device_name: str, threads: int) -> dict[str, Any]:
     """Where and with what a row was measured (pyperf-style metadata)."""
     import numpy

@@ -19,7 +19,7 @@ from .errors import RunFailed
 from .model import LSTMClassifier, correct_of, loss_of, model_for, weights_checksum
 from .probes import (Clock, KernelProbe, peak_memory_bytes, peak_memory_reserved_bytes, reset_peak_memory,
                      rss_bytes)
-from .records import RunRecord, collect_env
+from .records import RunRecord, collect_env, identity
 from .strategies import Batch, Strategy, note_for, exact_strategy, plan_epochs
 from .suite import StrategySpec, Suite
 
@@ -94,11 +94,8 @@ def run_one(suite: Suite, spec: StrategySpec, seed: int, device: torch.device,
     steps_per_epoch = len(plan) // suite.train.epochs
     quantiles = np.quantile(step_times, [0.1, 0.5, 0.9])
     return RunRecord(
-        suite=suite.name, suite_hash=suite.hash, strategy=spec.name, batching=spec.batching,
-        padding=spec.padding, readout=spec.readout, max_len=spec.max_len, max_tokens=spec.max_tokens,
-        computation_note=note_for(spec, suite),
-        device=device.type, seed=seed, status="ok",
-        epochs=suite.train.epochs, batch_size=suite.train.batch_size, steps=len(plan), warmup_steps=len(warmup),
+        **identity(suite, spec, seed, device.type, note_for(spec, suite)), status="ok",
+        steps=len(plan), warmup_steps=len(warmup),
         distinct_shapes=len({strategy.shape(train, idx) for idx in plan}), lstm_kernel=kernel,
         real_tokens=real_tokens, padded_tokens=padded_tokens, pad_fraction=1 - real_tokens / padded_tokens,
         train_time_s=train_time, data_time_s=data_time, data_time_fraction=data_time / train_time,
@@ -107,12 +104,11 @@ def run_one(suite: Suite, spec: StrategySpec, seed: int, device: torch.device,
         step_time_p90_s=float(quantiles[2]),
         peak_mem_bytes=peak, peak_mem_reserved_bytes=peak_reserved,
         baseline_rss_bytes=baseline_rss,
-        amp=suite.train.amp, cudnn_benchmark=suite.train.cudnn_benchmark, compiled=suite.train.compile,
         eval_accuracy=accuracy, eval_accuracy_exact=accuracy_exact, eval_loss_exact=loss_exact,
         curve=curve, target_accuracy=suite.train.target_accuracy or None,
         time_to_target_s=time_to_target(curve, suite.train.target_accuracy),
         final_loss=float(np.mean(losses[-steps_per_epoch:])), init_checksum=checksum,
-        threads=torch.get_num_threads(), eval_time_s=eval_time, sweep=suite.point, config=suite.to_dict(),
+        threads=torch.get_num_threads(), eval_time_s=eval_time,
         env=collect_env(_device_name(device), torch.get_num_threads()),
     )
 

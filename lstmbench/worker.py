@@ -98,13 +98,9 @@ def _guarded(suite: Suite, spec: StrategySpec, seed: int, device: str, progress:
 
 
 def failure_record(suite: Suite, spec: StrategySpec, seed: int, device: str, status: str, error: str) -> RunRecord:
-    from .records import collect_env
+    from .records import collect_env, identity
 
-    return RunRecord(suite=suite.name, suite_hash=suite.hash, strategy=spec.name, batching=spec.batching,
-                     padding=spec.padding, readout=spec.readout, max_len=spec.max_len, max_tokens=spec.max_tokens,
-                     computation_note=note_for(spec, suite), device=device,
-                     seed=seed, status=status, error=error, epochs=suite.train.epochs,
-                     batch_size=suite.train.batch_size, sweep=suite.point, config=suite.to_dict(),
+    return RunRecord(**identity(suite, spec, seed, device, note_for(spec, suite)), status=status, error=error,
                      env=collect_env(device, 0))
 
 
