@@ -18,7 +18,7 @@ from tqdm import tqdm
 from . import __version__
 from .data import check_data
 from .errors import LstmbenchError
-from .runner import plan_runs, run_suite
+from .runner import plan_runs, run_suite, shard_of
 from .strategies import CHOICE_HELP, DESCRIPTIONS, computation_note
 from .suite import PRESETS, StrategySpec, expand_sweep, load_suite
 
@@ -56,13 +56,45 @@ def main() -> None:
                                              "(faster start; peak memory is then not the run's own).")
 @click.option("--resume", is_flag=True, help="Skip every (strategy, seed) that already has an ok row of this "
                                              "exact suite configuration in the results folder.")
+@click.option("--nproc", type=click.IntRange(1), default=None,
+              help="Train each run as a DDP job of N processes started by torchrun (sets launch.nproc).")
+@click.option("--shard", default=None, metavar="K/N",
+              help="Run only the K-th of N slices of the suite's runs (e.g. one task of a SLURM array).")
 @translate_errors
 def run(suite_file: str, device: str | None, out: str, overrides: tuple[str, ...], inline: bool,
-        resume: bool) -> None:
+        resume: bool, nproc: int | None, shard: str | None) -> None:
     """Train every strategy of SUITE_FILE once per seed and append one row per run.
 
     Example: lstmbench run suites/packing.yaml --set seeds=[0]
+
+    Under torchrun (torchrun --nnodes ... -m lstmbench run SUITE), every process joins torchrun's group and
+    each run trains across all of them; rank 0 writes the rows.
     """
+    from . import report, storage
+
+    slice_ = parse_shard(shard)
+    overrides += (f"launch.nproc={nproc}",) if nproc else ()
+    world = _torchrun_world()
+    if world:  # the launcher decides the world size
+        overrides += (f"launch.nproc={world}",)
+    suite = load_suite(suite_file, overrides, device)
+    group = _join_torchrun(suite) if world else None
+    variants = expand_sweep(suite)  # the suite itself unless it sweeps keys
+    for variant in variants:
+        check_data(variant)
+    planned = [plan_runs(v) for v in variants]
+    if slice_:
+        planned = shard_of(planned, *slice_)
+    done = [storage.completed_runs(out, v.name, v.hash) if resume and not (group and group.rank) else {}
+            for v in variants]
+    if group:
+        done = group.broadcast(done)  # rank 0 read the results folder; every rank runs the same plan
+    runs = [[r for r in p if (r.spec.name, r.seed) not in d] for p, d in zip(planned, done)]
+    if group and group.rank:  # another rank of the user's torchrun: train, store and print nothing
+        for v, d, r in zip(variants, done, runs):
+            for _ in run_suite(v, done=d, runs=r, group=group):
+                pass
+        return
     bar: Any = None
 
     def on_start(planned: Any, i: int, n: int) -> None:
@@ -71,35 +103,29 @@ def run(suite_file: str, device: str | None, out: str, overrides: tuple[str, ...
     def on_progress(step: int, steps: int) -> None:
         bar.set_postfix_str(f"step {step}/{steps}")
 
-    from . import report, storage
-
-    suite = load_suite(suite_file, overrides, device)
-    variants = expand_sweep(suite)  # the suite itself unless it sweeps keys
-    for variant in variants:
-        check_data(variant)
-    done = [storage.completed_runs(out, v.name, v.hash) if resume else {} for v in variants]
-    runs = [plan_runs(v, d) for v, d in zip(variants, done)]
     # made before any run starts, so a device that is not there fails the command at once
-    streams = [run_suite(v, isolate=not inline, done=d, on_start=on_start, on_progress=on_progress)
-               for v, d in zip(variants, done)]
+    streams = [run_suite(v, isolate=not inline, done=d, on_start=on_start, on_progress=on_progress, runs=r,
+                         group=group) for v, d, r in zip(variants, done, runs)]
     records = (record for stream in streams for record in stream)
     total = sum(len(r) for r in runs)
     run_file = storage.new_run_file(out, suite.name)
+    full = sum(len(p) for p in planned)
     if resume:
-        skipped = sum(len(plan_runs(v)) for v in variants) - total
-        click.echo(f"Resuming: {skipped} runs already have ok rows (configuration "
+        click.echo(f"Resuming: {full - total} runs already have ok rows (configuration "
                    f"{', '.join(v.hash for v in variants)}); {total} to run.", err=True)
-        if not total:
-            click.echo("Nothing to run.")
-            return
-    full = len(plan_runs(suite)) * len(variants)
-    left = "" if total == full else f" ({total} to run)"
-    click.echo(f"{suite.name}: {_count(suite, full, len(variants))}{left}; rows go to {run_file.path}", err=True)
+    if not total:
+        click.echo("Nothing to run." if resume or not slice_ else f"Nothing to run: shard {shard} is empty.")
+        return
+    everything = len(plan_runs(suite)) * len(variants)
+    left = "" if total == everything else f" ({total} to run{f', shard {shard}' if slice_ else ''})"
+    click.echo(f"{suite.name}: {_count(suite, everything, len(variants))}{left}; rows go to {run_file.path}",
+               err=True)
     failed = finished = 0
     bar = tqdm(total=total, unit="run", file=sys.stderr, dynamic_ncols=True, disable=None)  # no bar in logs
 
     try:
         for record in records:
+            record.shard = shard or ""
             run_file.append(record.to_dict())
             finished += 1
             bar.update(1)
@@ -121,6 +147,31 @@ def run(suite_file: str, device: str | None, out: str, overrides: tuple[str, ...
     if failed:
         click.echo(f"Error: {failed} of {finished} runs failed; their rows carry the status and error.", err=True)
         sys.exit(EXIT_RUNS_FAILED)
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """'K/N' -> (K, N), 1 <= K <= N."""
+    if text is None:
+        return None
+    k, sep, n = text.partition("/")
+    if not (sep and k.isdigit() and n.isdigit() and 1 <= int(k) <= int(n)):
+        raise CliError(f"--shard: expected K/N with 1 <= K <= N (e.g. 2/4), got {text!r}")
+    return int(k), int(n)
+
+
+def _torchrun_world() -> int:
+    """The world size of a torchrun job this process is a rank of (0 when not under torchrun)."""
+    import os
+
+    keys = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")  # what torchrun sets
+    return int(os.environ["WORLD_SIZE"]) if all(k in os.environ for k in keys) else 0
+
+
+def _join_torchrun(suite: Any) -> Any:
+    from .ddp import join_group
+    from .probes import resolve_device
+
+    return join_group(suite.launch.backend, resolve_device(suite.device).type)
 
 
 @main.command(name="report")

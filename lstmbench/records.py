@@ -65,6 +65,13 @@ class RunRecord:
     cudnn_benchmark: bool | None = None
     compiled: bool | None = None  # trained through torch.compile
     eval_time_s: float | None = None  # not part of train_time_s
+    world_size: int = 1  # processes training the run (DDP when > 1); batch_size is per process
+    deal: str = ""  # DDP: per_rank (each rank batches its own shard) | balanced (batches dealt by cost)
+    rank_step_time_median_s: list = field(default_factory=list)  # DDP: each rank's median step time
+    rank_compute_time_s: list = field(default_factory=list)  # DDP: each rank's own forward+backward seconds
+    straggler_wait_fraction: float | None = None  # DDP: share of rank step time spent waiting for the slowest
+    planned_wait_fraction: float | None = None  # DDP: the same, estimated from the plan's padded cells alone
+    shard: str = ""  # K/N when the run came from `lstmbench run --shard K/N`
     sweep: dict[str, Any] = field(default_factory=dict)  # a swept suite's point: key path -> value
     config: dict[str, Any] = field(default_factory=dict)  # the resolved suite, for the report and reruns
     env: dict[str, Any] = field(default_factory=dict)
@@ -85,6 +92,7 @@ def identity(suite: Any, spec: Any, seed: int, device: str, note: str) -> dict[s
                 computation_note=note, device=device, seed=seed, epochs=suite.train.epochs,
                 batch_size=suite.train.batch_size, amp=suite.train.amp,
                 cudnn_benchmark=suite.train.cudnn_benchmark, compiled=suite.train.compile, sweep=suite.point,
+                world_size=suite.launch.nproc, deal=spec.deal if suite.launch.nproc > 1 else "",
                 config=suite.to_dict())
 
 

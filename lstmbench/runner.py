@@ -1,14 +1,15 @@
 """The suite runner: plans the runs (interleaved by seed), runs each, hands each record on at once."""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from .errors import SuiteError
 from .probes import resolve_device
 from .records import RunRecord
 from .suite import IDEAL, StrategySpec, Suite
-from .worker import run_inline, run_isolated
+from .worker import guarded, run_inline, run_isolated, run_torchrun
 
 
 @dataclass(frozen=True)
@@ -26,21 +27,42 @@ def plan_runs(suite: Suite, done: Iterable[tuple[str, int]] = ()) -> list[Planne
     return [PlannedRun(spec, seed) for seed in suite.seeds for spec in specs if (spec.name, seed) not in skip]
 
 
+def shard_of(plans: list[list[PlannedRun]], k: int, n: int) -> list[list[PlannedRun]]:
+    """The K-th (1-based) of N slices of the runs of a suite's variants (one plan per sweep point): the
+    strategy runs dealt round-robin, plus the ideal of each seed a slice holds, so that each shard measures
+    its efficiency against a reference from its own machine and invocation."""
+    counter = iter(range(sum(len(p) for p in plans)))
+    mine = [[r for r in plan if r.spec != IDEAL and next(counter) % n == k - 1] for plan in plans]
+    return [[r for r in plan if r in chosen or (r.spec == IDEAL and r.seed in {c.seed for c in chosen})]
+            for plan, chosen in zip(plans, mine)]
+
+
 def run_suite(suite: Suite, isolate: bool = True, done: Mapping[tuple[str, int], float] | None = None,
               on_start: Callable[[PlannedRun, int, int], None] | None = None,
-              on_progress: Callable[[int, int], None] | None = None) -> Iterator[RunRecord]:
+              on_progress: Callable[[int, int], None] | None = None,
+              runs: list[PlannedRun] | None = None, group: Any = None) -> Iterator[RunRecord]:
     """Yield one record per planned run, as each ends; the caller stores it before the next starts.
 
     `done` maps (strategy, seed) of runs already stored (ok, same suite hash) to their tokens/s: they are
     not run again (`--resume`), and a stored ideal still serves as its seed's efficiency reference.
+    `runs` (default: all of plan_runs) says which to run. With `group` (this process is a rank of a torchrun
+    job the user started), every rank runs every planned run in that group; rank 0 gets the records.
     Checks the device at once (not at the first run), so a suite asking for an absent GPU fails early."""
     device = resolve_device(suite.device).type
     if suite.train.amp == "fp16" and device != "cuda":
         raise SuiteError(suite.origin, "train.amp", f"fp16 needs a CUDA device, and this suite runs on {device}; "
                                                     "use bf16 or none")
-    run = run_isolated if isolate else run_inline
+    if group is not None:
+        run: Callable[..., RunRecord | None] = functools.partial(guarded, group=group)
+    elif suite.launch.nproc > 1:
+        if not isolate:
+            raise SuiteError(suite.origin, "launch.nproc", f"is {suite.launch.nproc}: a DDP job needs its own "
+                                                           "processes, which --inline does not start")
+        run = run_torchrun
+    else:
+        run = run_isolated if isolate else run_inline
     done = done or {}
-    runs = plan_runs(suite, done)
+    runs = plan_runs(suite, done) if runs is None else [r for r in runs if (r.spec.name, r.seed) not in done]
 
     def records() -> Iterator[RunRecord]:
         # seed -> the ideal's tokens/s, from this invocation or the one it resumes
@@ -49,6 +71,8 @@ def run_suite(suite: Suite, isolate: bool = True, done: Mapping[tuple[str, int],
             if on_start:
                 on_start(planned, i, len(runs))
             record = run(suite, planned.spec, planned.seed, device, on_progress)
+            if record is None:  # a rank other than 0: the record is rank 0's to store
+                continue
             if record.status == "ok" and record.tokens_per_s:
                 if planned.spec == IDEAL:
                     ideal_speed[planned.seed] = record.tokens_per_s

@@ -136,6 +136,17 @@ class Strategy:
             return rows * width
         return int(self.kept_lengths(data.lengths[idx]).sum())
 
+    def scored(self, data: Dataset, idx: np.ndarray) -> int:
+        """What a training batch's mean loss divides by: its sequences, or (tag task) its labelled steps
+        (every padded step too for the readout `last`, which scores them). Lets a DDP rank scale its loss
+        by the whole step's count, known from the plan alone."""
+        if not data.tagged:
+            return len(idx)
+        rows, width = self.shape(data, idx)
+        if self.spec.padding == "reshape" or self.spec.readout == "last":
+            return rows * width
+        return self.real_tokens(data, idx)
+
     def collate(self, data: Dataset, idx: np.ndarray, training: bool = True) -> Batch:
         """The padded batch. Tag task: a label per step, IGNORE on padding, except that training with the
         readout `last` (naive) scores the padded steps too, as label 0: that is what a naive loss does."""

@@ -159,11 +159,16 @@ class StrategySpec:
     boundaries: tuple[int, ...] = ()  # boundaries only: bucket edges, e.g. [16, 32, 64, 128]
     pad_multiple: int = 0  # round the padded time axis up to a multiple of this (tensor-core alignment); 0 = off
     megabatch: int = 0  # bucket only: sort within mega-batches of this many batches (HF's 50); 0 = whole data set
+    # under DDP (launch.nproc > 1): per_rank = each rank batches its own shard (DistributedSampler, then the
+    # batching), what a sampler gives unless it is made rank-aware; balanced = batches formed globally, dealt
+    # so that at each step every rank gets a batch of similar cost
+    deal: str = "per_rank"
 
     CHOICES = {
         "batching": ("random", "bucket", "boundaries", "token_budget"),
         "padding": ("global", "batch", "truncate"),
         "readout": ("last", "mask", "pack", "pack_sorted"),
+        "deal": ("per_rank", "balanced"),
     }
 
     def check(self, at: At) -> None:
@@ -187,6 +192,20 @@ class StrategySpec:
         at.nonnegative("megabatch", self.megabatch)
         if self.megabatch and self.batching != "bucket":
             at.fail("megabatch", "is only used with batching: bucket")
+
+
+@dataclass(frozen=True)
+class LaunchConfig:
+    """How many processes train each run: 1 = one process; N > 1 = a DistributedDataParallel job of N
+    processes started by torchrun (one node), each with `train.batch_size` sequences per step."""
+
+    nproc: int = 1  # one process: no DDP, the case every single-device number is measured in
+    backend: str = "auto"  # torch.distributed backend: auto = nccl on CUDA, gloo on CPU
+
+    CHOICES = {"backend": ("auto", "gloo", "nccl")}
+
+    def check(self, at: At) -> None:
+        at.positive("nproc", self.nproc)
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -221,6 +240,7 @@ class Suite:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    launch: LaunchConfig = field(default_factory=LaunchConfig)
     sweep: dict = field(default_factory=dict)  # key path -> values: one variant of the suite per combination
     point: dict = field(default_factory=dict)  # in a variant: key path -> its value (set by expand_sweep)
     origin: str = ""  # the file it came from (not part of the hash)
@@ -255,6 +275,13 @@ class Suite:
         d = dataclasses.asdict(self)
         d.pop("origin")
         d.pop("point")  # rows carry it as `sweep`
+        # keys added after results were stored leave the hash alone at their defaults, so stored results
+        # still match the suite that made them
+        if d["launch"] == dataclasses.asdict(LaunchConfig()):
+            d.pop("launch")
+        for spec in d["strategies"]:
+            if spec["deal"] == "per_rank":
+                spec.pop("deal")
         return json.loads(json.dumps(d))
 
     @property

@@ -19,18 +19,24 @@ from .errors import RunFailed
 from .model import LSTMClassifier, correct_of, loss_of, model_for, weights_checksum
 from .probes import (Clock, KernelProbe, peak_memory_bytes, peak_memory_reserved_bytes, reset_peak_memory,
                      rss_bytes)
+from .ddp import Group, RankTimes, rank_device, wrap
+from .ranks import Steps, plan_ranks, planned_wait_fraction
 from .records import RunRecord, collect_env, identity
-from .strategies import Batch, Strategy, note_for, exact_strategy, plan_epochs
+from .strategies import Batch, Strategy, exact_strategy, note_for
 from .suite import StrategySpec, Suite
 
 Progress = Callable[[int, int], None]  # (steps done, steps in all)
 
 
 def run_one(suite: Suite, spec: StrategySpec, seed: int, device: torch.device,
-            progress: Progress | None = None) -> RunRecord:
+            progress: Progress | None = None, group: Group | None = None) -> RunRecord | None:
+    """One run. With a `group` (a DDP job), every rank trains its own column of the distributed plan and
+    rank 0 returns the record of the whole job; the other ranks return None."""
     if suite.threads:
         torch.set_num_threads(suite.threads)
     torch.backends.cudnn.benchmark = suite.train.cudnn_benchmark
+    device = rank_device(device, group)
+    rank, world = (group.rank, group.world) if group else (0, 1)
     reset_peak_memory(torch.device("cpu"))  # the run's own peak on CPU, not the imports' (Linux)
     baseline_rss = rss_bytes()
     strategy = Strategy(spec)
@@ -41,12 +47,21 @@ def run_one(suite: Suite, spec: StrategySpec, seed: int, device: torch.device,
     checksum = weights_checksum(model)
     model.to(device)
     precision = Precision(device.type, suite.train.amp)
-    plan = plan_epochs(strategy, train.lengths, suite.train.batch_size, suite.train.epochs, seed)
+    steps = plan_ranks(strategy, train, suite.train.batch_size, suite.train.epochs, seed, world)
+    plan = [step[rank] for step in steps]
+    # DDP averages the ranks' gradients; scaling each rank's summed loss by world / (the step's count over
+    # all ranks) makes the average the gradient of the mean over the union of the ranks' batches
+    scales = [world / sum(strategy.scored(train, idx) for idx in step) for step in steps] if group else None
     kernel = probe_kernel(model, strategy, train, plan[0], device, precision)
     net = torch.compile(model) if suite.train.compile else model  # the same parameters either way
+    evaluated = net  # evaluation runs outside DDP, on rank 0 alone
+    ready = None
+    if group:
+        net, ready = wrap(net, device)
 
-    warmup = warmup_batches(strategy, train, plan, suite.train.warmup_steps)
-    _warm_up(model, net, strategy, train, warmup, device, suite.train.lr, precision)
+    warmup = warmup_steps(strategy, train, steps, suite.train.warmup_steps)
+    _warm_up(model, net, strategy, train, [plan[s] for s in warmup], device, suite.train.lr, precision,
+             [scales[s] for s in warmup] if scales else None)
     if weights_checksum(model) != checksum:
         raise RunFailed("error", "warm-up left the model's weights changed; the run would not be comparable")
     optimizer = torch.optim.Adam(model.parameters(), lr=suite.train.lr)
@@ -57,46 +72,62 @@ def run_one(suite: Suite, spec: StrategySpec, seed: int, device: torch.device,
     eval_bs = suite.eval_batch_size
     every = 0 if is_ideal else suite.train.eval_every
     model.train()
-    step_times, data_times, losses, curve = [], [], [], []
+    step_times, data_times, compute_times, losses, curve = [], [], [], [], []
     real_tokens = padded_tokens = 0
     for step, idx in enumerate(plan):
         with out_of_memory_as_row(step, strategy.shape(train, idx)):
             t0 = clock.now()
+            if ready:
+                ready.start(t0)
             batch = strategy.collate(train, idx).to(device)
             t1 = clock.now()
-            loss = train_step(net, optimizer, batch, strategy.readout, precision)
+            loss = train_step(net, optimizer, batch, strategy.readout, precision, scales[step] if scales else None)
             t2 = clock.now()
         value = loss.item()
         if not math.isfinite(value):
-            raise RunFailed("diverged", f"training loss became {value} at step {step}")
+            raise RunFailed("diverged", f"training loss became {value} at step {step}" +
+                            (f" on rank {rank}" if group else ""))
         step_times.append(t2 - t0)
         data_times.append(t1 - t0)
+        if ready:
+            compute_times.append(ready.compute_s())
         losses.append(value)
         real_tokens += batch.real_tokens
         padded_tokens += batch.padded_tokens
         if every and (step + 1) % every == 0 and step + 1 < len(plan):  # between steps: off the clock
-            accuracy, _ = evaluate(net, strategy, held_out, eval_bs, device, precision)
-            curve.append([float(sum(step_times)), step + 1, accuracy])
+            if rank == 0:
+                accuracy, _ = evaluate(evaluated, strategy, held_out, eval_bs, device, precision)
+                curve.append([float(sum(step_times)), step + 1, accuracy])
+            if group:
+                group.barrier()  # the other ranks wait here, not inside the next step's all-reduce
         if progress:
             progress(step + 1, len(plan))
     peak, peak_reserved = peak_memory_bytes(device), peak_memory_reserved_bytes(device)  # training only
     train_time = float(sum(step_times))
+    data_time = float(sum(data_times))
+    ranks = None
+    if group:
+        ranks = RankTimes.gather(group, step_times, compute_times, data_times, real_tokens, padded_tokens,
+                                 peak, checksum)
+        if rank != 0:
+            return None
+        train_time, data_time = ranks.train_time_s, ranks.data_time_s
+        real_tokens, padded_tokens, peak = ranks.real_tokens, ranks.padded_tokens, ranks.peak_mem_bytes
 
     t_eval = clock.now()
     accuracy = accuracy_exact = loss_exact = None
     if not is_ideal:
-        accuracy, _ = evaluate(net, strategy, held_out, eval_bs, device, precision)
-        accuracy_exact, loss_exact = evaluate(net, exact_strategy(), held_out, eval_bs, device, precision)
+        accuracy, _ = evaluate(evaluated, strategy, held_out, eval_bs, device, precision)
+        accuracy_exact, loss_exact = evaluate(evaluated, exact_strategy(), held_out, eval_bs, device, precision)
         curve.append([train_time, len(plan), accuracy])
     eval_time = clock.now() - t_eval
 
-    data_time = float(sum(data_times))
     steps_per_epoch = len(plan) // suite.train.epochs
-    quantiles = np.quantile(step_times, [0.1, 0.5, 0.9])
+    quantiles = np.quantile(ranks.step_times if ranks else step_times, [0.1, 0.5, 0.9])
     return RunRecord(
         **identity(suite, spec, seed, device.type, note_for(spec, suite)), status="ok",
         steps=len(plan), warmup_steps=len(warmup),
-        distinct_shapes=len({strategy.shape(train, idx) for idx in plan}), lstm_kernel=kernel,
+        distinct_shapes=len({strategy.shape(train, idx) for step in steps for idx in step}), lstm_kernel=kernel,
         real_tokens=real_tokens, padded_tokens=padded_tokens, pad_fraction=1 - real_tokens / padded_tokens,
         train_time_s=train_time, data_time_s=data_time, data_time_fraction=data_time / train_time,
         samples_per_s=len(train) * suite.train.epochs / train_time, tokens_per_s=real_tokens / train_time,
@@ -109,6 +140,7 @@ def run_one(suite: Suite, spec: StrategySpec, seed: int, device: torch.device,
         time_to_target_s=time_to_target(curve, suite.train.target_accuracy),
         final_loss=float(np.mean(losses[-steps_per_epoch:])), init_checksum=checksum,
         threads=torch.get_num_threads(), eval_time_s=eval_time,
+        **(ranks.fields(planned_wait_fraction(strategy, train, steps)) if ranks else {}),
         env=collect_env(_device_name(device), torch.get_num_threads()),
     )
 
@@ -120,18 +152,20 @@ def time_to_target(curve: list[list[float]], target: float) -> float | None:
     return next((t for t, _, accuracy in curve if accuracy >= target), None)
 
 
-def warmup_batches(strategy: Strategy, data: Dataset, plan: list[np.ndarray], steps: int) -> list[np.ndarray]:
-    """The first `steps` batches, then one batch of every batch shape not yet seen: a new shape can make a
-    backend re-plan or autotune (cuDNN benchmark, oneDNN primitives), which must not land in the clock."""
-    if not steps:
+def warmup_steps(strategy: Strategy, data: Dataset, steps: Steps, count: int) -> list[int]:
+    """The first `count` steps, then every step that brings some rank a batch shape it has not seen: a new
+    shape can make a backend re-plan or autotune (cuDNN benchmark, oneDNN primitives), which must not land
+    in the clock. The same steps on every rank, so DDP's all-reduces pair up."""
+    if not count:
         return []
-    chosen = list(plan[:steps])
-    seen = {strategy.shape(data, idx) for idx in chosen}
-    for idx in plan[steps:]:
-        shape = strategy.shape(data, idx)
-        if shape not in seen:
-            seen.add(shape)
-            chosen.append(idx)
+    chosen = list(range(min(count, len(steps))))
+    seen = [{strategy.shape(data, step[r]) for step in steps[:count]} for r in range(len(steps[0]))]
+    for s in range(count, len(steps)):
+        shapes = [strategy.shape(data, idx) for idx in steps[s]]
+        if any(shape not in seen[r] for r, shape in enumerate(shapes)):
+            chosen.append(s)
+            for r, shape in enumerate(shapes):
+                seen[r].add(shape)
     return chosen
 
 
@@ -151,10 +185,12 @@ class Precision:
 
 
 def train_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: Batch, readout: str,
-               precision: Precision) -> torch.Tensor:
-    """One optimizer step: the only place the model is trained (warm-up and timed loop alike)."""
+               precision: Precision, scale: float | None = None) -> torch.Tensor:
+    """One optimizer step: the only place the model is trained (warm-up and timed loop alike). With `scale`
+    (a DDP rank), the loss is the batch's summed loss times `scale`."""
     with precision.autocast():
-        loss = loss_of(net(batch.tokens, batch.lengths, readout), batch.labels)
+        logits = net(batch.tokens, batch.lengths, readout)
+        loss = loss_of(logits, batch.labels) if scale is None else loss_of(logits, batch.labels, "sum") * scale
     optimizer.zero_grad(set_to_none=True)
     if precision.scaler:
         precision.scaler.scale(loss).backward()
@@ -186,14 +222,16 @@ def probe_kernel(model: LSTMClassifier, strategy: Strategy, data: Dataset, idx: 
 
 
 def _warm_up(model: LSTMClassifier, net: torch.nn.Module, strategy: Strategy, data: Dataset,
-             plan: list[np.ndarray], device: torch.device, lr: float, precision: Precision) -> None:
+             plan: list[np.ndarray], device: torch.device, lr: float, precision: Precision,
+             scales: list[float] | None) -> None:
     """Untimed steps on the model itself (so compiled graphs and kernel caches are the ones the timed loop
     uses), then its seeded weights are put back: every strategy still trains from the same start."""
     saved = copy.deepcopy(model.state_dict())
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     for i, idx in enumerate(plan):
         with out_of_memory_as_row(-len(plan) + i, strategy.shape(data, idx)):  # negative: a warm-up step
-            train_step(net, optimizer, strategy.collate(data, idx).to(device), strategy.readout, precision)
+            train_step(net, optimizer, strategy.collate(data, idx).to(device), strategy.readout, precision,
+                       scales[i] if scales else None)
     model.load_state_dict(saved)
     Clock(device).now()  # drain the queue before the timed loop
 

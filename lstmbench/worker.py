@@ -8,10 +8,14 @@ from __future__ import annotations
 import ctypes
 import multiprocessing as mp
 import os
-import signal
-import sys
+import pickle
 import queue
+import signal
+import subprocess
+import sys
+import tempfile
 import traceback
+from pathlib import Path
 from typing import Any, Callable
 
 from .errors import RunFailed
@@ -48,24 +52,109 @@ def run_isolated(suite: Suite, spec: StrategySpec, seed: int, device: str,
             child.join()
 
 
+def run_torchrun(suite: Suite, spec: StrategySpec, seed: int, device: str,
+                 progress: Progress | None = None) -> RunRecord:
+    """A DDP run of `suite.launch.nproc` processes on this node, started by torchrun; rank 0 hands back
+    the record through a file. A job that ends without one becomes a `crashed` record."""
+    from multiprocessing import shared_memory
+
+    import numpy as np
+
+    with tempfile.TemporaryDirectory(prefix="lstmbench-ddp-") as tmp:
+        out = Path(tmp) / "record.pkl"
+        shm = shared_memory.SharedMemory(create=True, size=16)
+        view = {"steps": np.ndarray((2,), dtype=np.int64, buffer=shm.buf)}  # (done, total), from rank 0
+        view["steps"][:] = 0
+
+        def poll() -> None:
+            done, total = (int(x) for x in view["steps"])
+            if progress and total:
+                progress(done, total)
+        job = Path(tmp) / "job.pkl"
+        job.write_bytes(pickle.dumps({"kind": "run", "suite": suite, "spec": spec, "seed": seed, "device": device,
+                                      "out": str(out), "progress": shm.name}))
+        log = Path(tmp) / "torchrun.log"
+        try:
+            code = _torchrun(suite.launch.nproc, suite.threads, job, log, poll)
+        finally:
+            view.clear()  # no view may outlive the mapping
+            shm.close()
+            shm.unlink()
+        if out.exists():
+            return RunRecord(**pickle.loads(out.read_bytes()))
+        failures = sorted(Path(tmp).glob("record.pkl.rank*"), key=lambda f: f.stat().st_mtime)
+        if failures:  # the first rank to fail says why; the others were stopped after it
+            return RunRecord(**pickle.loads(failures[0].read_bytes()))
+        return failure_record(suite, spec, seed, device, "crashed",
+                              f"the torchrun job exited with code {code} before reporting: {_last_error(log)}")
+
+
+def torchrun_command(nproc: int, args: list[str]) -> list[str]:
+    """torch's own launcher, on this node alone (a free port for the rendezvous), with no restarts."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+            "--max-restarts=0", *args]
+
+
+def _torchrun(nproc: int, threads: int, job: Path, log: Path, poll: Callable[[], Any]) -> int:
+    """Run the job's ranks under torchrun; return its exit code. Each rank gets `threads` intra-op threads,
+    or an equal share of the cores (torchrun alone would give each 1)."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads or max(1, (os.cpu_count() or 1) // nproc)),
+               PYTHONUNBUFFERED="1")
+    prctl = _prctl()
+    with open(log, "wb") as f:
+        proc = subprocess.Popen(torchrun_command(nproc, ["-m", "lstmbench.ddp", str(job)]), stdout=f,
+                                stderr=subprocess.STDOUT, env=env,
+                                preexec_fn=(lambda: prctl(1, signal.SIGKILL)) if prctl else None)
+    try:
+        while True:
+            try:
+                return proc.wait(timeout=0.25)
+            except subprocess.TimeoutExpired:
+                poll()
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _prctl() -> Any:
+    """libc's prctl, looked up before any fork (Linux); None elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+def _last_error(log: Path) -> str:
+    lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    errors = [line for line in lines if "Error" in line or "error" in line]
+    return _one_line(Exception((errors or lines or ["no output"])[-1]))
+
+
 def run_inline(suite: Suite, spec: StrategySpec, seed: int, device: str,
                progress: Progress | None = None) -> RunRecord:
     """Same as run_isolated but in this process (tests, debugging): faster to start, memory not isolated."""
-    return _guarded(suite, spec, seed, device, progress)
+    return guarded(suite, spec, seed, device, progress)
 
 
 def _child(suite: Suite, spec: StrategySpec, seed: int, device: str, messages: Any, steps: Any,
            parent: int) -> None:
-    _die_with_parent(parent)
+    die_with_parent(parent)
 
     def progress(done: int, total: int) -> None:  # two stores into shared memory: no syscall, no thread
         steps[0], steps[1] = done, total
 
-    record = _guarded(suite, spec, seed, device, progress)
+    record = guarded(suite, spec, seed, device, progress)
     messages.put(record.to_dict())
 
 
-def _die_with_parent(parent: int) -> None:
+def die_with_parent(parent: int) -> None:
     """Linux: have the kernel kill this run if `lstmbench run` is killed (kill -9 leaves no time to clean up)."""
     if not sys.platform.startswith("linux"):
         return
@@ -77,14 +166,16 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _guarded(suite: Suite, spec: StrategySpec, seed: int, device: str, progress: Progress | None) -> RunRecord:
+def guarded(suite: Suite, spec: StrategySpec, seed: int, device: str, progress: Progress | None,
+            group: Any = None) -> RunRecord | None:
+    """run_one, with any failure turned into a failure record. None on DDP ranks other than 0."""
     import torch
 
     from .probes import resolve_device
     from .train import run_one
 
     try:
-        return run_one(suite, spec, seed, resolve_device(device), progress)
+        return run_one(suite, spec, seed, resolve_device(device), progress, group)
     except RunFailed as e:
         return failure_record(suite, spec, seed, device, e.kind, str(e))
     except torch.OutOfMemoryError as e:

@@ -54,11 +54,11 @@ def test_a_simulated_out_of_memory_is_an_oom_row_with_the_batch_shape(tiny_file,
 
     real_step, calls = train.train_step, []
 
-    def step(net, optimizer, batch, readout, precision):
+    def step(net, optimizer, batch, readout, precision, scale=None):
         calls.append(tuple(batch.tokens.shape))
         if len(calls) == 5:  # two warm-up steps, then the third timed step
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
-        return real_step(net, optimizer, batch, readout, precision)
+        return real_step(net, optimizer, batch, readout, precision, scale)
 
     monkeypatch.setattr(train, "train_step", step)
     suite = load_suite(tiny_file, ["seeds=[0]"])
@@ -74,10 +74,10 @@ def test_an_oom_row_lets_the_suite_go_on(tiny_file, monkeypatch, tmp_path):
 
     real_step = train.train_step
 
-    def step(net, optimizer, batch, readout, precision):
+    def step(net, optimizer, batch, readout, precision, scale=None):
         if readout == "pack":
             raise torch.OutOfMemoryError("CUDA out of memory.")
-        return real_step(net, optimizer, batch, readout, precision)
+        return real_step(net, optimizer, batch, readout, precision, scale)
 
     monkeypatch.setattr(train, "train_step", step)
     r = CliRunner().invoke(main, ["run", str(tiny_file), "--inline", "--out", str(tmp_path), "--set", "seeds=[0]"])
