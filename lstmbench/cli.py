@@ -70,15 +70,26 @@ def run(suite_file: str, device: str | None, out: str, overrides: tuple[str, ...
     Under torchrun (torchrun --nnodes ... -m lstmbench run SUITE), every process joins torchrun's group and
     each run trains across all of them; rank 0 writes the rows.
     """
-    from . import report, storage
-
-    slice_ = parse_shard(shard)
+    parse_shard(shard)  # bad input fails before anything starts
     overrides += (f"launch.nproc={nproc}",) if nproc else ()
     world = _torchrun_world()
     if world:  # the launcher decides the world size
         overrides += (f"launch.nproc={world}",)
     suite = load_suite(suite_file, overrides, device)
-    group = _join_torchrun(suite) if world else None
+    if not world:
+        return _run(suite, out, inline, resume, shard)
+    from .ddp import leave_group
+
+    try:
+        return _run(suite, out, inline, resume, shard, _join_torchrun(suite))
+    finally:
+        leave_group()
+
+
+def _run(suite: Any, out: str, inline: bool, resume: bool, shard: str | None, group: Any = None) -> None:
+    from . import report, storage
+
+    slice_ = parse_shard(shard)
     variants = expand_sweep(suite)  # the suite itself unless it sweeps keys
     for variant in variants:
         check_data(variant)
@@ -92,8 +103,10 @@ def run(suite_file: str, device: str | None, out: str, overrides: tuple[str, ...
     runs = [[r for r in p if (r.spec.name, r.seed) not in d] for p, d in zip(planned, done)]
     if group and group.rank:  # another rank of the user's torchrun: train, store and print nothing
         for v, d, r in zip(variants, done, runs):
-            for _ in run_suite(v, done=d, runs=r, group=group):
-                pass
+            for failure in run_suite(v, done=d, runs=r, group=group):  # only failures come back here
+                click.echo(f"Error: rank {group.rank}: {failure.strategy} seed {failure.seed}: {failure.status}: "
+                           f"{failure.error}", err=True)
+                sys.exit(EXIT_RUNS_FAILED)  # torchrun then stops the job; rank 0 may be in a collective
         return
     bar: Any = None
 
@@ -134,6 +147,11 @@ def run(suite_file: str, device: str | None, out: str, overrides: tuple[str, ...
             else:
                 failed += 1
                 bar.write(f"  {record.strategy} seed {record.seed}: {record.status}: {record.error}", file=sys.stderr)
+                if group:  # the other ranks cannot go on in step: stop the job, keep the rows
+                    bar.close()
+                    click.echo(f"Error: a run failed under torchrun; the job stops here. {finished} row(s) kept in "
+                               f"{run_file.path}; run again with --resume.", err=True)
+                    sys.exit(EXIT_RUNS_FAILED)
     except KeyboardInterrupt:
         bar.close()
         click.echo(f"Interrupted: {finished} finished run(s) kept in {run_file.path}", err=True)
@@ -216,6 +234,8 @@ def _one_line(r: Any) -> str:
         text += f", accuracy {r.eval_accuracy:.3f} (exact {r.eval_accuracy_exact:.3f})"
     if r.time_to_target_s is not None:
         text += f", target at {r.time_to_target_s:.2f} s"
+    if r.straggler_wait_fraction is not None:
+        text += f", {r.world_size} ranks waiting {r.straggler_wait_fraction:.0%} for the slowest"
     return text + f", train {r.train_time_s:.2f} s"
 
 
@@ -251,16 +271,22 @@ def validate(suite_file: str, overrides: tuple[str, ...]) -> None:
 @click.argument("suite_file", type=click.Path(dir_okay=False))
 @click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override a suite key.")
 @click.option("--batches", default=3, show_default=True, help="Batches checked per strategy.")
+@click.option("--nproc", type=click.IntRange(2), default=None,
+              help="Also check the strategies' distributed forms on N ranks (torchrun, gloo, CPU).")
 @translate_errors
-def verify_cmd(suite_file: str, overrides: tuple[str, ...], batches: int) -> None:
+def verify_cmd(suite_file: str, overrides: tuple[str, ...], batches: int, nproc: int | None) -> None:
     """Check each strategy's loss and gradients against processing each sequence alone (float64, on real
-    batches of the suite's data, the batch with the longest sequence included). Exit 1 on a mismatch.
+    batches of the suite's data, the batch with the longest sequence included). With --nproc (or the suite's
+    launch.nproc > 1), also check that each distributed form gives every example once per epoch and that the
+    gradients after DDP's all-reduce equal one process's on the union of the ranks' batches. Exit 1 on a
+    mismatch.
 
     Example: lstmbench verify suites/packing.yaml --set model.bidirectional=true
     """
     from .verify import AS_DESIGNED, EQUIVALENT, MISMATCH, verify_suite
 
-    verdicts = verify_suite(load_suite(suite_file, overrides), batches=batches)
+    suite = load_suite(suite_file, overrides)
+    verdicts = verify_suite(suite, batches=batches)
     table = [{"strategy": v.strategy, "batches": v.batches, "max rel. error, loss": f"{v.loss_rel_error:.1e}",
               "max rel. error, gradients": f"{v.grad_rel_error:.1e}",
               "verdict": v.verdict + (f": {v.note}" if v.verdict == AS_DESIGNED else "")} for v in verdicts]
@@ -269,10 +295,36 @@ def verify_cmd(suite_file: str, overrides: tuple[str, ...], batches: int) -> Non
     click.echo(f"\nAll {len(verdicts)} strategies verified: {count[EQUIVALENT]} equivalent, "
                f"{count[AS_DESIGNED]} differ as designed, {count[MISMATCH]} mismatch.")
     bad = [v.strategy for v in verdicts if v.verdict == MISMATCH]
+    ranks = nproc or suite.launch.nproc
+    if ranks > 1:
+        bad += [f"{v['strategy']} on {ranks} ranks" for v in _verify_ranks(suite, ranks, batches)]
     if bad:
         noun = "strategy does" if len(bad) == 1 else "strategies do"
         click.echo(f"Error: {len(bad)} {noun} not match per-sequence processing: {', '.join(bad)}", err=True)
         sys.exit(EXIT_RUNS_FAILED)
+
+
+def _verify_ranks(suite: Any, ranks: int, batches: int) -> list[dict[str, Any]]:
+    """Run the distributed check under torchrun, print its table, return the mismatches."""
+    from .errors import LstmbenchError
+    from .verify import MISMATCH
+    from .worker import torchrun_job
+
+    ended = torchrun_job({"kind": "verify", "suite": suite, "batches": batches}, ranks, suite.threads)
+    if not isinstance(ended.result, list):
+        raise LstmbenchError(f"the distributed check on {ranks} ranks failed (torchrun exit code {ended.code}): "
+                             f"{ended.last_error}")
+    table = [{"strategy": v["strategy"], "deal": v["deal"], "steps": v["steps"],
+              "max rel. error, loss": f"{v['loss_rel_error']:.1e}", "max rel. error, gradients":
+              f"{v['grad_rel_error']:.1e}", "each example once per epoch": v["coverage"] or "yes",
+              "verdict": v["verdict"]} for v in ended.result]
+    click.echo(f"\nDistributed forms on {ranks} ranks (gloo): DDP's all-reduced loss and gradients against one "
+               "process on the union of the ranks' batches")
+    click.echo(tabulate(table, headers="keys", tablefmt="pipe"))
+    bad = [v for v in ended.result if v["verdict"] == MISMATCH]
+    click.echo(f"\n{len(ended.result) - len(bad)} of {len(ended.result)} distributed forms equal one process on "
+               "the union of their batches.")
+    return bad
 
 
 @main.command(name="lengths")

@@ -80,6 +80,12 @@ def join_group(backend: str, device_type: str) -> Group:
     return Group(dist.get_rank(), dist.get_world_size(), int(os.environ["LOCAL_RANK"]))
 
 
+def leave_group() -> None:
+    """Destroy the process group before exit: left to the interpreter's exit, gloo's threads can abort."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def rank_device(device: torch.device, group: Group | None) -> torch.device:
     """One GPU per local rank; every rank of a CPU job shares the CPU."""
     if group and device.type == "cuda":
@@ -209,7 +215,7 @@ def main(argv: list[str]) -> int:
         tmp.replace(out)
     if failed:  # the other ranks may wait in a collective: a non-zero exit makes torchrun stop them
         return 1
-    dist.destroy_process_group()
+    leave_group()
     return 0
 
 

@@ -5,21 +5,13 @@ averaged together.
 """
 from __future__ import annotations
 
-import io
-import textwrap
 from dataclasses import dataclass, field
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from .data import make_data  # noqa: E402
-from .errors import LstmbenchError  # noqa: E402
-from .stats import UNSTABLE_IQR, bootstrap_ci, mean_std, spread  # noqa: E402
-from .suite import suite_from_dict  # noqa: E402
+from .plots import crossover_plot, plots
+from .stats import UNSTABLE_IQR, bootstrap_ci, mean_std, spread
 
 BASELINE = "naive"  # speed-ups are against this strategy when the section has it
 
@@ -33,12 +25,13 @@ class Section:
     notes: list[str] = field(default_factory=list)
     config: dict = field(default_factory=dict)
     rows: pd.DataFrame = field(default_factory=pd.DataFrame)  # the section's ok rows (curves)
-    machine: str = ""  # host and CPU the rows were measured on
+    machine: str = ""  # the hardware the rows were measured on (CPU model, or GPU name)
     point: dict = field(default_factory=dict)  # a swept suite's point: key path -> value
+    hosts: str = ""  # the hosts of that hardware the rows came from (shards of a cluster job: several)
 
     @property
     def title(self) -> str:
-        where = f", {self.machine}" if self.machine else ""
+        where = f", {self.hosts + ', ' if self.hosts else ''}{self.machine}" if self.machine else ""
         at = " [" + ", ".join(f"{k}={v}" for k, v in self.point.items()) + "]" if self.point else ""
         return f"{self.suite}{at} on {self.device}{where} (configuration {self.suite_hash})"
 
@@ -96,23 +89,30 @@ class SuiteReport:
 
 
 def build_reports(rows: pd.DataFrame) -> list[SuiteReport]:
-    """One report per suite; one section per (configuration, device, machine): runs of different
-    configurations or machines are never averaged together."""
-    rows = rows.assign(machine=[_machine(env) for env in (rows["env"] if "env" in rows else [{}] * len(rows))])
+    """One report per suite; one section per (configuration, device, hardware): runs of different
+    configurations or hardware are never averaged together. Hosts of the same hardware (the nodes of a
+    sharded cluster job, `run --shard K/N`) are merged, and named in the section's title."""
+    envs = rows["env"] if "env" in rows else [{}] * len(rows)
+    rows = rows.assign(machine=[_machine(env) for env in envs],
+                       host=[env.get("host", "?") if isinstance(env, dict) else "?" for env in envs])
     reports = []
     for suite, suite_rows in rows.groupby("suite", sort=True):
         sections = []
         keys = ["suite_hash", "device", "machine"]
         for (suite_hash, device, machine), group in suite_rows.groupby(keys, sort=False):
-            sections.append(_section(str(suite), str(suite_hash), str(device), group, machine))
+            section = _section(str(suite), str(suite_hash), str(device), group, machine)
+            section.hosts = ", ".join(sorted(set(group["host"])))
+            sections.append(section)
         reports.append(SuiteReport(str(suite), sections))
     return reports
 
 
 def _machine(env: object) -> str:
-    if not isinstance(env, dict) or not env.get("host"):
+    """The hardware: CPU model and core count, plus the GPU on CUDA."""
+    if not isinstance(env, dict) or not (env.get("cpu") or env.get("device_name")):
         return "unknown machine"
-    return f"{env['host']}, {env.get('cpu') or env.get('device_name') or '?'}"
+    gpu = env.get("device_name")
+    return f"{env.get('cpu') or '?'} x{env.get('cpu_count') or '?'}" + (f", {gpu}" if gpu and gpu != "cpu" else "")
 
 
 def _section(suite: str, suite_hash: str, device: str, rows: pd.DataFrame, machine: str = "") -> Section:
@@ -152,6 +152,10 @@ def _section(suite: str, suite_hash: str, device: str, rows: pd.DataFrame, machi
             "eval_accuracy_ci_low": acc_low, "eval_accuracy_ci_high": acc_high,
             "eval_accuracy_exact": exact, "eval_accuracy_exact_sd": exact_sd,
             "time_to_target_s": spread(reached).median, "reached_target": len(reached),
+            "world_size": int(_column(good, "world_size").fillna(1).max()) if len(good) else 1,
+            "straggler_wait_fraction": spread(_column(good, "straggler_wait_fraction").dropna()).median,
+            "planned_wait_fraction": spread(_column(good, "planned_wait_fraction").dropna()).median,
+            "deal": "/".join(sorted(set(_column(mine, "deal").fillna("")) - {""})) or "-",
         })
     summary = pd.DataFrame(records)
     base = summary.loc[summary["strategy"] == BASELINE, "tokens_per_s"]
@@ -181,6 +185,13 @@ def _notes(rows: pd.DataFrame, ok: pd.DataFrame) -> list[str]:
     if env:
         notes.append(f"Measured on {env.get('cpu')} ({env.get('threads')} threads), device {env.get('device_name')}, "
                      f"torch {env.get('torch')}, lstmbench {env.get('lstmbench')} at {env.get('git_commit')}.")
+    if (_column(ok, "world_size").fillna(1) > 1).any():
+        notes.append("DDP runs: batch_size is per rank; tokens/s is the job's (all ranks' real tokens over the "
+                     "slowest rank's training time). straggler wait % = the share of rank step time spent waiting "
+                     "at the all-reduce for the slowest rank (per step: slowest rank's compute - own compute, "
+                     "compute measured to the last gradient bucket ready); planned wait % = the same estimated "
+                     "from the plan's padded cells alone. deal: per_rank = each rank batches its own shard; "
+                     "balanced = batches formed globally and dealt by cost.")
     for _, r in rows[rows["status"] != "ok"].iterrows():
         notes.append(f"FAILED: {r['strategy']} seed {r['seed']}: {r['status']}: {r['error']}")
     notes.append("tokens/s counts real (non-padding) tokens per second of training steps, warm-up and evaluation "
@@ -230,6 +241,12 @@ def format_table(summary: pd.DataFrame) -> pd.DataFrame:
                                                 summary["runs_ok"])],
         "train s": ["-" if np.isnan(x) else f"{x:.2f}" for x in summary["train_time_s"]],
     })
+    if "world_size" in summary and (summary["world_size"] > 1).any():  # a DDP section
+        at = out.columns.get_loc("kernel") + 1
+        out.insert(at, "ranks", summary["world_size"])
+        out.insert(at + 1, "deal", summary["deal"])
+        out.insert(at + 2, "straggler wait %", [_pct(x) for x in summary["straggler_wait_fraction"]])
+        out.insert(at + 3, "planned wait %", [_pct(x) for x in summary["planned_wait_fraction"]])
     return out
 
 
@@ -242,115 +259,3 @@ def _mem(peak: float, run: float) -> str:
 
 def _pct(x: float, digits: int = 1) -> str:
     return "-" if np.isnan(x) else f"{100 * x:.{digits}f}"
-
-
-# ----------------------------------------------------------------------------- plots
-def plots(section: Section) -> dict[str, bytes]:
-    s = section.summary
-    out = {}
-    names = list(s["strategy"])
-    x = np.arange(len(names))
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    err = np.vstack([s["tokens_per_s"] - s["tokens_per_s_ci_low"], s["tokens_per_s_ci_high"] - s["tokens_per_s"]])
-    ax.bar(x, s["tokens_per_s"], yerr=err, capsize=4, color="tab:blue")
-    ax.set_ylabel("real tokens / s (median, 95% CI over seeds)")
-    out["throughput"] = _finish(fig, ax, names, f"Training throughput: {section.title}")
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.bar(x, s["peak_mem_mib"], color="tab:orange")
-    ax.set_ylabel("peak memory, MiB" + (" (process RSS)" if section.device == "cpu" else " (CUDA allocated)"))
-    out["memory"] = _finish(fig, ax, names, f"Peak memory: {section.title}")
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    w = 0.38
-    ax.bar(x - w / 2, s["eval_accuracy"], w, yerr=s["eval_accuracy_sd"], capsize=3, label="own inference path")
-    ax.bar(x + w / 2, s["eval_accuracy_exact"], w, yerr=s["eval_accuracy_exact_sd"], capsize=3, label="exact")
-    ax.set_ylim(0, 1.05)
-    ax.set_ylabel("held-out accuracy (mean ± sd over seeds)")
-    ax.legend(loc="lower right")
-    out["accuracy"] = _finish(fig, ax, names, f"Accuracy: {section.title}")
-
-    curves = section.rows[["strategy", "curve"]] if "curve" in section.rows else pd.DataFrame()
-    if len(curves) and curves["curve"].map(lambda c: isinstance(c, list) and len(c) > 1).any():
-        fig, ax = plt.subplots(figsize=(7, 4))
-        for i, name in enumerate(n for n in names if n != "ideal"):
-            for j, curve in enumerate(curves.loc[curves["strategy"] == name, "curve"]):
-                t, _, acc = zip(*curve) if curve else ((), (), ())
-                ax.plot(t, acc, color=f"C{i}", alpha=0.8, lw=1.2, marker=".", label=name if j == 0 else None)
-        target = section.config.get("train", {}).get("target_accuracy")
-        if target:
-            ax.axhline(target, color="k", ls="--", lw=0.8, label=f"target {target:g}")
-        ax.set_xlabel("training time, s (evaluation excluded)")
-        ax.set_ylabel("held-out accuracy, own path")
-        ax.set_ylim(0, 1.02)
-        ax.legend(fontsize=8, loc="lower right")
-        ax.grid(alpha=0.3)
-        ax.set_title(_wrap(f"Accuracy against training time (one line per run): {section.title}"), fontsize=10)
-        out["time_to_accuracy"] = _png(fig)
-
-    lengths = _train_lengths(section.config)
-    if lengths is not None:
-        fig, ax = plt.subplots(figsize=(7, 4))
-        ax.hist(lengths, bins=50, color="tab:green")
-        for q, label in [(50, "median"), (90, "p90"), (100, "max")]:
-            v = np.percentile(lengths, q)
-            ax.axvline(v, color="k", ls="--", lw=0.8)
-            ax.text(v, ax.get_ylim()[1] * 0.95, f" {label} {v:.0f}", fontsize=8)
-        ax.set_xlabel("sequence length (tokens)")
-        ax.set_ylabel("training sequences")
-        ax.set_title(f"Length distribution (seed {section.config['seeds'][0]}): {section.suite}", fontsize=10)
-        out["lengths"] = _png(fig)
-    return out
-
-
-def crossover_plot(report: SuiteReport) -> bytes:
-    """Speed-up against naive along the first swept key, one line per strategy (and per value of a second
-    key): where packing wins and where it loses."""
-    swept = [s for s in report.sections if s.point]
-    keys = list(swept[0].point)
-    fig, ax = plt.subplots(figsize=(7, 4))
-    strategies = list(dict.fromkeys(n for s in swept for n in s.summary["strategy"] if n != "naive"))
-    seconds = list(dict.fromkeys(s.point.get(keys[1]) for s in swept)) if len(keys) > 1 else [None]
-    for i, name in enumerate(strategies):
-        for j, second in enumerate(seconds):
-            points = sorted((s.point[keys[0]], float(s.summary.set_index("strategy")["speedup_vs_naive"]
-                                                     .get(name, np.nan)))
-                            for s in swept if second is None or s.point.get(keys[1]) == second)
-            label = name if second is None else f"{name}, {keys[1]}={second}"
-            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", color=f"C{i}",
-                    ls=["-", "--", ":", "-."][j % 4], label=label)
-    ax.axhline(1.0, color="k", lw=0.8, ls="--")
-    ax.set_xlabel(keys[0])
-    ax.set_ylabel("speed-up against naive (median tokens/s)")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    ax.set_title(_wrap(f"Crossover: {report.suite}"), fontsize=10)
-    return _png(fig)
-
-
-def _train_lengths(config: dict) -> np.ndarray | None:
-    try:
-        suite = suite_from_dict(config)
-    except LstmbenchError:  # a row from another version: the histogram is optional
-        return None
-    return make_data(suite.data, suite.seeds[0]).train.lengths
-
-
-def _finish(fig: plt.Figure, ax: plt.Axes, names: list[str], title: str) -> bytes:
-    ax.set_xticks(np.arange(len(names)), names, rotation=20)
-    ax.set_title(_wrap(title), fontsize=10)
-    ax.grid(axis="y", alpha=0.3)
-    return _png(fig)
-
-
-def _wrap(title: str) -> str:
-    return "\n".join(textwrap.wrap(title, 70))  # long titles (suite, machine, hash) would be cut off
-
-
-def _png(fig: plt.Figure) -> bytes:
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return buf.getvalue()

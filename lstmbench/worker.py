@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -60,33 +61,53 @@ def run_torchrun(suite: Suite, spec: StrategySpec, seed: int, device: str,
 
     import numpy as np
 
-    with tempfile.TemporaryDirectory(prefix="lstmbench-ddp-") as tmp:
-        out = Path(tmp) / "record.pkl"
-        shm = shared_memory.SharedMemory(create=True, size=16)
-        view = {"steps": np.ndarray((2,), dtype=np.int64, buffer=shm.buf)}  # (done, total), from rank 0
-        view["steps"][:] = 0
+    shm = shared_memory.SharedMemory(create=True, size=16)
+    view = {"steps": np.ndarray((2,), dtype=np.int64, buffer=shm.buf)}  # (done, total), written by rank 0
+    view["steps"][:] = 0
 
-        def poll() -> None:
-            done, total = (int(x) for x in view["steps"])
-            if progress and total:
-                progress(done, total)
-        job = Path(tmp) / "job.pkl"
-        job.write_bytes(pickle.dumps({"kind": "run", "suite": suite, "spec": spec, "seed": seed, "device": device,
-                                      "out": str(out), "progress": shm.name}))
+    def poll() -> None:
+        done, total = (int(x) for x in view["steps"])
+        if progress and total:
+            progress(done, total)
+
+    try:
+        job = {"kind": "run", "suite": suite, "spec": spec, "seed": seed, "device": device, "progress": shm.name}
+        ended = torchrun_job(job, suite.launch.nproc, suite.threads, poll)
+    finally:
+        view.clear()  # no view may outlive the mapping
+        shm.close()
+        shm.unlink()
+    if ended.result is not None:
+        return RunRecord(**ended.result)
+    return failure_record(suite, spec, seed, device, "crashed",
+                          f"the torchrun job exited with code {ended.code} before reporting: {ended.last_error}")
+
+
+@dataclass
+class JobEnd:
+    code: int  # torchrun's exit code
+    result: Any  # what rank 0 wrote, else the first failing rank's, else None
+    last_error: str  # the last line of the job's output that mentions an error
+
+
+def torchrun_job(job: dict[str, Any], nproc: int, threads: int, poll: Callable[[], Any] = lambda: None) -> JobEnd:
+    """Run `python -m lstmbench.ddp JOB` on `nproc` ranks under torchrun and collect what they wrote."""
+    with tempfile.TemporaryDirectory(prefix="lstmbench-ddp-") as tmp:
+        out = Path(tmp) / "result.pkl"
+        file = Path(tmp) / "job.pkl"
+        file.write_bytes(pickle.dumps({**job, "out": str(out)}))
         log = Path(tmp) / "torchrun.log"
-        try:
-            code = _torchrun(suite.launch.nproc, suite.threads, job, log, poll)
-        finally:
-            view.clear()  # no view may outlive the mapping
-            shm.close()
-            shm.unlink()
-        if out.exists():
-            return RunRecord(**pickle.loads(out.read_bytes()))
-        failures = sorted(Path(tmp).glob("record.pkl.rank*"), key=lambda f: f.stat().st_mtime)
-        if failures:  # the first rank to fail says why; the others were stopped after it
-            return RunRecord(**pickle.loads(failures[0].read_bytes()))
-        return failure_record(suite, spec, seed, device, "crashed",
-                              f"the torchrun job exited with code {code} before reporting: {_last_error(log)}")
+        code = _torchrun(nproc, threads, file, log, poll)
+        results = {f: pickle.loads(f.read_bytes()) for f in Path(tmp).glob("result.pkl*")}
+        if out in results and not _failed(results[out]):
+            return JobEnd(code, results[out], _last_error(log))
+        # the first rank to fail says why; the others failed after it (a peer gone from the all-reduce)
+        first = min(results, key=lambda f: f.stat().st_mtime_ns, default=None)
+        return JobEnd(code, results[first] if first else None, _last_error(log))
+
+
+def _failed(result: Any) -> bool:
+    return isinstance(result, dict) and result.get("status") != "ok"
 
 
 def torchrun_command(nproc: int, args: list[str]) -> list[str]:

@@ -29,7 +29,7 @@ def rows(**overrides) -> pd.DataFrame:
                 "efficiency": {"naive": 0.2, "mask": 0.6}[strategy], "lstm_kernel": "onednn",
                 "time_to_target_s": [None, 1.0, 2.0][seed] if strategy == "mask" else None,
                 "curve": [[0.5, 8, 0.6], [1.0 + seed, 16, accs[strategy][seed]]],
-                "config": CONFIG, "env": {"host": "vm1", "cpu": "cpu-x", "threads": 2, "device_name": "cpu", "torch": "2.x",
+                "config": CONFIG, "env": {"host": "vm1", "cpu": "cpu-x", "cpu_count": 2, "threads": 2, "device_name": "cpu", "torch": "2.x",
                                         "lstmbench": "0.1.0", "git_commit": "abc"},
             })
     df = pd.DataFrame(base)
@@ -89,9 +89,20 @@ def test_machines_are_never_averaged_together():
     other = rows()
     other["env"] = [{**env, "host": "gpu-box", "cpu": "cpu-y"} for env in other["env"]]
     (suite_report,) = report.build_reports(pd.concat([rows(), other]))
-    assert [s.machine for s in suite_report.sections] == ["vm1, cpu-x", "gpu-box, cpu-y"]
-    assert suite_report.sections[1].title == "tiny on cpu, gpu-box, cpu-y (configuration h1)"
+    assert [s.machine for s in suite_report.sections] == ["cpu-x x2", "cpu-y x2"]
+    assert suite_report.sections[1].title == "tiny on cpu, gpu-box, cpu-y x2 (configuration h1)"
     assert all(s.summary["runs_ok"].tolist() == [3, 3] for s in suite_report.sections)
+
+
+def test_shards_from_hosts_of_the_same_hardware_are_merged():
+    """`run --shard K/N` on the nodes of a cluster: one section, its hosts named."""
+    first, second = rows(), rows()
+    second["env"] = [{**env, "host": "node7"} for env in second["env"]]
+    second["seed"] = second["seed"] + 10
+    (suite_report,) = report.build_reports(pd.concat([first, second]))
+    (section,) = suite_report.sections
+    assert section.title == "tiny on cpu, node7, vm1, cpu-x x2 (configuration h1)"
+    assert section.summary["runs_ok"].tolist() == [6, 6]
 
 
 def test_files_are_real_pngs_and_tables():

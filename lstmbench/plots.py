@@ -1,0 +1,141 @@
+"""Plots of a report's sections (matplotlib, Agg): throughput, memory, accuracy, accuracy against time,
+lengths, DDP straggler wait, and the crossover of a sweep. PNG bytes; storage writes them."""
+from __future__ import annotations
+
+import io
+import textwrap
+from typing import TYPE_CHECKING
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from .data import make_data  # noqa: E402
+from .errors import LstmbenchError  # noqa: E402
+from .suite import suite_from_dict  # noqa: E402
+
+if TYPE_CHECKING:
+    from .report import Section, SuiteReport
+
+
+def plots(section: Section) -> dict[str, bytes]:
+    s = section.summary
+    out = {}
+    names = list(s["strategy"])
+    x = np.arange(len(names))
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    err = np.vstack([s["tokens_per_s"] - s["tokens_per_s_ci_low"], s["tokens_per_s_ci_high"] - s["tokens_per_s"]])
+    ax.bar(x, s["tokens_per_s"], yerr=err, capsize=4, color="tab:blue")
+    ax.set_ylabel("real tokens / s (median, 95% CI over seeds)")
+    out["throughput"] = _finish(fig, ax, names, f"Training throughput: {section.title}")
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.bar(x, s["peak_mem_mib"], color="tab:orange")
+    ax.set_ylabel("peak memory, MiB" + (" (process RSS)" if section.device == "cpu" else " (CUDA allocated)"))
+    out["memory"] = _finish(fig, ax, names, f"Peak memory: {section.title}")
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    w = 0.38
+    ax.bar(x - w / 2, s["eval_accuracy"], w, yerr=s["eval_accuracy_sd"], capsize=3, label="own inference path")
+    ax.bar(x + w / 2, s["eval_accuracy_exact"], w, yerr=s["eval_accuracy_exact_sd"], capsize=3, label="exact")
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("held-out accuracy (mean ± sd over seeds)")
+    ax.legend(loc="lower right")
+    out["accuracy"] = _finish(fig, ax, names, f"Accuracy: {section.title}")
+
+    curves = section.rows[["strategy", "curve"]] if "curve" in section.rows else pd.DataFrame()
+    if len(curves) and curves["curve"].map(lambda c: isinstance(c, list) and len(c) > 1).any():
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for i, name in enumerate(n for n in names if n != "ideal"):
+            for j, curve in enumerate(curves.loc[curves["strategy"] == name, "curve"]):
+                t, _, acc = zip(*curve) if curve else ((), (), ())
+                ax.plot(t, acc, color=f"C{i}", alpha=0.8, lw=1.2, marker=".", label=name if j == 0 else None)
+        target = section.config.get("train", {}).get("target_accuracy")
+        if target:
+            ax.axhline(target, color="k", ls="--", lw=0.8, label=f"target {target:g}")
+        ax.set_xlabel("training time, s (evaluation excluded)")
+        ax.set_ylabel("held-out accuracy, own path")
+        ax.set_ylim(0, 1.02)
+        ax.legend(fontsize=8, loc="lower right")
+        ax.grid(alpha=0.3)
+        ax.set_title(_wrap(f"Accuracy against training time (one line per run): {section.title}"), fontsize=10)
+        out["time_to_accuracy"] = _png(fig)
+
+    if "world_size" in s and (s["world_size"] > 1).any():
+        fig, ax = plt.subplots(figsize=(7, 4))
+        w = 0.38
+        ax.bar(x - w / 2, 100 * s["straggler_wait_fraction"], w, label="measured", color="tab:red")
+        ax.bar(x + w / 2, 100 * s["planned_wait_fraction"], w, label="planned (padded cells)", color="tab:gray")
+        ax.set_ylabel("% of rank step time waiting for the slowest rank")
+        ax.legend(fontsize=8)
+        out["straggler"] = _finish(fig, ax, names, f"DDP straggler wait: {section.title}")
+
+    lengths = _train_lengths(section.config)
+    if lengths is not None:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        ax.hist(lengths, bins=50, color="tab:green")
+        for q, label in [(50, "median"), (90, "p90"), (100, "max")]:
+            v = np.percentile(lengths, q)
+            ax.axvline(v, color="k", ls="--", lw=0.8)
+            ax.text(v, ax.get_ylim()[1] * 0.95, f" {label} {v:.0f}", fontsize=8)
+        ax.set_xlabel("sequence length (tokens)")
+        ax.set_ylabel("training sequences")
+        ax.set_title(f"Length distribution (seed {section.config['seeds'][0]}): {section.suite}", fontsize=10)
+        out["lengths"] = _png(fig)
+    return out
+
+
+def crossover_plot(report: SuiteReport) -> bytes:
+    """Speed-up against naive along the first swept key, one line per strategy (and per value of a second
+    key): where packing wins and where it loses."""
+    swept = [s for s in report.sections if s.point]
+    keys = list(swept[0].point)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    strategies = list(dict.fromkeys(n for s in swept for n in s.summary["strategy"] if n != "naive"))
+    seconds = list(dict.fromkeys(s.point.get(keys[1]) for s in swept)) if len(keys) > 1 else [None]
+    for i, name in enumerate(strategies):
+        for j, second in enumerate(seconds):
+            points = sorted((s.point[keys[0]], float(s.summary.set_index("strategy")["speedup_vs_naive"]
+                                                     .get(name, np.nan)))
+                            for s in swept if second is None or s.point.get(keys[1]) == second)
+            label = name if second is None else f"{name}, {keys[1]}={second}"
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", color=f"C{i}",
+                    ls=["-", "--", ":", "-."][j % 4], label=label)
+    ax.axhline(1.0, color="k", lw=0.8, ls="--")
+    ax.set_xlabel(keys[0])
+    ax.set_ylabel("speed-up against naive (median tokens/s)")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    ax.set_title(_wrap(f"Crossover: {report.suite}"), fontsize=10)
+    return _png(fig)
+
+
+def _train_lengths(config: dict) -> np.ndarray | None:
+    try:
+        suite = suite_from_dict(config)
+    except LstmbenchError:  # a row from another version: the histogram is optional
+        return None
+    return make_data(suite.data, suite.seeds[0]).train.lengths
+
+
+def _finish(fig: plt.Figure, ax: plt.Axes, names: list[str], title: str) -> bytes:
+    ax.set_xticks(np.arange(len(names)), names, rotation=20)
+    ax.set_title(_wrap(title), fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    return _png(fig)
+
+
+def _wrap(title: str) -> str:
+    return "\n".join(textwrap.wrap(title, 70))  # long titles (suite, machine, hash) would be cut off
+
+
+def _png(fig: plt.Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
