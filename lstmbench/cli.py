@@ -355,6 +355,11 @@ def lengths_cmd(suite_file: str, overrides: tuple[str, ...], seed: int | None) -
     rows = [{"strategy": p.strategy, "computes": p.note, "batches": p.batches, "pad %": f"{100 * p.pad_fraction:.1f}",
              "real tokens": f"{p.real_tokens:,}", "padded tokens": f"{p.padded_tokens:,}",
              "largest batch": f"{p.largest_shape[0]} x {p.largest_shape[1]}"} for p in plan.strategies]
+    if suite.launch.nproc > 1:
+        click.echo(f"\nOne epoch on {suite.launch.nproc} DDP ranks ({suite.train.batch_size} sequences a rank a step); "
+                   "planned wait % = rank time spent waiting for the slowest rank, if time went with padded cells.")
+        for row, p in zip(rows, plan.strategies):
+            row["planned wait %"] = f"{100 * p.planned_wait:.1f}"
     click.echo("\n" + tabulate(rows, headers="keys", tablefmt="pipe"))
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from .data import make_data
-from .strategies import Strategy, note_for, plan_epochs
+from .ranks import plan_ranks, planned_wait_fraction
+from .strategies import Strategy, note_for
 from .suite import IDEAL, PRESETS, Suite, apply_override, suite_from_dict
 
 DATA_SUFFIXES = (".csv", ".tsv", ".jsonl")
@@ -32,6 +33,7 @@ class StrategyPlan:
     padded_tokens: int
     largest_shape: tuple[int, int]  # (batch, time) of the batch with the most padded positions
     note: str
+    planned_wait: float | None = None  # DDP (launch.nproc > 1): rank time waiting for the slowest, from padded cells
 
     @property
     def pad_fraction(self) -> float:
@@ -48,19 +50,23 @@ class Plan:
 
 
 def plan_suite(suite: Suite, seed: int | None = None) -> Plan:
-    """One epoch of every strategy (and the ideal) over the seed's training split."""
+    """One epoch of every strategy (and the ideal) over the seed's training split; with launch.nproc > 1,
+    of its distributed form (`batches` then counts every rank's)."""
     seed = suite.seeds[0] if seed is None else seed
     data = make_data(suite.data, seed, suite.origin).train
     lengths = data.lengths
+    world = suite.launch.nproc
     plans = []
     for spec in ([IDEAL] if suite.ideal else []) + list(suite.strategies):
         strategy = Strategy(spec)
-        batches = plan_epochs(strategy, lengths, suite.train.batch_size, 1, seed)
+        steps = plan_ranks(strategy, data, suite.train.batch_size, 1, seed, world)
+        batches = [idx for step in steps for idx in step]
         shapes = [strategy.shape(data, idx) for idx in batches]
         real = sum(strategy.real_tokens(data, idx) for idx in batches)
         padded = sum(b * t for b, t in shapes)
+        wait = planned_wait_fraction(strategy, data, steps) if world > 1 else None
         plans.append(StrategyPlan(spec.name, len(batches), real, padded, max(shapes, key=lambda s: s[0] * s[1]),
-                                  note_for(spec, suite) or "exact"))
+                                  note_for(spec, suite) or "exact", wait))
     return Plan(suite.name, seed, lengths, length_stats(lengths), plans)
 
 
