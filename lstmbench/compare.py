@@ -36,7 +36,7 @@ METRICS: tuple[tuple[str, bool, str], ...] = (
     ("time_to_target_s", False, "seconds"),  # absent in older rows, null for runs that never reached the target
 )
 REGRESSION, IMPROVEMENT, NOT_SIGNIFICANT, UNCHANGED = "regression", "improvement", "not significant", "unchanged"
-KEYS = ["suite", "strategy", "device"]
+KEYS = ["suite", "strategy", "device", "variant"]  # variant: the sweep point and DDP world size, if any
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,7 @@ class MetricChange:
     suite: str
     strategy: str
     device: str
+    variant: str  # '' or e.g. ' [train.batch_size=8]', ' x 2 ranks': never compared with another variant
     metric: str
     higher_is_better: bool
     unit: str
@@ -54,7 +55,7 @@ class MetricChange:
 
     @property
     def group(self) -> str:
-        return f"{self.suite}/{self.strategy} on {self.device}"
+        return f"{self.suite}/{self.strategy} on {self.device}{self.variant}"
 
     @property
     def base_median(self) -> float:
@@ -197,7 +198,7 @@ def compare_results(baseline: str | Path | Iterable[str | Path], current: str | 
     base_groups = dict(iter(base_rows.groupby(KEYS, sort=True)))
     cur_groups = dict(iter(cur_rows.groupby(KEYS, sort=True)))
     for key in sorted(base_groups.keys() | cur_groups.keys()):
-        name = f"{key[0]}/{key[1]} on {key[2]}"
+        name = f"{key[0]}/{key[1]} on {key[2]}{key[3]}"
         if key not in cur_groups or key not in base_groups:
             side, other = (result.only_baseline, cur_all) if key not in cur_groups else (result.only_current, base_all)
             side.append(name)
@@ -227,12 +228,21 @@ def _rows(side: str, paths: str | Path | Iterable[str | Path], skipped: list[str
     loaded = storage.load_rows(_paths(paths))
     skipped += [f"{side}: {s}" for s in loaded.skipped]
     rows = loaded.rows
-    missing = [k for k in [*KEYS, "status"] if k not in rows]
+    missing = [k for k in ["suite", "strategy", "device", "status"] if k not in rows]
     if missing:
         raise ResultsError(f"{_names(paths)}: result rows lack {', '.join(missing)}")
     if not (rows["status"] == "ok").any():
         raise ResultsError(f"{_names(paths)}: no successful run (status ok) among {len(rows)} rows")
-    return rows
+    return rows.assign(variant=[_variant(r) for r in rows.to_dict("records")])
+
+
+def _variant(row: dict) -> str:
+    """What tells apart rows of one suite and strategy made on purpose differently: a sweep point, DDP ranks."""
+    point = row.get("sweep") if isinstance(row.get("sweep"), dict) else {}
+    text = " [" + ", ".join(f"{k}={v}" for k, v in point.items()) + "]" if point else ""
+    world = row.get("world_size")
+    return text + (f" x {int(world)} ranks" if isinstance(world, (int, float)) and world == world and world > 1
+                   else "")
 
 
 def _paths(paths: str | Path | Iterable[str | Path]) -> list[str | Path]:

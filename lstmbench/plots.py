@@ -90,24 +90,25 @@ def plots(section: Section) -> dict[str, bytes]:
 
 
 def crossover_plot(report: SuiteReport) -> bytes:
-    """Speed-up against naive along the first swept key, one line per strategy (and per value of a second
-    key): where packing wins and where it loses."""
+    """Speed-up against naive (or, without naive, tokens/s) along the first swept key, one line per strategy
+    (and per value of a second key): where packing wins and where it loses."""
     swept = [s for s in report.sections if s.point]
+    column = "speedup_vs_naive" if report.against_naive else "tokens_per_s"
     keys = list(swept[0].point)
     fig, ax = plt.subplots(figsize=(7, 4))
     strategies = list(dict.fromkeys(n for s in swept for n in s.summary["strategy"] if n != "naive"))
     seconds = list(dict.fromkeys(s.point.get(keys[1]) for s in swept)) if len(keys) > 1 else [None]
     for i, name in enumerate(strategies):
         for j, second in enumerate(seconds):
-            points = sorted((s.point[keys[0]], float(s.summary.set_index("strategy")["speedup_vs_naive"]
-                                                     .get(name, np.nan)))
+            points = sorted((s.point[keys[0]], float(s.summary.set_index("strategy")[column].get(name, np.nan)))
                             for s in swept if second is None or s.point.get(keys[1]) == second)
             label = name if second is None else f"{name}, {keys[1]}={second}"
             ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", color=f"C{i}",
                     ls=["-", "--", ":", "-."][j % 4], label=label)
-    ax.axhline(1.0, color="k", lw=0.8, ls="--")
+    if report.against_naive:
+        ax.axhline(1.0, color="k", lw=0.8, ls="--")
     ax.set_xlabel(keys[0])
-    ax.set_ylabel("speed-up against naive (median tokens/s)")
+    ax.set_ylabel(report.crossover_measure + (" (median tokens/s)" if report.against_naive else ""))
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     ax.set_title(_wrap(f"Crossover: {report.suite}"), fontsize=10)
@@ -123,7 +124,7 @@ def _train_lengths(config: dict) -> np.ndarray | None:
 
 
 def _finish(fig: plt.Figure, ax: plt.Axes, names: list[str], title: str) -> bytes:
-    ax.set_xticks(np.arange(len(names)), names, rotation=20)
+    ax.set_xticks(np.arange(len(names)), names, rotation=25, ha="right")
     ax.set_title(_wrap(title), fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     return _png(fig)

@@ -59,19 +59,31 @@ class SuiteReport:
         cross = self.crossover()
         if not cross.empty:
             key = next(iter(self.sections[0].point))
-            parts.append(f"## Crossover: speed-up against naive by {key}\n")
-            parts.append(cross.to_markdown() + "\n")
+            parts.append(f"## Crossover: {self.crossover_measure} by {key}\n")
+            parts.append(cross.to_markdown(floatfmt=",.2f" if self.against_naive else ",.0f") + "\n")
         return "\n".join(parts)
 
+    @property
+    def against_naive(self) -> bool:
+        """Every sweep point has the naive baseline: the crossover is of speed-ups; else of tokens/s."""
+        swept = [s for s in self.sections if s.point]
+        return bool(swept) and all((s.summary["strategy"] == BASELINE).any() for s in swept)
+
+    @property
+    def crossover_measure(self) -> str:
+        return "speed-up against naive" if self.against_naive else "median tokens/s"
+
     def crossover(self) -> pd.DataFrame:
-        """Speed-up against naive (median tokens/s ratio) per strategy (rows) and sweep point (columns)."""
+        """Speed-up against naive (median tokens/s ratio), or without naive the median tokens/s, per strategy
+        (rows) and sweep point (columns)."""
         swept = [s for s in self.sections if s.point]
         if not swept:
             return pd.DataFrame()
+        column = "speedup_vs_naive" if self.against_naive else "tokens_per_s"
         cells = {}
         for s in swept:
             label = ", ".join(f"{k}={v}" for k, v in s.point.items())
-            cells[label] = s.summary.set_index("strategy")["speedup_vs_naive"]
+            cells[label] = s.summary.set_index("strategy")[column]
         return pd.DataFrame(cells).round(2)
 
     def files(self) -> dict[str, str | bytes]:

@@ -179,3 +179,21 @@ def test_bad_input_is_exit_2(tmp_path):
     r = invoke(a, b)
     assert (r.exit_code, r.stderr) == (2, "Error: nothing to compare: no (suite, strategy, device) has successful "
                                           f"runs in both {a} and {b}\n")
+
+
+def test_world_sizes_and_sweep_points_are_compared_only_with_their_own(tmp_path):
+    """A suite swept over launch.nproc holds 1-process and 2-process rows of one strategy: a 2-process row must
+    never be judged against a 1-process baseline, or a sweep point against another."""
+    for side, ddp_speed in (("base", 48_000.0), ("cur", 48_000.0 * 0.7)):
+        folder = write_set(tmp_path / side, 6, seed=0, strategies=("bucket",))
+        with open(folder / "rows.jsonl") as f:
+            single = [json.loads(line) for line in f]
+        ddp = [{**r, "world_size": 2, "sweep": {"launch.nproc": 2}, "tokens_per_s": ddp_speed * (1 + 0.01 * i)}
+               for i, r in enumerate(single)]
+        single = [{**r, "sweep": {"launch.nproc": 1}} for r in single]
+        (folder / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in single + ddp))
+    comparison = compare_results([tmp_path / "base"], [tmp_path / "cur"])
+    groups = sorted({c.group for c in comparison.changes})
+    assert groups == ["packing/bucket on cpu [launch.nproc=1]", "packing/bucket on cpu [launch.nproc=2] x 2 ranks"]
+    (regression,) = [c for c in comparison.regressions if c.metric == "tokens_per_s"]
+    assert regression.group == "packing/bucket on cpu [launch.nproc=2] x 2 ranks" and -regression.change > 0.25
