@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .data import Dataset, make_data
+from .data import IGNORE, Dataset, make_data
 from .model import LSTMClassifier, loss_of, model_for
 from .ranks import coverage_problems, rank_epochs
 from .strategies import Strategy, note_for, plan_epochs
@@ -142,7 +142,7 @@ def verify_distributed(suite: Suite, group: Any, batches: int = 3,
             union_loss = loss.detach() / group.world
             dist.all_reduce(union_loss)
             if group.rank == 0:
-                ref_loss, ref_grads = _union(model, strategy, data, step, count)
+                ref_loss, ref_grads = _union(model, strategy, data, step)
                 loss_err = max(loss_err, abs(float(union_loss) - ref_loss) / max(abs(ref_loss), 1e-30))
                 grad_err = max(grad_err, *(float((p.grad - r).abs().max() / r.abs().max().clamp_min(1e-30))
                                           for p, r in zip(model.parameters(), ref_grads)))
@@ -152,9 +152,11 @@ def verify_distributed(suite: Suite, group: Any, batches: int = 3,
     return verdicts if group.rank == 0 else None
 
 
-def _union(model: LSTMClassifier, strategy: Strategy, data: Dataset, step: list[np.ndarray],
-           count: int) -> tuple[float, list[torch.Tensor]]:
-    """One process: the mean loss over every rank's batch of the step (each padded as its rank pads it)."""
-    loss = sum(loss_of(model(b.tokens, b.lengths, strategy.readout), b.labels, "sum")
-               for b in (strategy.collate(data, idx) for idx in step)) / count
+def _union(model: LSTMClassifier, strategy: Strategy, data: Dataset,
+           step: list[np.ndarray]) -> tuple[float, list[torch.Tensor]]:
+    """One process: the mean loss over every rank's batch of the step (each padded as its rank pads it),
+    counting the scored labels itself, not through the plan's count the ranks scale by."""
+    batches = [strategy.collate(data, idx) for idx in step]
+    scored = sum(int((b.labels != IGNORE).sum()) for b in batches)
+    loss = sum(loss_of(model(b.tokens, b.lengths, strategy.readout), b.labels, "sum") for b in batches) / scored
     return float(loss.detach()), _grads(model, loss)

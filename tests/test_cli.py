@@ -124,3 +124,36 @@ def test_run_children_do_not_import_the_reporting_stack():
             "print(sorted(m for m in ('pandas', 'matplotlib', 'scipy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("shard", ["0/4", "5/4", "2", "a/b", "1/0", "-1/2"])
+def test_a_bad_shard_is_one_line(tiny_file, tmp_path, shard):
+    r = invoke("run", tiny_file, "--out", tmp_path, "--shard", shard)
+    assert r.exit_code == 2
+    assert r.output == f"Error: --shard: expected K/N with 1 <= K <= N (e.g. 2/4), got {shard!r}\n"
+    assert not (tmp_path / "tiny").exists()
+
+
+def test_inline_cannot_start_a_ddp_job(tiny_file, tmp_path):
+    r = invoke("run", tiny_file, "--out", tmp_path, "--inline", "--nproc", "2")
+    assert r.exit_code == 2
+    assert r.output == (f"Error: {tiny_file}: launch.nproc: is 2: a DDP job needs its own processes, which "
+                        "--inline does not start\n")
+
+
+def test_shards_run_their_slice_and_the_report_merges_them(tiny_file, tmp_path):
+    """Two shards of one suite, as two tasks of a SLURM array would: together every run once, one section."""
+    for k in (1, 2):
+        r = invoke("run", tiny_file, "--out", tmp_path, "--inline", "--shard", f"{k}/2", "--set", "seeds=[0]",
+                   "--set", "train.epochs=1")
+        assert r.exit_code == 0, r.output
+    import json
+
+    rows = [json.loads(line) for f in (tmp_path / "tiny").glob("*.jsonl") for line in f.read_text().splitlines()]
+    strategies = sorted(r["strategy"] for r in rows if r["strategy"] != "ideal")
+    assert strategies == ["bucket", "mask", "naive", "pack", "truncate"]
+    assert sorted(r["shard"] for r in rows) == ["1/2"] * 4 + ["2/2"] * 3  # each shard ran its own ideal
+    assert all(r["efficiency"] is not None for r in rows)
+    r = invoke("report", tmp_path / "tiny")
+    assert r.exit_code == 0 and r.output.count("## tiny on cpu") == 1
+    assert "| ideal " in r.output and "|      2 |" in r.output  # the ideal's two runs, one per shard

@@ -165,3 +165,23 @@ def test_under_the_users_torchrun_a_failed_run_stops_the_job_and_keeps_the_rows(
     assert rows[0]["strategy"] == "bucket" and rows[0]["status"] == "ok"  # measured before the failure: kept
     # rank 0 may still have stored the failed run (its error: the peer that left the all-reduce)
     assert all(r["strategy"] == "mask" and r["status"] == "error" for r in rows[1:])
+
+
+def test_verify_catches_a_wrongly_scaled_distributed_loss(tmp_path):
+    """The ranks' loss scale is wrong (every step's count taken as 1, so DDP averages sums, not the union's
+    mean): verify must say MISMATCH and exit 1. The break is a sitecustomize in the ranks alone."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "import os\n"
+        "if 'RANK' in os.environ:\n"
+        "    from lstmbench.strategies import Strategy\n"
+        "    Strategy.scored = lambda self, data, idx: 1\n")
+    suite = write_suite(tmp_path, {**DDP, "strategies": ["mask"]})
+    done = lstmbench("verify", str(suite), "--batches", "1", cwd=tmp_path,
+                     env={"PYTHONPATH": os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")])})
+    assert done.returncode == 1, done.stdout + done.stderr
+    line = next(line for line in done.stdout.splitlines() if line.startswith("| mask ") and "per_rank" in line)
+    cells = [c.strip() for c in line.strip().strip("|").split("|")]
+    assert cells[-1] == "MISMATCH" and float(cells[4]) > 1  # gradients: a sum over 8 x 2 sequences, not a mean
+    assert done.stderr.endswith("Error: 1 strategy does not match per-sequence processing: mask on 2 ranks\n")

@@ -102,6 +102,13 @@ def _error(tmp_path: Path, suite: dict | str, overrides: tuple = ()) -> str:
     (lambda d: d["train"].update({"\n": 1}), "s.yaml: train.'\\n': unknown key; valid: amp, batch_size, compile, "
      "cudnn_benchmark, epochs, eval_batch_size, eval_every, lr, target_accuracy, warmup_steps"),
     (lambda d: d.update(model=[1]), "s.yaml: model: must be a mapping, got a list"),
+    (lambda d: d.update(launch={"nproc": 0}), "s.yaml: launch.nproc: must be > 0, got 0"),
+    (lambda d: d.update(launch={"nprocs": 2}), "s.yaml: launch.nprocs: unknown key (did you mean 'nproc'?); "
+                                               "valid: backend, nproc"),
+    (lambda d: d.update(launch={"backend": "mpi"}),
+     "s.yaml: launch.backend: unknown value 'mpi'; valid: auto, gloo, nccl"),
+    (lambda d: d["strategies"].append({"bucket": {"name": "b2", "deal": "balance"}}),
+     "s.yaml: strategies[5].bucket.deal: unknown value 'balance' (did you mean 'balanced'?); valid: per_rank, balanced"),
 ])
 def test_bad_suites_give_one_exact_sentence(tmp_path, tiny_dict, change, message):
     change(tiny_dict)
