@@ -154,16 +154,20 @@ class RankTimes:
     real_tokens: int  # summed over ranks
     padded_tokens: int
     peak_mem_bytes: int  # the largest rank's
+    losses: np.ndarray  # [steps] the loss of the whole step: the mean over the union of the ranks' batches
 
     @classmethod
     def gather(cls, group: Group, step_times: list[float], compute: list[float], data_times: list[float],
-               real_tokens: int, padded_tokens: int, peak: int, checksum: str) -> "RankTimes":
-        rows = group.gather((step_times, compute, sum(data_times), real_tokens, padded_tokens, peak, checksum))
+               real_tokens: int, padded_tokens: int, peak: int, checksum: str, losses: list[float]) -> "RankTimes":
+        rows = group.gather((step_times, compute, sum(data_times), real_tokens, padded_tokens, peak, checksum,
+                             losses))
         checksums = {row[6] for row in rows}
         if len(checksums) != 1:  # every rank built the model from the same seed; DDP would hide a difference
             raise LstmbenchError(f"ranks started from different weights: init checksums {sorted(checksums)}")
+        # each rank's loss is its summed loss x world / the step's count: their mean is the union's mean loss
+        union_losses = np.mean([r[7] for r in rows], axis=0)
         return cls(np.array([r[0] for r in rows]), np.array([r[1] for r in rows]), np.array([r[2] for r in rows]),
-                   sum(r[3] for r in rows), sum(r[4] for r in rows), max(r[5] for r in rows))
+                   sum(r[3] for r in rows), sum(r[4] for r in rows), max(r[5] for r in rows), union_losses)
 
     @property
     def train_time_s(self) -> float:

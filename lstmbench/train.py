@@ -15,11 +15,11 @@ import numpy as np
 import torch
 
 from .data import Dataset, make_data
+from .ddp import Group, RankTimes, rank_device, wrap
 from .errors import RunFailed
 from .model import LSTMClassifier, correct_of, loss_of, model_for, weights_checksum
 from .probes import (Clock, KernelProbe, peak_memory_bytes, peak_memory_reserved_bytes, reset_peak_memory,
                      rss_bytes)
-from .ddp import Group, RankTimes, rank_device, wrap
 from .ranks import Steps, plan_ranks, planned_wait_fraction
 from .records import RunRecord, collect_env, identity
 from .strategies import Batch, Strategy, exact_strategy, note_for
@@ -108,9 +108,10 @@ def run_one(suite: Suite, spec: StrategySpec, seed: int, device: torch.device,
     ranks = None
     if group:
         ranks = RankTimes.gather(group, step_times, compute_times, data_times, real_tokens, padded_tokens,
-                                 peak, checksum)
+                                 peak, checksum, losses)
         if rank != 0:
             return None
+        losses = list(ranks.losses)
         train_time, data_time = ranks.train_time_s, ranks.data_time_s
         real_tokens, padded_tokens, peak = ranks.real_tokens, ranks.padded_tokens, ranks.peak_mem_bytes
 
