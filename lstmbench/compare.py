@@ -17,6 +17,7 @@ import pandas as pd
 
 from . import storage
 from .errors import ResultsError
+from .records import variant_of
 from .stats import bootstrap_ci, mann_whitney
 
 THRESHOLD = 0.05  # 5%: asv's step-detection default; smaller changes are machine noise on shared runners
@@ -44,7 +45,7 @@ class MetricChange:
     suite: str
     strategy: str
     device: str
-    variant: str  # '' or e.g. ' [train.batch_size=8]', ' x 2 ranks': never compared with another variant
+    variant: str  # '' or e.g. ' [launch.nproc=2, 2 ranks]': never compared with another variant
     metric: str
     higher_is_better: bool
     unit: str
@@ -237,12 +238,8 @@ def _rows(side: str, paths: str | Path | Iterable[str | Path], skipped: list[str
 
 
 def _variant(row: dict) -> str:
-    """What tells apart rows of one suite and strategy made on purpose differently: a sweep point, DDP ranks."""
-    point = row.get("sweep") if isinstance(row.get("sweep"), dict) else {}
-    text = " [" + ", ".join(f"{k}={v}" for k, v in point.items()) + "]" if point else ""
-    world = row.get("world_size")
-    return text + (f" x {int(world)} ranks" if isinstance(world, (int, float)) and world == world and world > 1
-                   else "")
+    parts = variant_of(row)
+    return f" [{', '.join(parts)}]" if parts else ""
 
 
 def _paths(paths: str | Path | Iterable[str | Path]) -> list[str | Path]:

@@ -21,6 +21,7 @@ import pandas as pd
 
 from . import __version__
 from .errors import ResultsError
+from .records import variant_of
 
 FORMAT_VERSION = "5.1.0"  # the pytest-benchmark JSON layout this writes (unchanged from 3.x to 5.x)
 GROUP_KEYS = ("suite", "strategy", "device")
@@ -37,9 +38,10 @@ def to_pytest_benchmark(rows: pd.DataFrame, source: str = "results") -> dict[str
     ok = rows[rows["status"] == "ok"]
     if ok.empty:
         raise ResultsError(f"{source}: no ok result rows to export ({len(rows)} rows, none with status ok)")
+    ok = ok.assign(variant=[", ".join(variant_of(r)) for r in ok.to_dict("records")])
     benchmarks = []
-    for key, group in ok.groupby(list(GROUP_KEYS), sort=True):
-        suite, strategy, device = map(str, key)
+    for key, group in ok.groupby([*GROUP_KEYS, "variant"], sort=True):
+        suite, strategy, device, variant = map(str, key)
         group = group.sort_values(["seed"], kind="stable")
         times, kept = [], []
         for i, r in enumerate(group.itertuples(index=False)):
@@ -51,7 +53,7 @@ def to_pytest_benchmark(rows: pd.DataFrame, source: str = "results") -> dict[str
         if not times:
             raise ResultsError(f"{source}: {suite}/{strategy} on {device}: no ok row has train_time_s and steps")
         used = group.iloc[kept]
-        benchmarks.append(_benchmark(suite, strategy, device, times, used))
+        benchmarks.append(_benchmark(suite, strategy, device, variant, times, used))
     return {
         "machine_info": _machine_info(ok),
         "commit_info": _commit_info(ok),
@@ -61,7 +63,8 @@ def to_pytest_benchmark(rows: pd.DataFrame, source: str = "results") -> dict[str
     }
 
 
-def _benchmark(suite: str, strategy: str, device: str, times: list[float], rows: pd.DataFrame) -> dict[str, Any]:
+def _benchmark(suite: str, strategy: str, device: str, variant: str, times: list[float],
+               rows: pd.DataFrame) -> dict[str, Any]:
     extra: dict[str, Any] = {"unit": "seconds per training step (train_time_s / steps), one round per run",
                              "seeds": [int(s) for s in rows["seed"]],
                              "steps": [int(s) for s in rows["steps"]]}
@@ -70,12 +73,13 @@ def _benchmark(suite: str, strategy: str, device: str, times: list[float], rows:
             extra[column] = [_number(v) for v in rows[column]]
     if "suite_hash" in rows.columns:
         extra["suite_hash"] = sorted({str(h) for h in rows["suite_hash"]})
+    where = f"{device}, {variant}" if variant else device  # a sweep point or DDP ranks: a benchmark of its own
     return {
         "group": suite,
-        "name": f"{suite}/{strategy}[{device}]",
-        "fullname": f"lstmbench::{suite}/{strategy}[{device}]",
-        "params": {"strategy": strategy, "device": device},
-        "param": f"{strategy}-{device}",
+        "name": f"{suite}/{strategy}[{where}]",
+        "fullname": f"lstmbench::{suite}/{strategy}[{where}]",
+        "params": {"strategy": strategy, "device": device, **({"variant": variant} if variant else {})},
+        "param": f"{strategy}-{device}" + (f"-{variant}" if variant else ""),
         "extra_info": extra,
         "options": {"disable_gc": False, "timer": "lstmbench", "min_rounds": len(times), "max_time": None,
                     "min_time": None, "warmup": True},

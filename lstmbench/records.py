@@ -96,6 +96,17 @@ def identity(suite: Any, spec: Any, seed: int, device: str, note: str) -> dict[s
                 config=suite.to_dict())
 
 
+def variant_of(row: dict[str, Any]) -> list[str]:
+    """What sets apart rows of one suite, strategy and device made differently on purpose: the sweep point
+    and the DDP world size, e.g. ['launch.nproc=2', '2 ranks']. Such rows are never compared or pooled."""
+    point = row.get("sweep") if isinstance(row.get("sweep"), dict) else {}
+    parts = [f"{k}={v}" for k, v in point.items()]
+    world = row.get("world_size")
+    if isinstance(world, (int, float)) and world == world and world > 1:  # world == world: not NaN
+        parts.append(f"{int(world)} ranks")
+    return parts
+
+
 def collect_env(device_name: str, threads: int) -> dict[str, Any]:
     """Where and with what a row was measured (pyperf-style metadata)."""
     import numpy

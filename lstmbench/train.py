@@ -52,7 +52,9 @@ def run_one(suite: Suite, spec: StrategySpec, seed: int, device: torch.device,
     # DDP averages the ranks' gradients; scaling each rank's summed loss by world / (the step's count over
     # all ranks) makes the average the gradient of the mean over the union of the ranks' batches
     scales = [world / sum(strategy.scored(train, idx) for idx in step) for step in steps] if group else None
-    kernel = probe_kernel(model, strategy, train, plan[0], device, precision)
+    # the costliest batch, where most time goes (a packed batch of equal lengths would run a fused kernel)
+    costliest = max(plan, key=lambda idx: int(np.prod(strategy.shape(train, idx))))
+    kernel = probe_kernel(model, strategy, train, costliest, device, precision)
     net = torch.compile(model) if suite.train.compile else model  # the same parameters either way
     evaluated = net  # evaluation runs outside DDP, on rank 0 alone
     ready = None

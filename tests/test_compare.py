@@ -194,6 +194,6 @@ def test_world_sizes_and_sweep_points_are_compared_only_with_their_own(tmp_path)
         (folder / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in single + ddp))
     comparison = compare_results([tmp_path / "base"], [tmp_path / "cur"])
     groups = sorted({c.group for c in comparison.changes})
-    assert groups == ["packing/bucket on cpu [launch.nproc=1]", "packing/bucket on cpu [launch.nproc=2] x 2 ranks"]
+    assert groups == ["packing/bucket on cpu [launch.nproc=1]", "packing/bucket on cpu [launch.nproc=2, 2 ranks]"]
     (regression,) = [c for c in comparison.regressions if c.metric == "tokens_per_s"]
-    assert regression.group == "packing/bucket on cpu [launch.nproc=2] x 2 ranks" and -regression.change > 0.25
+    assert regression.group == "packing/bucket on cpu [launch.nproc=2, 2 ranks]" and -regression.change > 0.25

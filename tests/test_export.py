@@ -160,3 +160,16 @@ def test_library_raises_results_error_on_rows_without_timings():
 
     with pytest.raises(ResultsError, match="lack"):
         to_pytest_benchmark(pd.DataFrame([{"suite": "s", "strategy": "m", "status": "ok"}]))
+
+
+def test_sweep_points_and_ddp_ranks_are_benchmarks_of_their_own(tmp_path):
+    """The committed DDP suite: one process and two, per strategy: 16 benchmarks, never pooled."""
+    from lstmbench.storage import load_rows
+
+    root = Path(__file__).resolve().parents[1]
+    document = to_pytest_benchmark(load_rows([root / "results" / "ddp"]).rows)
+    names = [b["name"] for b in document["benchmarks"]]
+    assert len(names) == len(set(names)) == 16
+    assert "ddp/bucket-balanced[cpu, launch.nproc=2, 2 ranks]" in names
+    assert "ddp/bucket-balanced[cpu, launch.nproc=1]" in names
+    assert all(len(b["stats"]["data"]) == 3 for b in document["benchmarks"])  # 3 seeds each

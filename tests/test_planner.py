@@ -59,3 +59,19 @@ def test_cli_lengths_of_a_data_file(tmp_path):
     r = CliRunner().invoke(main, ["lengths", str(tmp_path / "none.csv")])
     assert r.exit_code == 2 and r.stderr == f"Error: {tmp_path / 'none.csv'}: data.path: no such file: " \
                                              f"{tmp_path / 'none.csv'}\n"
+
+
+def test_lengths_plans_the_distributed_form_with_its_planned_wait():
+    from pathlib import Path
+
+    packing = Path(__file__).resolve().parents[1] / "suites" / "packing.yaml"
+    suite = load_suite(packing, ["launch.nproc=2", "strategies=[bucket, {bucket: {name: b2, deal: balanced}}]"])
+    plan = plan_suite(suite)
+    waits = {p.strategy: p.planned_wait for p in plan.strategies}
+    assert waits["b2"] < waits["bucket"] / 3 and 0 < waits["b2"]
+    assert {p.strategy: p.batches for p in plan.strategies} == {"ideal": 64, "bucket": 64, "b2": 64}  # both ranks'
+    r = CliRunner().invoke(main, ["lengths", str(packing), "--set", "launch.nproc=2"])
+    assert r.exit_code == 0, r.output
+    assert "One epoch on 2 DDP ranks (32 sequences a rank a step)" in r.output
+    header = next(line for line in r.output.splitlines() if line.startswith("| strategy"))
+    assert header.rstrip().endswith("planned wait % |")
