@@ -18,9 +18,9 @@ from tqdm import tqdm
 from . import __version__
 from .data import check_data
 from .errors import LstmbenchError
-from .runner import plan_runs, run_suite, shard_of
-from .strategies import CHOICE_HELP, DESCRIPTIONS, computation_note
-from .suite import PRESETS, StrategySpec, expand_sweep, load_suite
+from .runner import parse_shard, plan_runs, run_suite, shard_of
+from .strategies import CHOICE_HELP, DESCRIPTIONS, describe
+from .suite import expand_sweep, load_suite
 
 EXIT_BAD_INPUT = 2  # bad suite, bad result files, bad options (click's own usage errors are 2 too)
 EXIT_RUNS_FAILED = 1  # the suite ran, but some runs failed; their rows say why
@@ -143,7 +143,7 @@ def _run(suite: Any, out: str, inline: bool, resume: bool, shard: str | None, gr
             finished += 1
             bar.update(1)
             if record.status == "ok":
-                bar.write(f"  {_one_line(record)}", file=sys.stderr)
+                bar.write(f"  {record.summary()}", file=sys.stderr)
             else:
                 failed += 1
                 bar.write(f"  {record.strategy} seed {record.seed}: {record.status}: {record.error}", file=sys.stderr)
@@ -165,16 +165,6 @@ def _run(suite: Any, out: str, inline: bool, resume: bool, shard: str | None, gr
     if failed:
         click.echo(f"Error: {failed} of {finished} runs failed; their rows carry the status and error.", err=True)
         sys.exit(EXIT_RUNS_FAILED)
-
-
-def parse_shard(text: str | None) -> tuple[int, int] | None:
-    """'K/N' -> (K, N), 1 <= K <= N."""
-    if text is None:
-        return None
-    k, sep, n = text.partition("/")
-    if not (sep and k.isdigit() and n.isdigit() and 1 <= int(k) <= int(n)):
-        raise CliError(f"--shard: expected K/N with 1 <= K <= N (e.g. 2/4), got {text!r}")
-    return int(k), int(n)
 
 
 def _torchrun_world() -> int:
@@ -225,20 +215,6 @@ def _point(point: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in point.items())
 
 
-def _one_line(r: Any) -> str:
-    at = f" [{_point(r.sweep)}]" if r.sweep else ""
-    text = f"{r.strategy} seed {r.seed}{at}: {r.tokens_per_s:,.0f} tokens/s"
-    if r.efficiency is not None and r.strategy != "ideal":
-        text += f" ({r.efficiency:.0%} of ideal)"
-    if r.eval_accuracy is not None:
-        text += f", accuracy {r.eval_accuracy:.3f} (exact {r.eval_accuracy_exact:.3f})"
-    if r.time_to_target_s is not None:
-        text += f", target at {r.time_to_target_s:.2f} s"
-    if r.straggler_wait_fraction is not None:
-        text += f", {r.world_size} ranks waiting {r.straggler_wait_fraction:.0%} for the slowest"
-    return text + f", train {r.train_time_s:.2f} s"
-
-
 def _default_report_dir(rows: Any, suite: str) -> Path:
     from . import storage
 
@@ -264,7 +240,7 @@ def validate(suite_file: str, overrides: tuple[str, ...]) -> None:
     for variant in variants if suite.sweep else []:
         click.echo(f"  sweep point {_point(variant.point)} (configuration {variant.hash})")
     for spec in suite.strategies:
-        click.echo(f"  {_describe(spec, suite.model.bidirectional, suite.data.task == 'tag')}")
+        click.echo(f"  {describe(spec, suite.model.bidirectional, suite.data.task == 'tag')}")
 
 
 @main.command(name="verify")
@@ -283,44 +259,43 @@ def verify_cmd(suite_file: str, overrides: tuple[str, ...], batches: int, nproc:
 
     Example: lstmbench verify suites/packing.yaml --set model.bidirectional=true
     """
-    from .verify import AS_DESIGNED, EQUIVALENT, MISMATCH, verify_suite
+    from .verify import AS_DESIGNED, EQUIVALENT, MISMATCH, verdict_table, verify_suite
 
     suite = load_suite(suite_file, overrides)
     verdicts = verify_suite(suite, batches=batches)
-    table = [{"strategy": v.strategy, "batches": v.batches, "max rel. error, loss": f"{v.loss_rel_error:.1e}",
-              "max rel. error, gradients": f"{v.grad_rel_error:.1e}",
-              "verdict": v.verdict + (f": {v.note}" if v.verdict == AS_DESIGNED else "")} for v in verdicts]
-    click.echo(tabulate(table, headers="keys", tablefmt="pipe"))
+    click.echo(tabulate(verdict_table(verdicts), headers="keys", tablefmt="pipe"))
     count = {k: sum(v.verdict == k for v in verdicts) for k in (EQUIVALENT, AS_DESIGNED, MISMATCH)}
     click.echo(f"\nAll {len(verdicts)} strategies verified: {count[EQUIVALENT]} equivalent, "
                f"{count[AS_DESIGNED]} differ as designed, {count[MISMATCH]} mismatch.")
     bad = [v.strategy for v in verdicts if v.verdict == MISMATCH]
     ranks = nproc or suite.launch.nproc
-    if ranks > 1:
-        bad += [f"{v['strategy']} on {ranks} ranks" for v in _verify_ranks(suite, ranks, batches)]
+    bad_ranks = [v["strategy"] for v in _verify_ranks(suite, ranks, batches)] if ranks > 1 else []
+    problems = []
     if bad:
         noun = "strategy does" if len(bad) == 1 else "strategies do"
-        click.echo(f"Error: {len(bad)} {noun} not match per-sequence processing: {', '.join(bad)}", err=True)
+        problems.append(f"{len(bad)} {noun} not match per-sequence processing: {', '.join(bad)}")
+    if bad_ranks:
+        noun = "distributed form does" if len(bad_ranks) == 1 else "distributed forms do"
+        problems.append(f"{len(bad_ranks)} {noun} not match one process on the union of its {ranks} ranks' "
+                        f"batches: {', '.join(bad_ranks)}")
+    if problems:
+        click.echo(f"Error: {'; '.join(problems)}", err=True)
         sys.exit(EXIT_RUNS_FAILED)
 
 
 def _verify_ranks(suite: Any, ranks: int, batches: int) -> list[dict[str, Any]]:
     """Run the distributed check under torchrun, print its table, return the mismatches."""
     from .errors import LstmbenchError
-    from .verify import MISMATCH
+    from .verify import MISMATCH, distributed_table
     from .worker import torchrun_job
 
     ended = torchrun_job({"kind": "verify", "suite": suite, "batches": batches}, ranks, suite.threads)
     if not isinstance(ended.result, list):
         raise LstmbenchError(f"the distributed check on {ranks} ranks failed (torchrun exit code {ended.code}): "
                              f"{ended.last_error}")
-    table = [{"strategy": v["strategy"], "deal": v["deal"], "steps": v["steps"],
-              "max rel. error, loss": f"{v['loss_rel_error']:.1e}", "max rel. error, gradients":
-              f"{v['grad_rel_error']:.1e}", "each example once per epoch": v["coverage"] or "yes",
-              "verdict": v["verdict"]} for v in ended.result]
     click.echo(f"\nDistributed forms on {ranks} ranks (gloo): DDP's all-reduced loss and gradients against one "
                "process on the union of the ranks' batches")
-    click.echo(tabulate(table, headers="keys", tablefmt="pipe"))
+    click.echo(tabulate(distributed_table(ended.result), headers="keys", tablefmt="pipe"))
     bad = [v for v in ended.result if v["verdict"] == MISMATCH]
     click.echo(f"\n{len(ended.result) - len(bad)} of {len(ended.result)} distributed forms equal one process on "
                "the union of their batches.")
@@ -352,15 +327,10 @@ def lengths_cmd(suite_file: str, overrides: tuple[str, ...], seed: int | None) -
                f"mean {st.mean:.1f}\n")
     for line in histogram(plan.lengths):
         click.echo(f"  {line}")
-    rows = [{"strategy": p.strategy, "computes": p.note, "batches": p.batches, "pad %": f"{100 * p.pad_fraction:.1f}",
-             "real tokens": f"{p.real_tokens:,}", "padded tokens": f"{p.padded_tokens:,}",
-             "largest batch": f"{p.largest_shape[0]} x {p.largest_shape[1]}"} for p in plan.strategies]
     if suite.launch.nproc > 1:
         click.echo(f"\nOne epoch on {suite.launch.nproc} DDP ranks ({suite.train.batch_size} sequences a rank a step); "
                    "planned wait % = rank time spent waiting for the slowest rank, if time went with padded cells.")
-        for row, p in zip(rows, plan.strategies):
-            row["planned wait %"] = f"{100 * p.planned_wait:.1f}"
-    click.echo("\n" + tabulate(rows, headers="keys", tablefmt="pipe"))
+    click.echo("\n" + tabulate(plan.table(), headers="keys", tablefmt="pipe"))
 
 
 @main.command()
@@ -374,15 +344,6 @@ def strategies() -> None:
     for axis, options in CHOICE_HELP.items():
         for value, text in options.items():
             click.echo(f"  {axis + ':':<9} {value:<13}{text}")
-
-
-def _describe(spec: StrategySpec, bidirectional: bool, tag: bool = False) -> str:
-    cut = f" (max_len {spec.max_len})" if spec.padding == "truncate" else ""
-    note = computation_note(spec, bidirectional, tag)
-    exact = f"changes the computation: {note}" if note else "exact: equals per-sequence processing"
-    preset = " [preset]" if spec.name in PRESETS else ""
-    return (f"{spec.name}{preset}: batching {spec.batching}, padding {spec.padding}{cut}, "
-            f"readout {spec.readout}; {exact}")
 
 
 EXIT_REGRESSION = 3  # compare found a regression: distinct from bad input (2) and from a crash (1)

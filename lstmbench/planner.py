@@ -48,6 +48,18 @@ class Plan:
     stats: LengthStats
     strategies: list[StrategyPlan]
 
+    def table(self) -> list[dict[str, str | int]]:
+        """One row a strategy, as `lstmbench lengths` shows it (planned wait % for a DDP plan)."""
+        rows: list[dict[str, str | int]] = []
+        for p in self.strategies:
+            rows.append({"strategy": p.strategy, "computes": p.note, "batches": p.batches,
+                         "pad %": f"{100 * p.pad_fraction:.1f}", "real tokens": f"{p.real_tokens:,}",
+                         "padded tokens": f"{p.padded_tokens:,}",
+                         "largest batch": f"{p.largest_shape[0]} x {p.largest_shape[1]}"})
+            if p.planned_wait is not None:
+                rows[-1]["planned wait %"] = f"{100 * p.planned_wait:.1f}"
+        return rows
+
 
 def plan_suite(suite: Suite, seed: int | None = None) -> Plan:
     """One epoch of every strategy (and the ideal) over the seed's training split; with launch.nproc > 1,

@@ -80,6 +80,20 @@ class RunRecord:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def summary(self) -> str:
+        """One line for `lstmbench run`'s log of a measured run."""
+        at = " [" + ", ".join(f"{k}={v}" for k, v in self.sweep.items()) + "]" if self.sweep else ""
+        text = f"{self.strategy} seed {self.seed}{at}: {self.tokens_per_s:,.0f} tokens/s"
+        if self.efficiency is not None and self.strategy != "ideal":
+            text += f" ({self.efficiency:.0%} of ideal)"
+        if self.eval_accuracy is not None:
+            text += f", accuracy {self.eval_accuracy:.3f} (exact {self.eval_accuracy_exact:.3f})"
+        if self.time_to_target_s is not None:
+            text += f", target at {self.time_to_target_s:.2f} s"
+        if self.straggler_wait_fraction is not None:
+            text += f", {self.world_size} ranks waiting {self.straggler_wait_fraction:.0%} for the slowest"
+        return text + f", train {self.train_time_s:.2f} s"
+
 
 REQUIRED_KEYS = tuple(f.name for f in dataclasses.fields(RunRecord))
 

@@ -5,7 +5,7 @@ import functools
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
-from .errors import SuiteError
+from .errors import LstmbenchError, SuiteError
 from .probes import resolve_device
 from .records import RunRecord
 from .suite import IDEAL, StrategySpec, Suite
@@ -25,6 +25,16 @@ def plan_runs(suite: Suite, done: Iterable[tuple[str, int]] = ()) -> list[Planne
     skip = set(done)
     specs = ([IDEAL] if suite.ideal else []) + list(suite.strategies)
     return [PlannedRun(spec, seed) for seed in suite.seeds for spec in specs if (spec.name, seed) not in skip]
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """`--shard K/N` -> (K, N), 1 <= K <= N; None for None."""
+    if text is None:
+        return None
+    k, sep, n = text.partition("/")
+    if not (sep and k.isdigit() and n.isdigit() and 1 <= int(k) <= int(n)):
+        raise LstmbenchError(f"--shard: expected K/N with 1 <= K <= N (e.g. 2/4), got {text!r}")
+    return int(k), int(n)
 
 
 def shard_of(plans: list[list[PlannedRun]], k: int, n: int) -> list[list[PlannedRun]]:

@@ -65,6 +65,16 @@ def computation_note(spec: StrategySpec, bidirectional: bool = False, tag: bool 
     return "; ".join(notes)
 
 
+def describe(spec: StrategySpec, bidirectional: bool = False, tag: bool = False) -> str:
+    """One line for `validate`: the composition, and whether it computes exactly."""
+    cut = f" (max_len {spec.max_len})" if spec.padding == "truncate" else ""
+    note = computation_note(spec, bidirectional, tag)
+    exact = f"changes the computation: {note}" if note else "exact: equals per-sequence processing"
+    preset = " [preset]" if spec.name in PRESETS else ""
+    return (f"{spec.name}{preset}: batching {spec.batching}, padding {spec.padding}{cut}, "
+            f"readout {spec.readout}; {exact}")
+
+
 @dataclass
 class Batch:
     tokens: torch.Tensor  # [B, T] int32, PAD beyond each sequence's (kept) length

@@ -73,6 +73,21 @@ class Verdict:
     verdict: str  # equivalent | differs as designed | MISMATCH
 
 
+def verdict_table(verdicts: list[Verdict]) -> list[dict[str, Any]]:
+    """One row a strategy, as `lstmbench verify` shows it."""
+    return [{"strategy": v.strategy, "batches": v.batches, "max rel. error, loss": f"{v.loss_rel_error:.1e}",
+             "max rel. error, gradients": f"{v.grad_rel_error:.1e}",
+             "verdict": v.verdict + (f": {v.note}" if v.verdict == AS_DESIGNED else "")} for v in verdicts]
+
+
+def distributed_table(verdicts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row a distributed form (DistributedVerdict dicts, as the ranks hand them back)."""
+    return [{"strategy": v["strategy"], "deal": v["deal"], "steps": v["steps"],
+             "max rel. error, loss": f"{v['loss_rel_error']:.1e}",
+             "max rel. error, gradients": f"{v['grad_rel_error']:.1e}",
+             "each example once per epoch": v["coverage"] or "yes", "verdict": v["verdict"]} for v in verdicts]
+
+
 def verify_suite(suite: Suite, batches: int = 3, tolerance: float = TOLERANCE) -> list[Verdict]:
     """Check every strategy of `suite` on real batches of its data (first seed), in float64: the first
     `batches` batches of the strategy's own plan, the last one replaced by the batch holding the longest

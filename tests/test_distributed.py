@@ -184,4 +184,5 @@ def test_verify_catches_a_wrongly_scaled_distributed_loss(tmp_path):
     line = next(line for line in done.stdout.splitlines() if line.startswith("| mask ") and "per_rank" in line)
     cells = [c.strip() for c in line.strip().strip("|").split("|")]
     assert cells[-1] == "MISMATCH" and float(cells[4]) > 1  # gradients: a sum over 8 x 2 sequences, not a mean
-    assert done.stderr.endswith("Error: 1 strategy does not match per-sequence processing: mask on 2 ranks\n")
+    assert done.stderr.endswith("Error: 1 distributed form does not match one process on the union of its 2 ranks' "
+                                "batches: mask\n")
