@@ -153,6 +153,7 @@ class RankTimes:
     data_time_by_rank: np.ndarray  # [ranks] seconds of batch preparation
     real_tokens: int  # summed over ranks
     padded_tokens: int
+    padded_by_rank: list[int]  # each rank's padded cells: its share of the work
     peak_mem_bytes: int  # the largest rank's
     losses: np.ndarray  # [steps] the loss of the whole step: the mean over the union of the ranks' batches
 
@@ -167,7 +168,8 @@ class RankTimes:
         # each rank's loss is its summed loss x world / the step's count: their mean is the union's mean loss
         union_losses = np.mean([r[7] for r in rows], axis=0)
         return cls(np.array([r[0] for r in rows]), np.array([r[1] for r in rows]), np.array([r[2] for r in rows]),
-                   sum(r[3] for r in rows), sum(r[4] for r in rows), max(r[5] for r in rows), union_losses)
+                   sum(r[3] for r in rows), sum(r[4] for r in rows), [int(r[4]) for r in rows],
+                   max(r[5] for r in rows), union_losses)
 
     @property
     def train_time_s(self) -> float:
@@ -186,6 +188,7 @@ class RankTimes:
     def fields(self, planned_wait: float) -> dict[str, Any]:
         return {"rank_step_time_median_s": [float(x) for x in np.median(self.step_times_by_rank, axis=1)],
                 "rank_compute_time_s": [float(x) for x in self.compute_by_rank.sum(axis=1)],
+                "rank_padded_tokens": self.padded_by_rank,
                 "straggler_wait_fraction": straggler_wait_fraction(self.step_times_by_rank, self.compute_by_rank),
                 "planned_wait_fraction": planned_wait}
 

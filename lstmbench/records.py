@@ -69,6 +69,7 @@ class RunRecord:
     deal: str = ""  # DDP: per_rank (each rank batches its own shard) | balanced (batches dealt by cost)
     rank_step_time_median_s: list = field(default_factory=list)  # DDP: each rank's median step time
     rank_compute_time_s: list = field(default_factory=list)  # DDP: each rank's own forward+backward seconds
+    rank_padded_tokens: list = field(default_factory=list)  # DDP: each rank's padded cells (batch x time summed)
     straggler_wait_fraction: float | None = None  # DDP: share of rank step time spent waiting for the slowest
     planned_wait_fraction: float | None = None  # DDP: the same, estimated from the plan's padded cells alone
     shard: str = ""  # K/N when the run came from `lstmbench run --shard K/N`
