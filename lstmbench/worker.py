@@ -10,6 +10,7 @@ import multiprocessing as mp
 import os
 import pickle
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -77,6 +78,10 @@ def run_torchrun(suite: Suite, spec: StrategySpec, seed: int, device: str,
         view.clear()  # no view may outlive the mapping
         shm.close()
         shm.unlink()
+    if ended.killed and (ended.result is None or " by peer" in ended.result.get("error", "")):
+        # a rank died without a word; the others saw only their peer vanish
+        return failure_record(suite, spec, seed, device, "crashed", f"{ended.killed}; the job exited with code "
+                                                                   f"{ended.code}")
     if ended.result is not None:
         return RunRecord(**ended.result)
     return failure_record(suite, spec, seed, device, "crashed",
@@ -88,6 +93,7 @@ class JobEnd:
     code: int  # torchrun's exit code
     result: Any  # what rank 0 wrote, else the first failing rank's, else None
     last_error: str  # the last line of the job's output that mentions an error
+    killed: str = ""  # torchrun's root cause when a rank died of a signal: 'rank 1 died: Signal 9 (SIGKILL) ...'
 
 
 def torchrun_job(job: dict[str, Any], nproc: int, threads: int, poll: Callable[[], Any] = lambda: None) -> JobEnd:
@@ -103,7 +109,19 @@ def torchrun_job(job: dict[str, Any], nproc: int, threads: int, poll: Callable[[
             return JobEnd(code, results[out], _last_error(log))
         # the first rank to fail says why; the others failed after it (a peer gone from the all-reduce)
         first = min(results, key=lambda f: f.stat().st_mtime_ns, default=None)
-        return JobEnd(code, results[first] if first else None, _last_error(log))
+        return JobEnd(code, results[first] if first else None, _last_error(log), _killed(log))
+
+
+def _killed(log: Path) -> str:
+    """From torchrun's failure summary: which rank a signal killed first ('' if none was)."""
+    lines = [line.strip() for line in log.read_text(errors="replace").splitlines()]
+    if not any(line.startswith("Root Cause") for line in lines):
+        return ""
+    cause = lines[next(i for i, line in enumerate(lines) if line.startswith("Root Cause")):]
+    rank = next((line.split(":", 1)[1].split("(")[0].strip() for line in cause if line.startswith("rank ")), "?")
+    signal_line = next((line.split(":", 1)[1].strip() for line in cause
+                        if line.startswith("traceback") and "Signal" in line), "")
+    return f"rank {rank} died: {signal_line}" if signal_line else ""
 
 
 def _failed(result: Any) -> bool:
@@ -153,9 +171,12 @@ def _prctl() -> Any:
 
 
 def _last_error(log: Path) -> str:
+    """What a torchrun job that left no result died of: a rank killed by a signal (torchrun's summary says
+    which), else the last exception line of the ranks' output (not torchrun's own ChildFailedError)."""
     lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
-    errors = [line for line in lines if "Error" in line or "error" in line]
-    return _one_line(Exception((errors or lines or ["no output"])[-1]))
+    signals = [line.removeprefix("traceback : ") for line in lines if "received by PID" in line]
+    errors = [line for line in lines if re.search(r"\w(Error|Exception)\b", line) and "ChildFailedError" not in line]
+    return _one_line(Exception((signals[-1:] or errors[-1:] or lines[-1:] or ["no output"])[0]))
 
 
 def run_inline(suite: Suite, spec: StrategySpec, seed: int, device: str,

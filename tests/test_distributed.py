@@ -187,3 +187,27 @@ def test_verify_catches_a_wrongly_scaled_distributed_loss(tmp_path):
     assert cells[-1] == "MISMATCH" and float(cells[4]) > 1  # gradients: a sum over 8 x 2 sequences, not a mean
     assert done.stderr.endswith("Error: 1 distributed form does not match one process on the union of its 2 ranks' "
                                 "batches: mask\n")
+
+
+def test_a_rank_killed_by_a_signal_is_a_crashed_row_naming_it(tmp_path):
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "import os, signal\n"
+        "if os.environ.get('RANK') == '1':\n"
+        "    import lstmbench.train as t\n"
+        "    real, calls = t.train_step, []\n"
+        "    def step(*a, **k):\n"
+        "        calls.append(1)\n"
+        "        if len(calls) == 8:\n"
+        "            os.kill(os.getpid(), signal.SIGKILL)\n"
+        "        return real(*a, **k)\n"
+        "    t.train_step = step\n")
+    suite = write_suite(tmp_path, {**DDP, "strategies": ["mask"]})
+    done = lstmbench("run", str(suite), "--out", str(tmp_path / "r"), cwd=tmp_path,
+                     env={"PYTHONPATH": os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")])})
+    assert done.returncode == 1, done.stderr
+    (row,) = rows_in(tmp_path / "r")
+    assert row["status"] == "crashed" and row["world_size"] == 2
+    assert row["error"].startswith("rank 1 died: Signal 9 (SIGKILL) received by PID "), row["error"]
+    assert row["error"].endswith("; the job exited with code 1")
