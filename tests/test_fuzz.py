@@ -54,8 +54,8 @@ def mutated_suites(draw):
                 parent[draw(st.text(min_size=1, max_size=8))] = draw(VALUES)
             else:
                 parent.append(draw(VALUES))
-        except (KeyError, IndexError, TypeError):
-            pass  # an earlier mutation removed or replaced this path
+        except (KeyError, IndexError, TypeError, AttributeError):
+            pass  # an earlier mutation removed or replaced this path (e.g. with None, which has no append)
     return suite
 
 
