@@ -70,26 +70,26 @@ def run(suite_file: str, device: str | None, out: str, overrides: tuple[str, ...
     Under torchrun (torchrun --nnodes ... -m lstmbench run SUITE), every process joins torchrun's group and
     each run trains across all of them; rank 0 writes the rows.
     """
-    parse_shard(shard)  # bad input fails before anything starts
+    from .ddp import leave_group, torchrun_world
+
+    slice_ = parse_shard(shard)  # bad input fails before anything starts
     overrides += (f"launch.nproc={nproc}",) if nproc else ()
-    world = _torchrun_world()
+    world = torchrun_world()
     if world:  # the launcher decides the world size
         overrides += (f"launch.nproc={world}",)
     suite = load_suite(suite_file, overrides, device)
     if not world:
-        return _run(suite, out, inline, resume, shard)
-    from .ddp import leave_group
-
+        return _run(suite, out, inline, resume, shard, slice_)
     try:
-        return _run(suite, out, inline, resume, shard, _join_torchrun(suite))
+        return _run(suite, out, inline, resume, shard, slice_, _join_torchrun(suite))
     finally:
         leave_group()
 
 
-def _run(suite: Any, out: str, inline: bool, resume: bool, shard: str | None, group: Any = None) -> None:
+def _run(suite: Any, out: str, inline: bool, resume: bool, shard: str | None, slice_: tuple[int, int] | None,
+         group: Any = None) -> None:
     from . import report, storage
 
-    slice_ = parse_shard(shard)
     variants = expand_sweep(suite)  # the suite itself unless it sweeps keys
     for variant in variants:
         check_data(variant)
@@ -165,14 +165,6 @@ def _run(suite: Any, out: str, inline: bool, resume: bool, shard: str | None, gr
     if failed:
         click.echo(f"Error: {failed} of {finished} runs failed; their rows carry the status and error.", err=True)
         sys.exit(EXIT_RUNS_FAILED)
-
-
-def _torchrun_world() -> int:
-    """The world size of a torchrun job this process is a rank of (0 when not under torchrun)."""
-    import os
-
-    keys = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")  # what torchrun sets
-    return int(os.environ["WORLD_SIZE"]) if all(k in os.environ for k in keys) else 0
 
 
 def _join_torchrun(suite: Any) -> Any:

@@ -38,6 +38,11 @@ def under_torchrun() -> bool:
     return all(k in os.environ for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"))
 
 
+def torchrun_world() -> int:
+    """The world size of the torchrun job this process is a rank of; 0 when not under torchrun."""
+    return int(os.environ["WORLD_SIZE"]) if under_torchrun() else 0
+
+
 @dataclass(frozen=True)
 class Group:
     """This process's place in the DDP job."""
@@ -197,7 +202,7 @@ class RankTimes:
 def main(argv: list[str]) -> int:
     """`python -m lstmbench.ddp JOB`: one rank of a run (or of `verify --nproc`). JOB is a pickle the parent
     wrote: what to run and where rank 0 puts the result."""
-    from .worker import die_with_parent
+    from .worker import die_with_parent, failed_result
 
     die_with_parent(os.getppid())  # torchrun's agent: if it dies, so does this rank
     job = pickle.loads(Path(argv[0]).read_bytes())
@@ -214,7 +219,7 @@ def main(argv: list[str]) -> int:
         result = guarded(job["suite"], job["spec"], job["seed"], device, _progress(job, group), group)
         if result is not None:
             result = result.to_dict()
-    failed = isinstance(result, dict) and result.get("status") != "ok"
+    failed = failed_result(result)
     if result is not None:  # rank 0's result, or the failure of another rank
         out = Path(job["out"] if group.is_main else f"{job['out']}.rank{group.rank}")
         tmp = out.parent / f".{out.name}.tmp"

@@ -33,10 +33,7 @@ def plan_ranks(strategy: Strategy, data: Dataset, batch_size: int, epochs: int, 
 
 def rank_epochs(strategy: Strategy, data: Dataset, batch_size: int, epochs: int, seed: int,
                 world: int) -> list[Steps]:
-    if world == 1:
-        plan = plan_epochs(strategy, data.lengths, batch_size, epochs, seed)
-        per_epoch = len(plan) // epochs
-        return [[[idx] for idx in plan[e * per_epoch:(e + 1) * per_epoch]] for e in range(epochs)]
+    """The steps of each epoch on `world` >= 2 ranks (one rank trains the single-process plan: plan_ranks)."""
     if len(data) < 2 * world:
         raise LstmbenchError(f"{len(data)} training examples cannot fill a batch on each of {world} ranks")
     rng = np.random.default_rng([seed, 0xBA7C, world])

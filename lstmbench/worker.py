@@ -105,7 +105,7 @@ def torchrun_job(job: dict[str, Any], nproc: int, threads: int, poll: Callable[[
         log = Path(tmp) / "torchrun.log"
         code = _torchrun(nproc, threads, file, log, poll)
         results = {f: pickle.loads(f.read_bytes()) for f in Path(tmp).glob("result.pkl*")}
-        if out in results and not _failed(results[out]):
+        if out in results and not failed_result(results[out]):
             return JobEnd(code, results[out], _last_error(log))
         # the first rank to fail says why; the others failed after it (a peer gone from the all-reduce)
         first = min(results, key=lambda f: f.stat().st_mtime_ns, default=None)
@@ -124,7 +124,8 @@ def _killed(log: Path) -> str:
     return f"rank {rank} died: {signal_line}" if signal_line else ""
 
 
-def _failed(result: Any) -> bool:
+def failed_result(result: Any) -> bool:
+    """A rank's result that is a failure record (a row whose status is not ok)."""
     return isinstance(result, dict) and result.get("status") != "ok"
 
 

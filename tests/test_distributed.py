@@ -120,22 +120,27 @@ def test_verify_checks_the_distributed_forms(tmp_path):
     assert "3 of 3 distributed forms equal one process on the union of their batches." in done.stdout
 
 
-def fail_rank_1(tmp_path: Path) -> dict:
-    """An environment whose rank 1 raises at its eighth training step (warm-up included), while rank 0 waits
-    in the all-reduce: a sitecustomize, so nothing in lstmbench knows of it."""
+def break_rank_1(tmp_path: Path, action: str = "raise RuntimeError('injected failure')") -> dict:
+    """An environment whose rank 1 runs `action` at its eighth training step (warm-up included), while rank 0
+    waits in the all-reduce."""
+    return in_ranks(tmp_path,
+                    "if os.environ.get('RANK') == '1':\n"
+                    "    import lstmbench.train as t\n"
+                    "    real, calls = t.train_step, []\n"
+                    "    def step(*a, **k):\n"
+                    "        calls.append(1)\n"
+                    "        if len(calls) == 8:\n"
+                    f"            {action}\n"
+                    "        return real(*a, **k)\n"
+                    "    t.train_step = step\n")
+
+
+def in_ranks(tmp_path: Path, code: str) -> dict:
+    """An environment that runs `code` (after `import os, signal`) in every Python process it starts: a
+    sitecustomize, so nothing in lstmbench knows of it."""
     hook = tmp_path / "hook"
     hook.mkdir()
-    (hook / "sitecustomize.py").write_text(
-        "import os\n"
-        "if os.environ.get('RANK') == '1':\n"
-        "    import lstmbench.train as t\n"
-        "    real, calls = t.train_step, []\n"
-        "    def step(*a, **k):\n"
-        "        calls.append(1)\n"
-        "        if len(calls) == 8:\n"
-        "            raise RuntimeError('injected failure')\n"
-        "        return real(*a, **k)\n"
-        "    t.train_step = step\n")
+    (hook / "sitecustomize.py").write_text("import os, signal\n" + code)
     return {"PYTHONPATH": os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")])}
 
 
@@ -143,7 +148,7 @@ def test_a_rank_that_fails_ends_the_job_with_a_row_not_a_hang(tmp_path):
     """torchrun stops the job, the row says why (rank 1's error, not rank 0's lost peer), the suite goes on."""
     suite = write_suite(tmp_path, {**DDP, "strategies": ["mask"]})
     started = time.monotonic()
-    done = lstmbench("run", str(suite), "--out", str(tmp_path / "r"), cwd=tmp_path, env=fail_rank_1(tmp_path))
+    done = lstmbench("run", str(suite), "--out", str(tmp_path / "r"), cwd=tmp_path, env=break_rank_1(tmp_path))
     assert time.monotonic() - started < 120
     assert done.returncode == 1, done.stderr
     (row,) = rows_in(tmp_path / "r")
@@ -156,7 +161,7 @@ def test_a_rank_that_fails_ends_the_job_with_a_row_not_a_hang(tmp_path):
 def test_under_the_users_torchrun_a_failed_run_stops_the_job_and_keeps_the_rows(tmp_path):
     suite = write_suite(tmp_path, {**DDP, "strategies": ["bucket", "mask"], "train": {**DDP["train"], "epochs": 1},
                                    "data": {**DDP["data"], "train_size": 40}})
-    env = fail_rank_1(tmp_path)
+    env = break_rank_1(tmp_path)
     started = time.monotonic()
     done = torchrun("-m", "lstmbench", "run", str(suite), "--out", str(tmp_path / "r"), cwd=tmp_path, env=env)
     assert time.monotonic() - started < 120
@@ -171,16 +176,11 @@ def test_under_the_users_torchrun_a_failed_run_stops_the_job_and_keeps_the_rows(
 def test_verify_catches_a_wrongly_scaled_distributed_loss(tmp_path):
     """The ranks' loss scale is wrong (every step's count taken as 1, so DDP averages sums, not the union's
     mean): verify must say MISMATCH and exit 1. The break is a sitecustomize in the ranks alone."""
-    hook = tmp_path / "hook"
-    hook.mkdir()
-    (hook / "sitecustomize.py").write_text(
-        "import os\n"
-        "if 'RANK' in os.environ:\n"
-        "    from lstmbench.strategies import Strategy\n"
-        "    Strategy.scored = lambda self, data, idx: 1\n")
+    env = in_ranks(tmp_path, "if 'RANK' in os.environ:\n"
+                             "    from lstmbench.strategies import Strategy\n"
+                             "    Strategy.scored = lambda self, data, idx: 1\n")
     suite = write_suite(tmp_path, {**DDP, "strategies": ["mask"]})
-    done = lstmbench("verify", str(suite), "--batches", "1", cwd=tmp_path,
-                     env={"PYTHONPATH": os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")])})
+    done = lstmbench("verify", str(suite), "--batches", "1", cwd=tmp_path, env=env)
     assert done.returncode == 1, done.stdout + done.stderr
     line = next(line for line in done.stdout.splitlines() if line.startswith("| mask ") and "per_rank" in line)
     cells = [c.strip() for c in line.strip().strip("|").split("|")]
@@ -190,22 +190,9 @@ def test_verify_catches_a_wrongly_scaled_distributed_loss(tmp_path):
 
 
 def test_a_rank_killed_by_a_signal_is_a_crashed_row_naming_it(tmp_path):
-    hook = tmp_path / "hook"
-    hook.mkdir()
-    (hook / "sitecustomize.py").write_text(
-        "import os, signal\n"
-        "if os.environ.get('RANK') == '1':\n"
-        "    import lstmbench.train as t\n"
-        "    real, calls = t.train_step, []\n"
-        "    def step(*a, **k):\n"
-        "        calls.append(1)\n"
-        "        if len(calls) == 8:\n"
-        "            os.kill(os.getpid(), signal.SIGKILL)\n"
-        "        return real(*a, **k)\n"
-        "    t.train_step = step\n")
+    env = break_rank_1(tmp_path, "os.kill(os.getpid(), signal.SIGKILL)")
     suite = write_suite(tmp_path, {**DDP, "strategies": ["mask"]})
-    done = lstmbench("run", str(suite), "--out", str(tmp_path / "r"), cwd=tmp_path,
-                     env={"PYTHONPATH": os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")])})
+    done = lstmbench("run", str(suite), "--out", str(tmp_path / "r"), cwd=tmp_path, env=env)
     assert done.returncode == 1, done.stderr
     (row,) = rows_in(tmp_path / "r")
     assert row["status"] == "crashed" and row["world_size"] == 2
