@@ -94,3 +94,20 @@ class KernelProbe(TorchDispatchMode):
     @property
     def kernel(self) -> str:
         return next((name for op, name in self.KERNELS if op in self.ops), "generic")
+
+
+_BF16_LSTM: dict[str, bool] = {}
+
+
+def cpu_bf16_lstm() -> bool:
+    """Whether oneDNN runs an LSTM under bf16 autocast on this CPU. CPUs without native bf16 (no avx512_bf16,
+    no AMX) refuse it with 'could not create a primitive descriptor': ask once, with a 1x2x4 batch."""
+    if "cpu" not in _BF16_LSTM:
+        lstm = torch.nn.LSTM(4, 4, batch_first=True)
+        try:
+            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+                lstm(torch.zeros(1, 2, 4))
+            _BF16_LSTM["cpu"] = True
+        except RuntimeError:
+            _BF16_LSTM["cpu"] = False
+    return _BF16_LSTM["cpu"]

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from .errors import LstmbenchError, SuiteError
-from .probes import resolve_device
+from .probes import cpu_bf16_lstm, resolve_device
 from .records import RunRecord
 from .suite import IDEAL, StrategySpec, Suite
 from .worker import guarded, run_inline, run_isolated, run_torchrun
@@ -62,6 +62,9 @@ def run_suite(suite: Suite, isolate: bool = True, done: Mapping[tuple[str, int],
     if suite.train.amp == "fp16" and device != "cuda":
         raise SuiteError(suite.origin, "train.amp", f"fp16 needs a CUDA device, and this suite runs on {device}; "
                                                     "use bf16 or none")
+    if suite.train.amp == "bf16" and device == "cpu" and not cpu_bf16_lstm():
+        raise SuiteError(suite.origin, "train.amp", "bf16 on this CPU: oneDNN has no bf16 LSTM here (the CPU lacks "
+                                                    "avx512_bf16 and AMX); use none, or run on a CPU or GPU with bf16")
     if group is not None:
         run: Callable[..., RunRecord | None] = functools.partial(guarded, group=group)
     elif suite.launch.nproc > 1:

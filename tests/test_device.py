@@ -7,7 +7,7 @@ import torch
 from click.testing import CliRunner
 
 from lstmbench.cli import main
-from lstmbench.probes import resolve_device
+from lstmbench.probes import cpu_bf16_lstm, resolve_device
 from lstmbench.suite import load_suite
 from lstmbench.train import run_one
 from lstmbench.worker import run_inline
@@ -21,11 +21,21 @@ def test_auto_resolves_to_what_torch_sees():
     assert resolve_device("cpu").type == "cpu"
 
 
+@pytest.mark.skipif(not cpu_bf16_lstm(), reason="this CPU has no bf16 LSTM in oneDNN (see the next test)")
 def test_bf16_autocast_runs_and_is_recorded(tiny_file):
     suite = load_suite(tiny_file, ["train.amp=bf16"])
     r = run_one(suite, suite.strategies[2], 0, CPU)
     assert (r.status, r.amp, r.cudnn_benchmark, r.compiled) == ("ok", "bf16", True, False)
     assert np.isfinite(r.final_loss) and 0 <= r.eval_accuracy <= 1
+
+
+@pytest.mark.skipif(cpu_bf16_lstm(), reason="this CPU runs bf16 LSTMs (see the previous test)")
+def test_bf16_on_a_cpu_without_it_is_refused_before_any_run(tiny_file, tmp_path):
+    r = CliRunner().invoke(main, ["run", str(tiny_file), "--set", "train.amp=bf16", "--device", "cpu",
+                                  "--out", str(tmp_path)])
+    assert r.exit_code == 2 and not list(tmp_path.rglob("*.jsonl"))
+    assert r.stderr == (f"Error: {tiny_file}: train.amp: bf16 on this CPU: oneDNN has no bf16 LSTM here (the CPU "
+                        "lacks avx512_bf16 and AMX); use none, or run on a CPU or GPU with bf16\n")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given without a GPU")
