@@ -178,8 +178,10 @@ def _join_torchrun(suite: Any) -> Any:
 @click.argument("paths", nargs=-1, type=click.Path())
 @click.option("--out", default=None, help="Write each suite's report to OUT/<suite>/ "
                                           "(default: the report/ folder beside the suite's results).")
+@click.option("--pool", is_flag=True, help="Pool rows measured by different lstmbench commits or torch versions "
+                                           "into one section (named POOLED, listing each); default: apart.")
 @translate_errors
-def report_cmd(paths: tuple[str, ...], out: str | None) -> None:
+def report_cmd(paths: tuple[str, ...], out: str | None, pool: bool) -> None:
     """Tables and plots from result files or folders (default: results/).
 
     Example: lstmbench report results/packing
@@ -189,7 +191,7 @@ def report_cmd(paths: tuple[str, ...], out: str | None) -> None:
     loaded = storage.load_rows(paths or ["results"])
     for warning in loaded.skipped:
         click.echo(f"Warning: {warning}", err=True)
-    for suite_report in report.build_reports(loaded.rows):
+    for suite_report in report.build_reports(loaded.rows, pool=pool):
         folder = Path(out) / suite_report.suite if out else _default_report_dir(loaded.rows, suite_report.suite)
         written = storage.write_files(folder, suite_report.files())
         click.echo(suite_report.markdown())
@@ -330,8 +332,8 @@ def strategies() -> None:
     """List the strategy presets and the choices they compose."""
     for name, desc in DESCRIPTIONS.items():
         click.echo(f"{name:<13}{desc}")
-    click.echo(f"{'ideal':<13}added to every suite (unless `ideal: false`): the batch's tokens cut into "
-               "equal rows, no padding; the ceiling `efficiency` divides by")
+    click.echo(f"{'ideal':<13}added to every suite (unless `ideal: false`): each batch's tokens cut into "
+               "equal rows, no padding, a fixed batch size (efficiency divides by each run's own unpadded batches)")
     click.echo("\nA strategy composes one choice of each (give `name`, `batching`, `padding`, `readout`):")
     for axis, options in CHOICE_HELP.items():
         for value, text in options.items():
@@ -346,13 +348,15 @@ EXIT_REGRESSION = 3  # compare found a regression: distinct from bad input (2) a
 @click.argument("current", type=click.Path())
 @click.option("--threshold", default=0.05, show_default=True, type=click.FloatRange(0, None),
               help="Smallest relative change that can count as a regression.")
-@click.option("--alpha", default=0.05, show_default=True, type=click.FloatRange(0, 1),
-              help="Significance level of the Mann-Whitney U test.")
+@click.option("--alpha", default=0.05, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="False-alarm rate of the whole comparison: Holm's correction over every gated test.")
 @translate_errors
 def compare_cmd(baseline: str, current: str, threshold: float, alpha: float) -> None:
-    """Compare two result sets (files or folders) per suite, strategy and device.
+    """Compare two result sets (files or folders) per suite, strategy, device, hardware and torch version.
 
-    Exit 0: no regression; 3: a regression (larger than --threshold and significant); 2: bad input.
+    Exit 0: no regression; 3: a regression (larger than --threshold and significant after correction, an
+    accuracy fall beyond its tolerance, a strategy with no ok run now, or a target no longer reached);
+    2: bad input, or too few runs to test anything.
 
     Example: lstmbench compare results/baselines/gpu results/gpu
     """
@@ -361,16 +365,18 @@ def compare_cmd(baseline: str, current: str, threshold: float, alpha: float) -> 
     comparison = compare_results([baseline], [current], threshold=threshold, alpha=alpha)
     for warning in comparison.warnings():
         click.echo(f"Warning: {warning}", err=True)
+    for sentence in comparison.lost:
+        click.echo(sentence)
     for change in comparison.regressions:
         click.echo(change.sentence())
     if comparison.changes:
-        click.echo(("\n" if comparison.regressions else "") + comparison.table().to_markdown(index=False))
+        click.echo(("\n" if comparison.has_regression else "") + comparison.table().to_markdown(index=False))
     for note in comparison.notes():
         click.echo(f"Note: {note}")
     groups = len({c.group for c in comparison.changes})
-    n = len(comparison.regressions)
-    click.echo(f"\n{n} regression{'s' if n != 1 else ''} in {groups} group{'s' if groups != 1 else ''} compared "
-               f"(threshold {threshold:.0%}, alpha {alpha:g}).")
+    n = len(comparison.regressions) + len(comparison.lost)
+    click.echo(f"\nGate: {comparison.design()}")
+    click.echo(f"{n} regression{'s' if n != 1 else ''} in {groups} group{'s' if groups != 1 else ''} compared.")
     if comparison.has_regression:
         sys.exit(EXIT_REGRESSION)
 

@@ -1,14 +1,22 @@
-"""Compare: a baseline result set against a current one -> per-metric verdicts and regression sentences.
+"""Compare: a baseline result set against a current one -> verdicts, regression sentences, an exit code.
 
-A change is a regression only when it goes the wrong way, is larger than the threshold, and is
-significant: a Mann-Whitney U test (asv's choice) below alpha, or disjoint 95% bootstrap intervals of
-the medians. Each metric is judged in its own direction. Only rows with status "ok" count.
+The gate controls its false-alarm rate over the whole comparison:
+- Gated metrics: throughput and time to target (primary), peak memory (memory). Each is tested one-sided, in
+  its own wrong direction, with a t-test on logarithms: paired by seed where both sets ran the seed (for
+  throughput, each seed's log ratio is the median over its aligned windows of training steps, which shrugs
+  off a disturbance that hit part of a run), else Welch's test. Holm's correction runs over every gated test
+  of the comparison at one `alpha`, so the chance that a comparison of unchanged code raises any alarm is at
+  most alpha. A regression also needs the change to exceed `threshold`.
+- Quality: accuracy is deterministic for a seed on CPU, so it gets an absolute tolerance, not a test.
+- No blind spots: a strategy that ran in the baseline and has no ok run now, or whose runs no longer reach the
+  target, is a regression of its own.
+- Groups are (suite, strategy, device, sweep point / DDP size, hardware, torch/CUDA/cuDNN): rows measured
+  on other hardware or another numerical stack are never compared.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 from typing import Iterable
 
@@ -17,138 +25,126 @@ import pandas as pd
 
 from . import storage
 from .errors import ResultsError
-from .records import variant_of
-from .stats import bootstrap_ci, mann_whitney
+from .records import hardware, software, variant_of
+from .stats import holm, log_ratio_test
 
 THRESHOLD = 0.05  # 5%: asv's step-detection default; smaller changes are machine noise on shared runners
-ALPHA = 0.05  # two-sided; with 4+ runs a side Mann-Whitney can reach it, with 3 only disjoint intervals can
-# Below 3 runs a side nothing is called significant: two values' percentile bootstrap interval of the median is
-# their range, and two ranges drawn from one distribution are disjoint 1 time in 3 (with 3 a side: 1 in 10,
-# the same as a one-sided Mann-Whitney at 0.05).
-MIN_RUNS = 3
-
-# metric, higher is better, how to print a value
-METRICS: tuple[tuple[str, bool, str], ...] = (
-    ("tokens_per_s", True, "count"),
-    ("samples_per_s", True, "count"),
-    ("peak_mem_bytes", False, "bytes"),
-    ("eval_accuracy", True, "fraction"),
-    ("eval_accuracy_exact", True, "fraction"),
-    ("time_to_target_s", False, "seconds"),  # absent in older rows, null for runs that never reached the target
-)
-REGRESSION, IMPROVEMENT, NOT_SIGNIFICANT, UNCHANGED = "regression", "improvement", "not significant", "unchanged"
-KEYS = ["suite", "strategy", "device", "variant"]  # variant: the sweep point and DDP world size, if any
+ALPHA = 0.05  # the family-wise false-alarm rate of a whole comparison (Holm over all its gated tests)
+MIN_RUNS = 3  # a test needs 3 seeds a side (paired: 2 degrees of freedom); with 2 nothing is tested
+ACCURACY_TOLERANCE = 0.01  # absolute: one point of held-out accuracy; the same seed, data and code give the
+# same accuracy on CPU (a difference of 0), and GPU nondeterminism moves it by a few thousandths
 
 
 @dataclass(frozen=True)
-class MetricChange:
-    suite: str
-    strategy: str
-    device: str
-    variant: str  # '' or e.g. ' [launch.nproc=2, 2 ranks]': never compared with another variant
-    metric: str
+class Metric:
+    name: str
     higher_is_better: bool
-    unit: str
-    baseline: list[float]
-    current: list[float]
+    unit: str  # how a value is printed: count | bytes | fraction | seconds | ratio
+    family: str  # primary | memory (gated, tested) | quality (absolute tolerance) | secondary (reported)
+
+
+METRICS: tuple[Metric, ...] = (
+    Metric("tokens_per_s", True, "count", "primary"),  # samples_per_s is the same quantity: not tested twice
+    Metric("time_to_target_s", False, "seconds", "primary"),  # over the seeds that reached it on both sides
+    Metric("peak_mem_bytes", False, "bytes", "memory"),
+    Metric("eval_accuracy", True, "fraction", "quality"),
+    Metric("eval_accuracy_exact", True, "fraction", "quality"),
+    Metric("efficiency", True, "ratio", "secondary"),
+)
+GATED = ("primary", "memory")
+REGRESSION, IMPROVEMENT, NOT_SIGNIFICANT, UNCHANGED = "regression", "improvement", "not significant", "unchanged"
+TOO_FEW, REPORTED = "too few runs", "reported"
+KEYS = ["suite", "strategy", "device", "variant", "platform"]
+
+
+@dataclass
+class MetricChange:
+    group: str
+    metric: Metric
+    baseline: dict[tuple[int, int], float]  # (seed, k-th run of it) -> the run's value
+    current: dict[tuple[int, int], float]
+    log_ratios: list[float]  # one per seed both sets ran (throughput: median over aligned windows); [] if none
     threshold: float
     alpha: float
+    p_value: float = math.nan  # one-sided, in the metric's wrong direction; nan when not tested
+    p_adjusted: float = math.nan  # Holm-adjusted over the comparison's gated tests
+    tests: int = 0  # how many gated tests the adjustment was over
 
     @property
-    def group(self) -> str:
-        return f"{self.suite}/{self.strategy} on {self.device}{self.variant}"
+    def paired(self) -> bool:
+        return len(self.log_ratios) >= MIN_RUNS
+
+    @property
+    def testable(self) -> bool:
+        return self.metric.family in GATED and (self.paired or min(len(self.baseline), len(self.current)) >= MIN_RUNS)
 
     @property
     def base_median(self) -> float:
-        return float(np.median(self.baseline))
+        return float(np.median(list(self.baseline.values())))
 
     @property
     def current_median(self) -> float:
-        return float(np.median(self.current))
+        return float(np.median(list(self.current.values())))
 
     @property
     def change(self) -> float:
-        """Relative change of the median, current against baseline."""
+        """Relative change: the geometric mean of the per-seed ratios when paired, else of the medians
+        (quality: the absolute change of the median)."""
+        if self.metric.family == "quality":
+            return self.current_median - self.base_median
+        if self.paired:
+            return math.expm1(float(np.mean(self.log_ratios)))
         if self.base_median == 0:
             return 0.0 if self.current_median == 0 else math.copysign(math.inf, self.current_median)
-        return (self.current_median - self.base_median) / abs(self.base_median)
+        return self.current_median / self.base_median - 1
 
     @property
-    def too_few_runs(self) -> bool:
-        """Fewer than MIN_RUNS on a side: neither test is trusted, so nothing here is called significant."""
-        return min(len(self.baseline), len(self.current)) < MIN_RUNS
-
-    @cached_property
-    def p_value(self) -> float:
-        if np.ptp(self.baseline + self.current) == 0:
-            return 1.0  # every value equal: nothing to test
-        p = mann_whitney(self.baseline, self.current)
-        return 1.0 if math.isnan(p) else p
-
-    @cached_property
-    def baseline_ci(self) -> tuple[float, float]:
-        return bootstrap_ci(self.baseline)
-
-    @cached_property
-    def current_ci(self) -> tuple[float, float]:
-        return bootstrap_ci(self.current)
-
-    @property
-    def intervals(self) -> tuple[tuple[float, float], tuple[float, float]]:
-        return self.baseline_ci, self.current_ci
-
-    @property
-    def disjoint(self) -> bool:
-        (b_low, b_high), (c_low, c_high) = self.intervals
-        return b_high < c_low or c_high < b_low
-
-    @property
-    def significant_by(self) -> str:
-        """Which test made the change significant: 'Mann-Whitney p=0.01', 'bootstrap intervals disjoint' or ''."""
-        if self.too_few_runs:
-            return ""
-        if self.p_value < self.alpha:
-            return f"Mann-Whitney p={self.p_value:.2g}"
-        if self.disjoint:
-            return "bootstrap intervals disjoint"
-        return ""
-
-    @property
-    def significance(self) -> str:
-        """The end of the sentence: 'p=0.01', 'bootstrap 95% intervals disjoint', or '' if not significant."""
-        by = self.significant_by
-        if by.startswith("Mann-Whitney "):
-            return by.removeprefix("Mann-Whitney ")
-        return "bootstrap 95% intervals disjoint" if by else ""
+    def worse(self) -> bool:
+        return (self.change < 0) == self.metric.higher_is_better and self.change != 0
 
     @property
     def verdict(self) -> str:
+        if self.metric.family == "secondary":
+            return REPORTED
+        if self.metric.family == "quality":
+            if abs(self.change) <= ACCURACY_TOLERANCE:
+                return UNCHANGED
+            return REGRESSION if self.worse else IMPROVEMENT
+        if not self.testable:
+            return TOO_FEW
         if abs(self.change) <= self.threshold:
             return UNCHANGED
-        if not self.significance:
-            return NOT_SIGNIFICANT
-        better = (self.change > 0) == self.higher_is_better
-        return IMPROVEMENT if better else REGRESSION
+        if self.worse:
+            return REGRESSION if self.p_adjusted < self.alpha else NOT_SIGNIFICANT
+        # improvements fail nothing; Bonferroni over the same tests keeps them as honest as the regressions
+        better_p = 1 - self.p_value
+        return IMPROVEMENT if better_p * max(self.tests, 1) < self.alpha else NOT_SIGNIFICANT
 
     def sentence(self) -> str:
-        """`packing/bucket on cpu: tokens_per_s fell 12.3% (48,210 -> 42,280), p=0.01`"""
+        """`packing/bucket on cpu: tokens_per_s fell 12.3% (48,210 -> 42,280), p=0.0004 (Holm, 14 tests)`"""
+        if self.metric.family == "quality":
+            moved = "rose" if self.change > 0 else "fell"
+            return (f"{self.group}: {self.metric.name} {moved} by {abs(self.change):.3f} "
+                    f"({self.base_median:.3f} -> {self.current_median:.3f}), more than the tolerance "
+                    f"{ACCURACY_TOLERANCE:g}")
         moved = "rose" if self.change > 0 else "fell"
-        return (f"{self.group}: {self.metric} {moved} {abs(self.change):.1%} "
-                f"({_fmt(self.base_median, self.unit)} -> {_fmt(self.current_median, self.unit)}), "
-                f"{self.significance}")
+        how = f"paired over {len(self.log_ratios)} seeds" if self.paired else "unpaired"
+        return (f"{self.group}: {self.metric.name} {moved} {abs(self.change):.1%} "
+                f"({_fmt(self.base_median, self.metric.unit)} -> {_fmt(self.current_median, self.metric.unit)}), "
+                f"p={self.p_adjusted:.2g} after Holm over {self.tests} tests ({how})")
 
 
 @dataclass
 class Comparison:
     changes: list[MetricChange]
-    only_baseline: list[str] = field(default_factory=list)  # groups without an ok run in the current set
+    lost: list[str] = field(default_factory=list)  # regressions without a metric: no ok run now, target missed
+    only_baseline: list[str] = field(default_factory=list)  # groups the current set did not measure at all
     only_current: list[str] = field(default_factory=list)
     config_changed: list[str] = field(default_factory=list)  # groups whose suite hash differs
-    few_runs: list[str] = field(default_factory=list)  # groups where nothing can be called significant
+    few_runs: list[str] = field(default_factory=list)  # groups where nothing can be tested
     skipped: list[str] = field(default_factory=list)  # unreadable lines in either set (a run torn while writing)
     threshold: float = THRESHOLD
     alpha: float = ALPHA
-    failed: dict[str, str] = field(default_factory=dict)  # group -> "3 failed run(s) (oom)" on the side lacking it
     hashes: dict[str, tuple[str, str]] = field(default_factory=dict)  # group -> (baseline, current) suite hashes
 
     @property
@@ -157,23 +153,35 @@ class Comparison:
 
     @property
     def has_regression(self) -> bool:
-        return bool(self.regressions)
+        return bool(self.regressions or self.lost)
+
+    @property
+    def tests(self) -> int:
+        return sum(c.testable for c in self.changes)
+
+    def design(self) -> str:
+        """What the gate tested and the false-alarm rate it is built for."""
+        by = {f: sum(c.testable and c.metric.family == f for c in self.changes) for f in GATED}
+        quality = sum(c.metric.family == "quality" for c in self.changes)
+        return (f"{self.tests} tests ({by['primary']} of throughput and time to target, {by['memory']} of memory), "
+                f"Holm-corrected together: a comparison of unchanged code fails with probability at most "
+                f"{self.alpha:g}; a regression must also exceed {self.threshold:.0%}. {quality} accuracy checks "
+                f"with an absolute tolerance of {ACCURACY_TOLERANCE:g}; efficiency reported, not gated.")
 
     def table(self) -> pd.DataFrame:
         return pd.DataFrame([{
-            "group": c.group, "metric": c.metric,
-            "runs": f"{len(c.baseline)} / {len(c.current)}",
-            "baseline": _fmt(c.base_median, c.unit), "current": _fmt(c.current_median, c.unit),
-            "change": f"{c.change:+.1%}", "p": f"{c.p_value:.2g}",
-            "intervals": "disjoint" if c.disjoint else "overlap",
-            "verdict": c.verdict + (" (too few runs)" if c.too_few_runs and abs(c.change) > c.threshold else ""),
+            "group": c.group, "metric": c.metric.name,
+            "runs": f"{len(c.baseline)} / {len(c.current)}" + (" paired" if c.paired else ""),
+            "baseline": _fmt(c.base_median, c.metric.unit), "current": _fmt(c.current_median, c.metric.unit),
+            "change": f"{c.change:+.3f}" if c.metric.family == "quality" else f"{c.change:+.1%}",
+            "p (Holm)": "-" if math.isnan(c.p_adjusted) else f"{c.p_adjusted:.2g}",
+            "verdict": c.verdict,
         } for c in self.changes])
 
     def notes(self) -> list[str]:
-        notes = [f"{g}: only in the baseline" + (f"; the current set has {self.failed[g]}" if g in self.failed
-                                                  else "") for g in self.only_baseline]
-        notes += [f"{g}: only in the current set" + (f"; the baseline has {self.failed[g]}" if g in self.failed
-                                                      else "") for g in self.only_current]
+        notes = [f"{g}: only in the baseline, and the current set has no run on that hardware and stack"
+                 for g in self.only_baseline]
+        notes += [f"{g}: only in the current set" for g in self.only_current]
         notes += [f"{g}: the suite's configuration differs between the two sets (baseline {self.hashes[g][0]}, "
                   f"current {self.hashes[g][1]}): a change may come from the suite, not the code"
                   for g in self.config_changed]
@@ -182,59 +190,166 @@ class Comparison:
     def warnings(self) -> list[str]:
         """What limits the verdicts: runs too few to test, lines that could not be read."""
         return list(self.skipped) + [
-            f"{g}: fewer than {MIN_RUNS} runs on a side; its changes are shown but none is called significant "
-            f"(use {MIN_RUNS} or more seeds, 4 or more for Mann-Whitney to reach p < 0.05)" for g in self.few_runs]
+            f"{g}: fewer than {MIN_RUNS} runs on a side; its changes are shown but not tested" for g in self.few_runs]
 
 
 def compare_results(baseline: str | Path | Iterable[str | Path], current: str | Path | Iterable[str | Path],
                     threshold: float = THRESHOLD, alpha: float = ALPHA) -> Comparison:
-    """Compare per (suite, strategy, device); raises ResultsError for unreadable or empty sets."""
+    """Compare per group; raises ResultsError for unreadable or empty sets, or when nothing can be tested."""
     if not (threshold >= 0 and 0 < alpha < 1):
         raise ResultsError(f"threshold must be >= 0 and alpha between 0 and 1, got {threshold} and {alpha}")
-    baseline, current = _paths(baseline), _paths(current)
+    skipped: list[str] = []
+    base_all = _rows("baseline", baseline, skipped)
+    cur_all = _rows("current", current, skipped)
+    result = compare_frames(base_all, cur_all, threshold, alpha, f"{_names(baseline)} and {_names(current)}")
+    result.skipped = skipped + result.skipped
+    return result
+
+
+def compare_frames(base_all: pd.DataFrame, cur_all: pd.DataFrame, threshold: float = THRESHOLD,
+                   alpha: float = ALPHA, where: str = "the two sets") -> Comparison:
+    """The comparison of two sets of rows already loaded (`_rows` adds `variant` and `platform`)."""
     result = Comparison(changes=[], threshold=threshold, alpha=alpha)
-    base_all = _rows("baseline", baseline, result.skipped)
-    cur_all = _rows("current", current, result.skipped)
-    base_rows, cur_rows = base_all[base_all["status"] == "ok"], cur_all[cur_all["status"] == "ok"]
-    base_groups = dict(iter(base_rows.groupby(KEYS, sort=True)))
-    cur_groups = dict(iter(cur_rows.groupby(KEYS, sort=True)))
+    base_all, cur_all = _keyed(base_all), _keyed(cur_all)
+    base_ok, cur_ok = _runs(base_all[base_all["status"] == "ok"]), _runs(cur_all[cur_all["status"] == "ok"])
+    base_groups = dict(iter(base_ok.groupby(KEYS, sort=True)))
+    cur_groups = dict(iter(cur_ok.groupby(KEYS, sort=True)))
+    measured = {(r["suite"], r["device"], r["platform"]) for r in cur_all.to_dict("records")}
     for key in sorted(base_groups.keys() | cur_groups.keys()):
-        name = f"{key[0]}/{key[1]} on {key[2]}{key[3]}"
-        if key not in cur_groups or key not in base_groups:
-            side, other = (result.only_baseline, cur_all) if key not in cur_groups else (result.only_current, base_all)
-            side.append(name)
-            failed = other[(other[KEYS] == pd.Series(key, index=KEYS)).all(axis=1)]
-            if len(failed):
-                result.failed[name] = f"{len(failed)} failed run(s) ({', '.join(sorted(set(failed['status'])))})"
+        name = _name(key)
+        if key not in base_groups:
+            result.only_current.append(name)
+            continue
+        if key not in cur_groups:
+            if (key[0], key[2], key[4]) in measured:  # the current set ran this suite here: the strategy is lost
+                failed = cur_all[(cur_all[KEYS] == pd.Series(key, index=KEYS)).all(axis=1)]
+                why = (f"{len(failed)} failed ({', '.join(sorted(set(failed['status'])))})" if len(failed)
+                       else "no run at all")
+                result.lost.append(f"{name}: {len(base_groups[key])} ok run(s) in the baseline, none now: {why}")
+            else:
+                result.only_baseline.append(name)
             continue
         b, c = base_groups[key], cur_groups[key]
         result.hashes[name] = (_hashes(b), _hashes(c))
         if result.hashes[name][0] != result.hashes[name][1]:
             result.config_changed.append(name)
-        if min(len(b), len(c)) < MIN_RUNS:
-            result.few_runs.append(name)
-        for metric, higher, unit in METRICS:
-            if metric not in b or metric not in c:
-                continue
-            bv, cv = _values(b[metric]), _values(c[metric])
-            if bv and cv:
-                result.changes.append(MetricChange(*key, metric, higher, unit, bv, cv, threshold, alpha))
-    if not result.changes:
-        raise ResultsError(f"nothing to compare: no (suite, strategy, device) has successful runs in both "
-                           f"{_names(baseline)} and {_names(current)}")
+        result.lost += _target_lost(name, b, c)
+        for metric in METRICS:
+            change = _change(name, metric, b, c, threshold, alpha)
+            if change is not None:
+                result.changes.append(change)
+    _adjust(result.changes)
+    result.few_runs = sorted({c.group for c in result.changes if c.metric.family in GATED and not c.testable})
+    if not result.changes and not result.lost:
+        raise ResultsError(f"nothing to compare: no group (suite, strategy, device, hardware, torch) has "
+                           f"successful runs in both {where}")
+    if not result.tests and not result.lost:
+        most = max(min(len(c.baseline), len(c.current)) for c in result.changes)
+        raise ResultsError(f"too few runs to test anything: at most {most} seed(s) a side, and a test needs "
+                           f"{MIN_RUNS}; a 20% slowdown is found 19 times in 20 with 4 seeds a side on a quiet "
+                           f"machine (see README), so run both sets with --set 'seeds=[0,1,2,3]'")
     return result
+
+
+def _change(name: str, metric: Metric, b: pd.DataFrame, c: pd.DataFrame, threshold: float,
+            alpha: float) -> MetricChange | None:
+    if metric.name not in b or metric.name not in c:
+        return None
+    bv, cv = _by_seed(b, metric.name), _by_seed(c, metric.name)
+    if metric.name == "time_to_target_s":  # only seeds that reached it on both sides; misses are `lost`
+        both = bv.keys() & cv.keys()
+        bv, cv = {s: v for s, v in bv.items() if s in both}, {s: v for s, v in cv.items() if s in both}
+    if not bv or not cv:
+        return None
+    seeds = sorted(bv.keys() & cv.keys())
+    ratios = []
+    if metric.family != "quality" and all(v > 0 for v in [*bv.values(), *cv.values()]):
+        windows = metric.name == "tokens_per_s"
+        ratios = [_window_log_ratio(b, c, s) if windows else math.log(cv[s] / bv[s]) for s in seeds]
+    return MetricChange(name, metric, bv, cv, ratios, threshold, alpha)
+
+
+def _window_log_ratio(b: pd.DataFrame, c: pd.DataFrame, seed: tuple[int, int]) -> float:
+    """A seed's log throughput ratio: the median over its windows (the same steps on both sides) of each
+    window's log ratio; the ratio of the runs' throughputs when the windows do not line up."""
+    bw, cw = _windows(b, seed), _windows(c, seed)
+    if len(bw) == len(cw) and len(bw) > 0 and min(bw + cw) > 0:
+        return float(np.median(np.log(np.asarray(cw)) - np.log(np.asarray(bw))))
+    return math.log(_by_seed(c, "tokens_per_s")[seed] / _by_seed(b, "tokens_per_s")[seed])
+
+
+def _windows(rows: pd.DataFrame, run: tuple[int, int]) -> list[float]:
+    if "window_tokens_per_s" not in rows:
+        return []
+    w = rows.loc[[r == run for r in rows["run"]], "window_tokens_per_s"].iloc[0]
+    return [float(x) for x in w] if isinstance(w, list) else []
+
+
+def _adjust(changes: list[MetricChange]) -> None:
+    """Test every gated change and Holm-adjust the p-values over all of them."""
+    tested = [c for c in changes if c.testable]
+    for c in tested:
+        if c.paired:
+            c.p_value = log_ratio_test([1.0] * len(c.log_ratios), list(np.exp(c.log_ratios)), True,
+                                       c.metric.higher_is_better)
+        else:
+            c.p_value = log_ratio_test(list(c.baseline.values()), list(c.current.values()), False,
+                                       c.metric.higher_is_better)
+    for c, p in zip(tested, holm([c.p_value for c in tested])):
+        c.p_adjusted, c.tests = p, len(tested)
+
+
+def _target_lost(name: str, b: pd.DataFrame, c: pd.DataFrame) -> list[str]:
+    """A sentence when seeds that reached the target in the baseline no longer do (or fewer runs do)."""
+    if "time_to_target_s" not in b or "time_to_target_s" not in c or "target_accuracy" not in b:
+        return []
+    if not pd.to_numeric(b["target_accuracy"], errors="coerce").gt(0).any():
+        return []
+    reached_b, reached_c = set(_by_seed(b, "time_to_target_s")), set(_by_seed(c, "time_to_target_s"))
+    ran_c = set(c["run"])
+    missed = sorted(s for s, _ in reached_b & ran_c - reached_c)
+    fewer = len(reached_c) / max(len(ran_c), 1) < len(reached_b) / max(len(b), 1)
+    if not missed and not fewer:
+        return []
+    target = pd.to_numeric(b["target_accuracy"], errors="coerce").max()
+    seeds = f" (seed{'s' if len(missed) > 1 else ''} {', '.join(map(str, missed))} no longer reach it)" if missed else ""
+    return [f"{name}: reached accuracy {target:g} in {len(reached_b)} of {len(b)} runs in the baseline, "
+            f"{len(reached_c)} of {len(c)} now{seeds}"]
+
+
+def _runs(rows: pd.DataFrame) -> pd.DataFrame:
+    """Each run keyed (seed, k): the k-th run of that seed in its group, so a set holding a seed twice keeps both
+    runs, and pairs them with the other set's runs of the same seed in order."""
+    return rows.assign(run=list(zip(rows["seed"].astype(int), rows.groupby(KEYS + ["seed"]).cumcount())))
+
+
+def _by_seed(rows: pd.DataFrame, column: str) -> dict[tuple[int, int], float]:
+    values = pd.to_numeric(rows[column], errors="coerce")
+    return {run: float(v) for run, v in zip(rows["run"], values) if np.isfinite(v)}
 
 
 def _rows(side: str, paths: str | Path | Iterable[str | Path], skipped: list[str]) -> pd.DataFrame:
     loaded = storage.load_rows(_paths(paths))
     skipped += [f"{side}: {s}" for s in loaded.skipped]
     rows = loaded.rows
-    missing = [k for k in ["suite", "strategy", "device", "status"] if k not in rows]
+    missing = [k for k in ["suite", "strategy", "device", "status", "seed"] if k not in rows]
     if missing:
         raise ResultsError(f"{_names(paths)}: result rows lack {', '.join(missing)}")
     if not (rows["status"] == "ok").any():
         raise ResultsError(f"{_names(paths)}: no successful run (status ok) among {len(rows)} rows")
-    return rows.assign(variant=[_variant(r) for r in rows.to_dict("records")])
+    return rows
+
+
+def _keyed(rows: pd.DataFrame) -> pd.DataFrame:
+    """The grouping columns: the sweep point / DDP size, and the hardware and numerical stack."""
+    envs = rows["env"] if "env" in rows else [{}] * len(rows)
+    return rows.assign(variant=[_variant(r) for r in rows.to_dict("records")],
+                       platform=[f"{hardware(e)}; {software(e)}" for e in envs])
+
+
+def _name(key: tuple) -> str:
+    suite, strategy, device, variant, platform = key
+    return f"{suite}/{strategy} on {device}{variant} ({platform})"
 
 
 def _variant(row: dict) -> str:
@@ -254,10 +369,6 @@ def _hashes(rows: pd.DataFrame) -> str:
     return "+".join(sorted(set(rows["suite_hash"].astype(str)))) if "suite_hash" in rows else "?"
 
 
-def _values(column: pd.Series) -> list[float]:
-    return [float(v) for v in pd.to_numeric(column, errors="coerce").dropna()]
-
-
 def _fmt(value: float, unit: str) -> str:
     if unit == "bytes":
         return f"{value / 2**20:,.1f} MiB"
@@ -265,4 +376,6 @@ def _fmt(value: float, unit: str) -> str:
         return f"{value:.3f}"
     if unit == "seconds":
         return f"{value:.2f} s"
+    if unit == "ratio":
+        return f"{value:.0%}"
     return f"{value:,.0f}"

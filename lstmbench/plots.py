@@ -28,9 +28,9 @@ def plots(section: Section) -> dict[str, bytes]:
     x = np.arange(len(names))
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    err = np.vstack([s["tokens_per_s"] - s["tokens_per_s_ci_low"], s["tokens_per_s_ci_high"] - s["tokens_per_s"]])
-    ax.bar(x, s["tokens_per_s"], yerr=err, capsize=4, color="tab:blue")
-    ax.set_ylabel("real tokens / s (median, 95% CI over seeds)")
+    _dots(ax, section, names, "tokens_per_s", 1.0, "tab:blue")
+    ax.set_ylabel("real tokens / s (one dot per run; bar: median)")
+    ax.set_ylim(bottom=0)
     out["throughput"] = _finish(fig, ax, names, f"Training throughput: {section.title}")
 
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -39,12 +39,12 @@ def plots(section: Section) -> dict[str, bytes]:
     out["memory"] = _finish(fig, ax, names, f"Peak memory: {section.title}")
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    w = 0.38
-    ax.bar(x - w / 2, s["eval_accuracy"], w, yerr=s["eval_accuracy_sd"], capsize=3, label="own inference path")
-    ax.bar(x + w / 2, s["eval_accuracy_exact"], w, yerr=s["eval_accuracy_exact_sd"], capsize=3, label="exact")
+    _dots(ax, section, names, "eval_accuracy", 1.0, "tab:blue", -0.15, "own inference path")
+    _dots(ax, section, names, "eval_accuracy_exact", 1.0, "tab:orange", 0.15, "exact")
     ax.set_ylim(0, 1.05)
-    ax.set_ylabel("held-out accuracy (mean ± sd over seeds)")
-    ax.legend(loc="lower right")
+    ax.set_ylabel("held-out accuracy (one dot per run; bar: median)")
+    if ax.get_legend_handles_labels()[1]:
+        ax.legend(loc="lower right")
     out["accuracy"] = _finish(fig, ax, names, f"Accuracy: {section.title}")
 
     curves = section.rows[["strategy", "curve"]] if "curve" in section.rows else pd.DataFrame()
@@ -121,6 +121,23 @@ def _train_lengths(config: dict) -> np.ndarray | None:
     except LstmbenchError:  # a row from another version: the histogram is optional
         return None
     return make_data(suite.data, suite.seeds[0]).train.lengths
+
+
+def _dots(ax: plt.Axes, section: Section, names: list[str], column: str, scale: float, color: str,
+          offset: float = 0.0, label: str | None = None) -> None:
+    """Each run of each strategy as a dot (jittered sideways), its median as a short bar: no interval the
+    runs cannot support."""
+    rows, labelled = section.rows, False
+    for i, name in enumerate(names):
+        values = pd.to_numeric(rows.loc[rows["strategy"] == name, column], errors="coerce").dropna() * scale \
+            if column in rows else pd.Series(dtype=float)
+        if values.empty:
+            continue
+        jitter = np.linspace(-0.08, 0.08, len(values)) if len(values) > 1 else np.zeros(1)
+        ax.scatter(i + offset + jitter, values, s=18, color=color, alpha=0.8, zorder=3,
+                   label=None if labelled else label)
+        labelled = True
+        ax.hlines(values.median(), i + offset - 0.14, i + offset + 0.14, color="k", lw=1.5, zorder=4)
 
 
 def _finish(fig: plt.Figure, ax: plt.Axes, names: list[str], title: str) -> bytes:

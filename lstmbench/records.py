@@ -11,7 +11,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1  # bump when a stored key changes meaning or disappears; readers refuse newer files
+SCHEMA_VERSION = 2  # bump when a stored key changes meaning or disappears; readers refuse newer files
+# 2: efficiency divides by the run's own unpadded reference (1: by the seed's ideal run); windows, position
 
 STATUSES = ("ok", "error", "diverged", "oom", "crashed")
 
@@ -58,7 +59,16 @@ class RunRecord:
     curve: list = field(default_factory=list)  # [train_time_s, step, eval_accuracy] every eval_every steps
     target_accuracy: float | None = None
     time_to_target_s: float | None = None  # training time at the first evaluation reaching the target
-    efficiency: float | None = None  # tokens_per_s / the ideal's tokens_per_s, same invocation and seed
+    efficiency: float | None = None  # tokens_per_s / reference_tokens_per_s: the run against its own batches unpadded
+    reference_tokens_per_s: float | None = None  # the run's first epoch of batches, each cut into equal unpadded rows
+    reference_window_tokens_per_s: list = field(default_factory=list)  # the reference's windows
+    reference_steps: int | None = None  # timed steps of the reference (one epoch of the run's plan)
+    window_tokens_per_s: list = field(default_factory=list)  # tokens/s of consecutive windows of the timed steps
+    position: int | None = None  # where the run came in its seed's shuffled order of strategies (0 = first)
+    verified: str | None = None  # the run's own check on its timed path: equivalent | differs as designed | MISMATCH
+    verify_loss_rel_error: float | None = None  # that check's largest relative errors, against the strategy's
+    verify_grad_rel_error: float | None = None  # own per-sequence reference (float64)
+    verify_tolerance: float | None = None  # fitted to the precision the run trains in
     init_checksum: str = ""  # sha256 prefix of the initial weights: equal across strategies of a seed
     threads: int = 0
     amp: str = "none"  # autocast precision: bf16 | fp16 | none
@@ -85,8 +95,8 @@ class RunRecord:
         """One line for `lstmbench run`'s log of a measured run."""
         at = " [" + ", ".join(f"{k}={v}" for k, v in self.sweep.items()) + "]" if self.sweep else ""
         text = f"{self.strategy} seed {self.seed}{at}: {self.tokens_per_s:,.0f} tokens/s"
-        if self.efficiency is not None and self.strategy != "ideal":
-            text += f" ({self.efficiency:.0%} of ideal)"
+        if self.efficiency is not None:
+            text += f" ({self.efficiency:.0%} of unpadded)"
         if self.eval_accuracy is not None:
             text += f", accuracy {self.eval_accuracy:.3f} (exact {self.eval_accuracy_exact:.3f})"
         if self.time_to_target_s is not None:
@@ -122,6 +132,34 @@ def variant_of(row: dict[str, Any]) -> list[str]:
     return parts
 
 
+def hardware(env: Any) -> str:
+    """The hardware a row was measured on: CPU model and core count, plus the GPU on CUDA."""
+    if not isinstance(env, dict) or not (env.get("cpu") or env.get("device_name")):
+        return "unknown machine"
+    gpu = env.get("device_name")
+    return f"{env.get('cpu') or '?'} x{env.get('cpu_count') or '?'}" + (f", {gpu}" if gpu and gpu != "cpu" else "")
+
+
+def software(env: Any) -> str:
+    """The numerical stack: torch, and on CUDA its CUDA and cuDNN versions ('torch 2.13.0+cpu')."""
+    if not isinstance(env, dict):
+        return "torch ?"
+    text = f"torch {env.get('torch') or '?'}"
+    if env.get("cuda"):
+        text += f", CUDA {env['cuda']}"
+    if env.get("cudnn"):
+        text += f", cuDNN {env['cudnn']}"
+    return text
+
+
+def code(env: Any) -> str:
+    """The code that measured a row: lstmbench's version and commit ('-dirty' with uncommitted changes)."""
+    if not isinstance(env, dict):
+        return "lstmbench ?"
+    commit = env.get("git_commit")
+    return f"lstmbench {env.get('lstmbench') or '?'} at {commit[:7] + ('-dirty' if commit.endswith('-dirty') else '') if commit else 'no commit'}"
+
+
 def collect_env(device_name: str, threads: int) -> dict[str, Any]:
     """Where and with what a row was measured (pyperf-style metadata)."""
     import numpy
@@ -141,6 +179,7 @@ def collect_env(device_name: str, threads: int) -> dict[str, Any]:
         "threads": threads,
         "mkldnn": bool(torch.backends.mkldnn.is_available()),
         "cudnn": torch.backends.cudnn.version() if torch.cuda.is_available() else None,
+        "cuda": torch.version.cuda if torch.cuda.is_available() else None,
         "platform": platform.platform(),
         "host": socket.gethostname(),
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),

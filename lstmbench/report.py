@@ -1,7 +1,8 @@
 """The report: result rows -> per-suite tables (Markdown, CSV, terminal) and plots (matplotlib, Agg).
 
-One section per (suite, configuration hash, device): rows made by different configurations are never
-averaged together.
+One section per (suite, configuration hash, device, hardware, code): rows made by different configurations,
+machines, lstmbench commits or torch versions are never averaged together, unless `pool` says so (and then
+the section names every commit and version it pooled).
 """
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import numpy as np
 import pandas as pd
 
 from .plots import crossover_plot, plots
-from .stats import UNSTABLE_IQR, bootstrap_ci, mean_std, spread
+from .machine import busy_warning
+from .records import code, hardware, software
+from .stats import UNSTABLE_IQR, Interval, median_interval, mean_std, runs_for_ci, spread
 
 BASELINE = "naive"  # speed-ups are against this strategy when the section has it
 
@@ -28,12 +31,13 @@ class Section:
     machine: str = ""  # the hardware the rows were measured on (CPU model, or GPU name)
     point: dict = field(default_factory=dict)  # a swept suite's point: key path -> value
     hosts: str = ""  # the hosts of that hardware the rows came from (shards of a cluster job: several)
+    code: str = ""  # the lstmbench commit(s) and torch version(s) that measured the rows
 
     @property
     def title(self) -> str:
         where = f", {self.hosts + ', ' if self.hosts else ''}{self.machine}" if self.machine else ""
         at = " [" + ", ".join(f"{k}={v}" for k, v in self.point.items()) + "]" if self.point else ""
-        return f"{self.suite}{at} on {self.device}{where} (configuration {self.suite_hash})"
+        return f"{self.suite}{at} on {self.device}{where} (configuration {self.suite_hash}; {self.code})"
 
     def table(self) -> pd.DataFrame:
         return format_table(self.summary)
@@ -100,31 +104,28 @@ class SuiteReport:
         return out
 
 
-def build_reports(rows: pd.DataFrame) -> list[SuiteReport]:
-    """One report per suite; one section per (configuration, device, hardware): runs of different
-    configurations or hardware are never averaged together. Hosts of the same hardware (the nodes of a
-    sharded cluster job, `run --shard K/N`) are merged, and named in the section's title."""
+def build_reports(rows: pd.DataFrame, pool: bool = False) -> list[SuiteReport]:
+    """One report per suite; one section per (configuration, device, hardware, code): runs of different
+    configurations, hardware, lstmbench commits or torch versions are never averaged together, unless `pool`
+    (then the code is not a key, and the section's title names every commit and version it holds). Hosts of
+    the same hardware (the nodes of a sharded cluster job, `run --shard K/N`) are merged, and named."""
     envs = rows["env"] if "env" in rows else [{}] * len(rows)
-    rows = rows.assign(machine=[_machine(env) for env in envs],
-                       host=[env.get("host", "?") if isinstance(env, dict) else "?" for env in envs])
+    rows = rows.assign(machine=[hardware(env) for env in envs],
+                       host=[env.get("host", "?") if isinstance(env, dict) else "?" for env in envs],
+                       code=[f"{code(env)}, {software(env)}" for env in envs])
     reports = []
     for suite, suite_rows in rows.groupby("suite", sort=True):
         sections = []
-        keys = ["suite_hash", "device", "machine"]
-        for (suite_hash, device, machine), group in suite_rows.groupby(keys, sort=False):
+        keys = ["suite_hash", "device", "machine"] + ([] if pool else ["code"])
+        for key, group in suite_rows.groupby(keys, sort=False):
+            suite_hash, device, machine = key[:3]
             section = _section(str(suite), str(suite_hash), str(device), group, machine)
             section.hosts = ", ".join(sorted(set(group["host"])))
+            codes = sorted(set(group["code"]))
+            section.code = "; ".join(codes) if len(codes) == 1 else f"POOLED: {' + '.join(codes)}"
             sections.append(section)
         reports.append(SuiteReport(str(suite), sections))
     return reports
-
-
-def _machine(env: object) -> str:
-    """The hardware: CPU model and core count, plus the GPU on CUDA."""
-    if not isinstance(env, dict) or not (env.get("cpu") or env.get("device_name")):
-        return "unknown machine"
-    gpu = env.get("device_name")
-    return f"{env.get('cpu') or '?'} x{env.get('cpu_count') or '?'}" + (f", {gpu}" if gpu and gpu != "cpu" else "")
 
 
 def _section(suite: str, suite_hash: str, device: str, rows: pd.DataFrame, machine: str = "") -> Section:
@@ -138,20 +139,24 @@ def _section(suite: str, suite_hash: str, device: str, rows: pd.DataFrame, machi
         if mine.empty:
             continue
         tps = spread(good["tokens_per_s"])
-        tps_low, tps_high = bootstrap_ci(good["tokens_per_s"])
+        tps_ci = median_interval(good["tokens_per_s"])
+        # schema 1 rows divided by the seed's ideal run, another quantity: left out
+        eff = median_interval(_column(good, "efficiency")[_column(good, "schema_version") >= 2].dropna())
         acc, acc_sd = mean_std(good["eval_accuracy"].dropna())
         exact, exact_sd = mean_std(good["eval_accuracy_exact"].dropna())
-        acc_low, acc_high = bootstrap_ci(good["eval_accuracy"].dropna())
         reached = _column(good, "time_to_target_s").dropna()
         records.append({
             "strategy": name,
             "computes": mine["computation_note"].iloc[-1] or "exact",
             "lstm_kernel": "/".join(sorted(set(_column(good, "lstm_kernel").dropna()))) or "-",
             "runs_ok": len(good), "runs_failed": len(mine) - len(good),
-            "tokens_per_s": tps.median, "tokens_per_s_ci_low": tps_low, "tokens_per_s_ci_high": tps_high,
+            "tokens_per_s": tps.median, "tokens_per_s_low": tps_ci.low, "tokens_per_s_high": tps_ci.high,
+            "tokens_per_s_interval": tps_ci.kind if tps_ci.n > 1 else "", "tokens_per_s_coverage": tps_ci.coverage,
             "tokens_per_s_min": tps.low, "tokens_per_s_max": tps.high,
             "tokens_per_s_iqr_rel": tps.iqr_rel, "unstable": tps.unstable,
-            "efficiency": spread(_column(good, "efficiency").dropna()).median,
+            "tokens_per_s_text": tps_ci.text(),
+            "efficiency": eff.median, "efficiency_low": eff.low, "efficiency_high": eff.high,
+            "efficiency_text": _percent_text(eff),
             "samples_per_s": spread(good["samples_per_s"]).median,
             "pad_fraction": spread(good["pad_fraction"]).median,
             "data_time_fraction": spread(good["data_time_fraction"]).median,
@@ -161,7 +166,6 @@ def _section(suite: str, suite_hash: str, device: str, rows: pd.DataFrame, machi
             "run_mem_mib": spread(good["peak_mem_bytes"] - good["baseline_rss_bytes"]).median / 2**20
             if device == "cpu" else np.nan,
             "eval_accuracy": acc, "eval_accuracy_sd": acc_sd,
-            "eval_accuracy_ci_low": acc_low, "eval_accuracy_ci_high": acc_high,
             "eval_accuracy_exact": exact, "eval_accuracy_exact_sd": exact_sd,
             "time_to_target_s": spread(reached).median, "reached_target": len(reached),
             "world_size": int(_column(good, "world_size").fillna(1).max()) if len(good) else 1,
@@ -174,6 +178,15 @@ def _section(suite: str, suite_hash: str, device: str, rows: pd.DataFrame, machi
     summary["speedup_vs_naive"] = summary["tokens_per_s"] / base.iloc[0] if len(base) else np.nan
     point = rows["sweep"].iloc[-1] if "sweep" in rows and isinstance(rows["sweep"].iloc[-1], dict) else {}
     return Section(suite, suite_hash, device, summary, _notes(rows, ok), config, ok, machine, point)
+
+
+def _percent_text(i: Interval) -> str:
+    """'98% [range 95-101%]' for an efficiency interval; '-' without one."""
+    if i.n == 0:
+        return "-"
+    if i.n == 1:
+        return f"{i.median:.0%} (1 run)"
+    return f"{i.median:.0%} [{i.kind} {100 * i.low:.0f}-{i.high:.0%}]"
 
 
 def _column(rows: pd.DataFrame, key: str) -> pd.Series:
@@ -204,13 +217,23 @@ def _notes(rows: pd.DataFrame, ok: pd.DataFrame) -> list[str]:
                      "compute measured to the last gradient bucket ready); planned wait % = the same estimated "
                      "from the plan's padded cells alone. deal: per_rank = each rank batches its own shard; "
                      "balanced = batches formed globally and dealt by cost.")
+    busy = [f"{r['strategy']} seed {r['seed']}: {w}" for r in ok.to_dict("records")
+            if isinstance(r.get("env"), dict) and (r.get("world_size") or 1) <= 1 and (w := busy_warning(r["env"]))]
+    if busy:  # DDP ranks are each other's "other processes": only one-process runs are judged
+        notes.append(f"WARNING: measured on a busy machine ({len(busy)} of {len(ok)} runs; their timings are "
+                     f"not trustworthy): " + "; ".join(busy))
     for _, r in rows[rows["status"] != "ok"].iterrows():
         notes.append(f"FAILED: {r['strategy']} seed {r['seed']}: {r['status']}: {r['error']}")
     notes.append("tokens/s counts real (non-padding) tokens per second of training steps, warm-up and evaluation "
-                 "excluded: the median over seeds and its 95% bootstrap confidence interval; 'unstable' marks an "
-                 f"IQR over {UNSTABLE_IQR:.0%} of the median. efficiency = tokens/s / the zero-padding ideal's "
-                 "tokens/s, same invocation and seed. Accuracy is mean ± sd over seeds: 'own path' through the "
-                 "strategy's inference path, 'exact' the same weights evaluated per sequence.")
+                 "excluded: the median over seeds, with an interval for it that covers the true median at the rate "
+                 f"it states (order statistics, no distribution assumed): a 95% CI needs {runs_for_ci()} or more runs; "
+                 "with fewer it is the range of the runs, which covers the median 1 - 2 x 0.5^n of the time (75% at "
+                 f"3 runs, 87.5% at 4). 'unstable' marks an IQR over {UNSTABLE_IQR:.0%} of the median. vs unpadded "
+                 "= the run's tokens/s / the tokens/s of its own first epoch of batches with every batch's real "
+                 "tokens cut into equal rows (no padding, same examples and batch sizes), measured in the same "
+                 "process right after training; the median over seeds and its interval. Accuracy is mean ± sd over "
+                 "seeds: 'own path' through the strategy's inference path, 'exact' the same weights evaluated per "
+                 "sequence.")
     return notes
 
 
@@ -236,12 +259,10 @@ def format_table(summary: pd.DataFrame) -> pd.DataFrame:
         "kernel": summary["lstm_kernel"],
         "runs": [f"{ok}" + (f" ({bad} failed)" if bad else "") for ok, bad in
                  zip(summary["runs_ok"], summary["runs_failed"])],
-        "tokens/s (median [95% CI])": [
-            "-" if np.isnan(m) else f"{m:,.0f} [{lo:,.0f}-{hi:,.0f}]" + (" unstable" if u else "")
-            for m, lo, hi, u in zip(summary["tokens_per_s"], summary["tokens_per_s_ci_low"],
-                                    summary["tokens_per_s_ci_high"], summary["unstable"])],
+        "tokens/s (median [range or 95% CI])": [t + (" unstable" if u else "")
+                                                for t, u in zip(summary["tokens_per_s_text"], summary["unstable"])],
         "vs naive": ["-" if np.isnan(x) else f"{x:.2f}x" for x in summary["speedup_vs_naive"]],
-        "efficiency": [_pct(x, 0) + "%" if not np.isnan(x) else "-" for x in summary["efficiency"]],
+        "vs unpadded (same batches)": summary["efficiency_text"],
         "pad %": [_pct(x) for x in summary["pad_fraction"]],
         "data prep %": [_pct(x, 2) for x in summary["data_time_fraction"]],
         "peak MiB": [_mem(p, r) for p, r in zip(summary["peak_mem_mib"], summary["run_mem_mib"])],

@@ -5,6 +5,8 @@ import functools
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
+import numpy as np
+
 from .errors import LstmbenchError, SuiteError
 from .probes import cpu_bf16_lstm, resolve_device
 from .records import RunRecord
@@ -16,15 +18,21 @@ from .worker import guarded, run_inline, run_isolated, run_torchrun
 class PlannedRun:
     spec: StrategySpec
     seed: int
+    position: int = 0  # where the run comes in its seed's shuffled order (recorded in the row)
 
 
 def plan_runs(suite: Suite, done: Iterable[tuple[str, int]] = ()) -> list[PlannedRun]:
     """Seed 0 of every strategy, then seed 1, ...: slow drift of the machine spreads over all strategies.
-    The zero-padding ideal comes first in each seed, so the rows after it can carry their efficiency.
-    Runs in `done` ((strategy, seed) pairs that already have an ok row) are left out."""
+    Within a seed, the strategies (the ideal among them) come in an order shuffled by the seed, so that no
+    strategy is always first (after a cold start) or always last (on a warmed-up machine). Runs in `done`
+    ((strategy, seed) pairs that already have an ok row) are left out; the others keep their positions."""
     skip = set(done)
     specs = ([IDEAL] if suite.ideal else []) + list(suite.strategies)
-    return [PlannedRun(spec, seed) for seed in suite.seeds for spec in specs if (spec.name, seed) not in skip]
+    runs = []
+    for seed in suite.seeds:
+        order = np.random.default_rng([seed, 0x0DE5]).permutation(len(specs))
+        runs += [PlannedRun(specs[i], seed, k) for k, i in enumerate(order) if (specs[i].name, seed) not in skip]
+    return runs
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -39,8 +47,8 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
 
 def shard_of(plans: list[list[PlannedRun]], k: int, n: int) -> list[list[PlannedRun]]:
     """The K-th (1-based) of N slices of the runs of a suite's variants (one plan per sweep point): the
-    strategy runs dealt round-robin, plus the ideal of each seed a slice holds, so that each shard measures
-    its efficiency against a reference from its own machine and invocation."""
+    strategy runs dealt round-robin, plus the ideal of each seed a slice holds, so that each shard's report
+    has the unpadded row of its own machine."""
     counter = iter(range(sum(len(p) for p in plans)))
     mine = [[r for r in plan if r.spec != IDEAL and next(counter) % n == k - 1] for plan in plans]
     return [[r for r in plan if r in chosen or (r.spec == IDEAL and r.seed in {c.seed for c in chosen})]
@@ -54,7 +62,7 @@ def run_suite(suite: Suite, isolate: bool = True, done: Mapping[tuple[str, int],
     """Yield one record per planned run, as each ends; the caller stores it before the next starts.
 
     `done` maps (strategy, seed) of runs already stored (ok, same suite hash) to their tokens/s: they are
-    not run again (`--resume`), and a stored ideal still serves as its seed's efficiency reference.
+    not run again (`--resume`).
     `runs` (default: all of plan_runs) says which to run. With `group` (this process is a rank of a torchrun
     job the user started), every rank runs every planned run in that group; rank 0 gets the records.
     Checks the device at once (not at the first run), so a suite asking for an absent GPU fails early."""
@@ -78,19 +86,13 @@ def run_suite(suite: Suite, isolate: bool = True, done: Mapping[tuple[str, int],
     runs = plan_runs(suite, done) if runs is None else [r for r in runs if (r.spec.name, r.seed) not in done]
 
     def records() -> Iterator[RunRecord]:
-        # seed -> the ideal's tokens/s, from this invocation or the one it resumes
-        ideal_speed = {seed: speed for (name, seed), speed in done.items() if name == IDEAL.name}
         for i, planned in enumerate(runs):
             if on_start:
                 on_start(planned, i, len(runs))
             record = run(suite, planned.spec, planned.seed, device, on_progress)
             if record is None:  # a rank other than 0: the record is rank 0's to store
                 continue
-            if record.status == "ok" and record.tokens_per_s:
-                if planned.spec == IDEAL:
-                    ideal_speed[planned.seed] = record.tokens_per_s
-                if planned.seed in ideal_speed:
-                    record.efficiency = record.tokens_per_s / ideal_speed[planned.seed]
+            record.position = planned.position
             yield record
 
     return records()

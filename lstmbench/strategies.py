@@ -54,7 +54,7 @@ def note_for(spec: StrategySpec, suite: Suite) -> str:
 def computation_note(spec: StrategySpec, bidirectional: bool = False, tag: bool = False) -> str:
     """'' when the strategy computes exactly what per-sequence processing computes; else why not."""
     if spec.padding == "reshape":
-        return "reference: the batch's tokens cut into equal rows, no padding (a throughput ceiling)"
+        return "unpadded: each batch's real tokens cut into equal rows, fixed batch size (not a ceiling)"
     notes = []
     if spec.padding == "truncate":
         notes.append(f"truncates to {spec.max_len} tokens")
@@ -181,6 +181,11 @@ class Strategy:
         return Batch(torch.from_numpy(tokens), torch.from_numpy(kept), torch.from_numpy(labels),
                      int(kept.sum()), len(idx) * width)
 
+    def unpadded(self, data: Dataset, idx: np.ndarray) -> Batch:
+        """The same batch without padding: the real tokens it feeds (after truncation), cut into len(idx) equal
+        rows. What `efficiency` divides by: the same examples, batch size and token count, no padded cell."""
+        return _reshaped(data, idx, self.kept_lengths(data.lengths[idx]))
+
     def eval_batches(self, data: Dataset, batch_size: int) -> list[Batch]:
         """The strategy's own inference path: its padding and readout over the held-out set, in order."""
         order = np.arange(len(data))
@@ -201,10 +206,11 @@ def _fill_budget(order: np.ndarray, lengths: np.ndarray, max_tokens: int) -> lis
     return batches
 
 
-def _reshaped(data: Dataset, idx: np.ndarray) -> Batch:
+def _reshaped(data: Dataset, idx: np.ndarray, lengths: np.ndarray | None = None) -> Batch:
     """The ideal's batch: the batch's real tokens, in order, cut into len(idx) rows of equal length (the
-    remainder of fewer than len(idx) tokens is dropped). No padding at all; labels are the batch's own."""
-    lengths = data.lengths[idx]
+    remainder of fewer than len(idx) tokens is dropped). No padding at all; labels are the batch's own.
+    `lengths`: the tokens kept of each sequence (a truncating strategy's), default all of them."""
+    lengths = data.lengths[idx] if lengths is None else lengths
     rows = data.padded[idx, :int(lengths.max())]
     flat = rows[np.arange(rows.shape[1]) < lengths[:, None]]  # the real steps, in order ([n] or [n, F])
     width = len(flat) // len(idx)

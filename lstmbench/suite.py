@@ -223,8 +223,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-# The zero-padding reference: each batch's real tokens cut into equal-length rows (same batch size, same
-# tokens, no padding) and read at the last step. Not a strategy a user would train with: a throughput ceiling.
+# The unpadded row: each batch's real tokens cut into equal-length rows (same batch size, same tokens, no
+# padding) and read at the last step. Not a strategy a user would train with, and not what `efficiency`
+# divides by: each run measures its own batches unpadded (train.measure_reference).
 IDEAL = StrategySpec(name="ideal", batching="random", padding="reshape", readout="last")
 
 
@@ -236,7 +237,7 @@ class Suite:
     device: str = "cpu"  # cpu | cuda | auto (cuda when available)
     seeds: tuple[int, ...] = (0,)  # one run per strategy and seed; a seed fixes the data and the init
     threads: int = 0  # torch intra-op threads; 0 = torch's default (all cores)
-    ideal: bool = True  # also run the zero-padding reference: the ceiling every `efficiency` is measured against
+    ideal: bool = True  # also run the unpadded fixed-size-batch row (efficiency has its own per-run reference)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-from typing import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -17,6 +18,7 @@ import torch
 from .data import Dataset, make_data
 from .ddp import Group, RankTimes, rank_device, wrap
 from .errors import RunFailed
+from .machine import MachineWatch
 from .model import LSTMClassifier, correct_of, loss_of, model_for, weights_checksum
 from .probes import (Clock, KernelProbe, peak_memory_bytes, peak_memory_reserved_bytes, reset_peak_memory,
                      rss_bytes)
@@ -61,6 +63,7 @@ def run_one(suite: Suite, spec: StrategySpec, seed: int, device: torch.device,
     if group:
         net, ready = wrap(net, device)
 
+    initial = copy.deepcopy(model.state_dict())  # the seeded weights, for the unpadded reference
     warmup = warmup_steps(strategy, train, steps, suite.train.warmup_steps)
     _warm_up(model, net, strategy, train, [plan[s] for s in warmup], device, suite.train.lr, precision,
              [scales[s] for s in warmup] if scales else None)
@@ -71,10 +74,11 @@ def run_one(suite: Suite, spec: StrategySpec, seed: int, device: torch.device,
     reset_peak_memory(device)
 
     clock = Clock(device)
+    watch = MachineWatch.start(device)  # what else ran on the machine during the timed steps
     eval_bs = suite.eval_batch_size
     every = 0 if is_ideal else suite.train.eval_every
     model.train()
-    step_times, data_times, compute_times, losses, curve = [], [], [], [], []
+    step_times, data_times, compute_times, losses, curve, step_tokens = [], [], [], [], [], []
     real_tokens = padded_tokens = 0
     for step, idx in enumerate(plan):
         with out_of_memory_as_row(step, strategy.shape(train, idx)):
@@ -96,6 +100,7 @@ def run_one(suite: Suite, spec: StrategySpec, seed: int, device: torch.device,
         losses.append(value)
         real_tokens += batch.real_tokens
         padded_tokens += batch.padded_tokens
+        step_tokens.append(batch.real_tokens)
         if every and (step + 1) % every == 0 and step + 1 < len(plan):  # between steps: off the clock
             if rank == 0:
                 accuracy, _ = evaluate(evaluated, strategy, held_out, eval_bs, device, precision)
@@ -105,9 +110,10 @@ def run_one(suite: Suite, spec: StrategySpec, seed: int, device: torch.device,
         if progress:
             progress(step + 1, len(plan))
     peak, peak_reserved = peak_memory_bytes(device), peak_memory_reserved_bytes(device)  # training only
+    machine = watch.stop()
     train_time = float(sum(step_times))
     data_time = float(sum(data_times))
-    ranks = None
+    ranks = reference = None
     if group:
         ranks = RankTimes.gather(group, step_times, compute_times, data_times, real_tokens, padded_tokens,
                                  peak, checksum, losses)
@@ -116,6 +122,14 @@ def run_one(suite: Suite, spec: StrategySpec, seed: int, device: torch.device,
         losses = list(ranks.losses)
         train_time, data_time = ranks.train_time_s, ranks.data_time_s
         real_tokens, padded_tokens, peak = ranks.real_tokens, ranks.padded_tokens, ranks.peak_mem_bytes
+        # each step: the union's real tokens over its slowest rank's time
+        step_tokens = [sum(strategy.real_tokens(train, idx) for idx in step) for step in steps]
+        windows = window_rates(step_tokens, list(ranks.step_times))
+    else:
+        windows = window_rates(step_tokens, step_times)
+        if not is_ideal:  # after the peak memory was read: the reference's copy is not the run's memory
+            reference = measure_reference(model, initial, strategy, train, plan[:len(plan) // suite.train.epochs],
+                                          device, suite.train.lr, suite.train.amp)
 
     t_eval = clock.now()
     accuracy = accuracy_exact = loss_exact = None
@@ -142,10 +156,65 @@ def run_one(suite: Suite, spec: StrategySpec, seed: int, device: torch.device,
         curve=curve, target_accuracy=suite.train.target_accuracy or None,
         time_to_target_s=time_to_target(curve, suite.train.target_accuracy),
         final_loss=float(np.mean(losses[-steps_per_epoch:])), init_checksum=checksum,
-        threads=torch.get_num_threads(), eval_time_s=eval_time,
+        threads=torch.get_num_threads(), eval_time_s=eval_time, window_tokens_per_s=windows,
+        **(reference.fields(real_tokens / train_time) if reference else {}),
         **(ranks.fields(planned_wait_fraction(strategy, train, steps)) if ranks else {}),
-        env=collect_env(_device_name(device), torch.get_num_threads()),
+        env={**collect_env(_device_name(device), torch.get_num_threads()), **machine},
     )
+
+
+WINDOWS = 8  # a run's timed steps cut into 8 consecutive windows, each a throughput measurement of its own:
+# enough to see a transient disturbance or a drift within the run (pyperf takes 3 values a process), few
+# enough that each window still spans many steps (24 of the default suite's 192)
+
+
+def window_rates(tokens: list[int], times: list[float], windows: int = WINDOWS) -> list[float]:
+    """Real tokens per second of each of `windows` consecutive slices of the steps (as many as there are
+    steps, if fewer)."""
+    k = min(windows, len(times))
+    edges = np.linspace(0, len(times), k + 1).round().astype(int)
+    return [float(sum(tokens[a:b]) / sum(times[a:b])) for a, b in zip(edges[:-1], edges[1:])]
+
+
+@dataclass
+class Reference:
+    """The unpadded reference of a run: its own first epoch of batches, each cut into equal rows of its real
+    tokens (`Strategy.unpadded`), trained from the same seeded weights and timed the same way."""
+    tokens_per_s: float
+    windows: list[float]
+    steps: int
+
+    def fields(self, tokens_per_s: float) -> dict[str, Any]:
+        return {"reference_tokens_per_s": self.tokens_per_s, "reference_window_tokens_per_s": self.windows,
+                "reference_steps": self.steps, "efficiency": tokens_per_s / self.tokens_per_s}
+
+
+def measure_reference(model: torch.nn.Module, initial: dict[str, torch.Tensor], strategy: Strategy,
+                      data: Dataset, plan: list[np.ndarray], device: torch.device, lr: float,
+                      amp: str) -> Reference:
+    """What the same batches cost with no padding at all, measured in the run's own process right after its
+    training (so the machine's state is the run's): one untimed step of every new shape, then every batch of
+    the plan timed. A copy of the model, put back to the seeded weights: the run's trained model is untouched."""
+    net = copy.deepcopy(model)
+    precision = Precision(device.type, amp)
+    batches = [strategy.unpadded(data, idx) for idx in plan]
+    seen: set[tuple[int, ...]] = set()
+    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+    for batch in batches:  # warm-up: every shape once
+        if tuple(batch.tokens.shape) not in seen:
+            seen.add(tuple(batch.tokens.shape))
+            train_step(net, optimizer, batch.to(device), "last", precision)
+    net.load_state_dict(initial)
+    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+    clock = Clock(device)
+    clock.now()
+    times, tokens = [], []
+    for batch in batches:
+        t0 = clock.now()
+        train_step(net, optimizer, batch.to(device), "last", precision)
+        times.append(clock.now() - t0)
+        tokens.append(batch.real_tokens)
+    return Reference(sum(tokens) / sum(times), window_rates(tokens, times), len(batches))
 
 
 def time_to_target(curve: list[list[float]], target: float) -> float | None:

@@ -29,7 +29,7 @@ def rows(**overrides) -> pd.DataFrame:
                 "efficiency": {"naive": 0.2, "mask": 0.6}[strategy], "lstm_kernel": "onednn",
                 "time_to_target_s": [None, 1.0, 2.0][seed] if strategy == "mask" else None,
                 "curve": [[0.5, 8, 0.6], [1.0 + seed, 16, accs[strategy][seed]]],
-                "config": CONFIG, "env": {"host": "vm1", "cpu": "cpu-x", "cpu_count": 2, "threads": 2, "device_name": "cpu", "torch": "2.x",
+                "schema_version": 2, "config": CONFIG, "env": {"host": "vm1", "cpu": "cpu-x", "cpu_count": 2, "threads": 2, "device_name": "cpu", "torch": "2.x",
                                         "lstmbench": "0.1.0", "git_commit": "abc"},
             })
     df = pd.DataFrame(base)
@@ -51,9 +51,10 @@ def test_summary_numbers():
     assert s.loc["mask", "peak_mem_mib"] == 1024 and s.loc["mask", "run_mem_mib"] == 512
     assert list(s.index) == ["naive", "mask"]  # the suite's order
     table = section.table().set_index("strategy")
-    lo, hi = s.loc["mask", "tokens_per_s_ci_low"], s.loc["mask", "tokens_per_s_ci_high"]
-    assert 270 <= lo < 300 < hi <= 330  # a bootstrap interval of the median of three
-    assert table.loc["mask", "tokens/s (median [95% CI])"] == f"300 [{lo:,.0f}-{hi:,.0f}]"
+    # three runs support no 95% interval: the range, called the range (it covers the median 75% of the time)
+    assert (s.loc["mask", "tokens_per_s_low"], s.loc["mask", "tokens_per_s_high"]) == (270.0, 330.0)
+    assert s.loc["mask", "tokens_per_s_coverage"] == pytest.approx(0.75)
+    assert table.loc["mask", "tokens/s (median [range or 95% CI])"] == "300 [range 270-330]"
     assert table.loc["mask", "vs naive"] == "3.00x"
     assert table.loc["mask", "accuracy, own path"] == "0.950 ± 0.050"
     assert table.loc["naive", "computes"] == "reads the output after the padding"
@@ -90,7 +91,8 @@ def test_machines_are_never_averaged_together():
     other["env"] = [{**env, "host": "gpu-box", "cpu": "cpu-y"} for env in other["env"]]
     (suite_report,) = report.build_reports(pd.concat([rows(), other]))
     assert [s.machine for s in suite_report.sections] == ["cpu-x x2", "cpu-y x2"]
-    assert suite_report.sections[1].title == "tiny on cpu, gpu-box, cpu-y x2 (configuration h1)"
+    assert suite_report.sections[1].title == ("tiny on cpu, gpu-box, cpu-y x2 (configuration h1; lstmbench 0.1.0 at "
+                                              "abc, torch 2.x)")
     assert all(s.summary["runs_ok"].tolist() == [3, 3] for s in suite_report.sections)
 
 
@@ -101,7 +103,7 @@ def test_shards_from_hosts_of_the_same_hardware_are_merged():
     second["seed"] = second["seed"] + 10
     (suite_report,) = report.build_reports(pd.concat([first, second]))
     (section,) = suite_report.sections
-    assert section.title == "tiny on cpu, node7, vm1, cpu-x x2 (configuration h1)"
+    assert section.title == "tiny on cpu, node7, vm1, cpu-x x2 (configuration h1; lstmbench 0.1.0 at abc, torch 2.x)"
     assert section.summary["runs_ok"].tolist() == [6, 6]
 
 
@@ -121,7 +123,7 @@ def test_efficiency_time_to_target_and_ranking():
     assert s.loc["mask", "efficiency"] == 0.6 and s.loc["naive", "efficiency"] == 0.2
     assert s.loc["mask", "time_to_target_s"] == 1.5 and s.loc["mask", "reached_target"] == 2
     table = section.table().set_index("strategy")
-    assert table.loc["mask", "efficiency"] == "60%"
+    assert table.loc["mask", "vs unpadded (same batches)"] == "60% [range 60-60%]"
     assert table.loc["mask", "time to target s"] == "1.50 (2/3)"
     assert table.loc["naive", "time to target s"] == "-"
     assert table.loc["mask", "kernel"] == "onednn"
@@ -137,7 +139,9 @@ def test_rows_of_an_older_version_without_new_keys_still_report():
     df = rows().drop(columns=["efficiency", "lstm_kernel", "time_to_target_s", "curve"])
     (section,) = report.build_reports(df)[0].sections
     table = section.table().set_index("strategy")
-    assert table.loc["mask", "efficiency"] == "-" and table.loc["mask", "kernel"] == "-"
+    assert table.loc["mask", "vs unpadded (same batches)"] == "-" and table.loc["mask", "kernel"] == "-"
+    old = rows(schema_version=1)  # efficiency then divided by the seed's ideal run: another quantity, not shown
+    assert report.build_reports(old)[0].sections[0].table()["vs unpadded (same batches)"].tolist() == ["-", "-"]
 
 
 def test_a_section_whose_runs_all_failed():
@@ -147,3 +151,53 @@ def test_a_section_whose_runs_all_failed():
     assert section.notes[0] == "No run succeeded: nothing was measured."
     assert section.table().set_index("strategy").loc["mask", "runs"] == "0 (3 failed)"
     assert report.build_reports(df)[0].files()["summary.md"].count("FAILED: ") == 6
+
+
+def test_rows_of_two_commits_are_two_sections_unless_pooled():
+    """`make demo` after a clone: the committed rows (one commit) and the user's new ones (another) are never
+    pooled silently; --pool pools them and says so, naming both."""
+    other = rows()
+    other["env"] = [{**env, "git_commit": "def4567-dirty", "torch": "2.y"} for env in other["env"]]
+    (apart,) = report.build_reports(pd.concat([rows(), other]))
+    assert [s.title for s in apart.sections] == [
+        "tiny on cpu, vm1, cpu-x x2 (configuration h1; lstmbench 0.1.0 at abc, torch 2.x)",
+        "tiny on cpu, vm1, cpu-x x2 (configuration h1; lstmbench 0.1.0 at def4567-dirty, torch 2.y)"]
+    assert [s.summary["runs_ok"].tolist() for s in apart.sections] == [[3, 3], [3, 3]]
+    (pooled,) = report.build_reports(pd.concat([rows(), other]), pool=True)
+    (section,) = pooled.sections
+    assert section.title == ("tiny on cpu, vm1, cpu-x x2 (configuration h1; POOLED: lstmbench 0.1.0 at abc, torch 2.x + "
+                             "lstmbench 0.1.0 at def4567-dirty, torch 2.y)")
+    assert section.summary["runs_ok"].tolist() == [6, 6]
+
+
+def test_a_busy_machine_is_named():
+    df = rows()
+    df["env"] = [{**env, "other_cpu_share": 0.38 if i == 1 else 0.01, "load_before": 1.9, "load_after": 2.4}
+                 for i, env in enumerate(df["env"])]
+    (section,) = report.build_reports(df)[0].sections
+    (warning,) = [n for n in section.notes if n.startswith("WARNING: measured on a busy machine")]
+    assert warning == ("WARNING: measured on a busy machine (1 of 6 runs; their timings are not trustworthy): mask seed "
+                       "0: other processes used 38% of the CPU during the run (load 1.9 before, 2.4 after, 2 cores)")
+
+
+def test_plots_show_each_run_as_a_dot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.collections import PathCollection
+
+    from lstmbench import plots
+
+    captured = []
+    real = plots._dots
+
+    def spy(ax, section, names, column, *args, **kwargs):
+        real(ax, section, names, column, *args, **kwargs)
+        captured.append((column, [len(c.get_offsets()) for c in ax.collections if type(c) is PathCollection]))
+
+    import unittest.mock as mock
+
+    with mock.patch.object(plots, "_dots", spy):
+        report.build_reports(rows())[0].files()
+    assert ("tokens_per_s", [3, 3]) in captured  # one dot per run of naive and of mask
+    assert ("eval_accuracy_exact", [3, 3, 3, 3]) in captured  # beside the own-path dots of the same axes

@@ -46,3 +46,17 @@ def test_zizmor_finds_nothing_above_low_severity():
     findings = json.loads(r.stdout) if r.stdout.strip() else []
     summary = [f"{f.get('ident')}: {f.get('desc')}" for f in findings]
     assert r.returncode == 0 and not findings, "\n".join(summary) or r.stderr
+
+
+def test_the_nightly_pins_the_torch_of_its_baseline():
+    """compare keeps rows of different torch versions apart: a nightly on another torch than its baseline would
+    compare nothing. The workflow pins one version, and the baseline rows (when committed) were measured with it."""
+    import re
+
+    text = (WORKFLOWS / "nightly-gpu.yml").read_text()
+    pins = re.findall(r"TORCH=torch==([0-9.]+)", text)
+    assert len(pins) == 1, "the nightly must install one pinned torch version"
+    rows = [json.loads(line) for f in (ROOT / "results" / "baselines" / "gpu").glob("*.jsonl")
+            for line in f.read_text().splitlines() if line.strip()]
+    measured = {r["env"]["torch"].split("+")[0] for r in rows}
+    assert measured <= {pins[0]}, f"baseline measured with torch {measured}, nightly installs {pins[0]}"
