@@ -245,15 +245,18 @@ def validate(suite_file: str, overrides: tuple[str, ...]) -> None:
               help="Also check the strategies' distributed forms on N ranks (torchrun, gloo, CPU).")
 @translate_errors
 def verify_cmd(suite_file: str, overrides: tuple[str, ...], batches: int, nproc: int | None) -> None:
-    """Check each strategy's loss and gradients against processing each sequence alone (float64, on real
-    batches of the suite's data, the batch with the longest sequence included). With --nproc (or the suite's
-    launch.nproc > 1), also check that each distributed form gives every example once per epoch and that the
-    gradients after DDP's all-reduce equal one process's on the union of the ranks' batches. Exit 1 on a
-    mismatch.
+    """Check each strategy's loss and gradients against a per-sequence reference of what it claims to compute
+    (each sequence alone; cut to max_len for truncate; padded to its batch's width where the readout runs over
+    the padding), on real batches of the suite's data, the batch with the longest sequence included: in
+    float64 on the generic kernel, then on the timed path (the suite's device, train.amp and kernel) against
+    a float64 reference, with a tolerance fitted to the precision. With --nproc (or the suite's launch.nproc
+    > 1), also check that each distributed form gives every example once per epoch and that the gradients
+    after DDP's all-reduce equal one process's on the union of the ranks' batches. Exit 1 on a mismatch.
 
     Example: lstmbench verify suites/packing.yaml --set model.bidirectional=true
     """
-    from .verify import AS_DESIGNED, EQUIVALENT, MISMATCH, verdict_table, verify_suite
+    from .verify import (AS_DESIGNED, EQUIVALENT, MISMATCH, TimedPathUnavailable, timed_device, timed_table,
+                         verdict_table, verify_suite, verify_timed)
 
     suite = load_suite(suite_file, overrides)
     verdicts = verify_suite(suite, batches=batches)
@@ -262,12 +265,31 @@ def verify_cmd(suite_file: str, overrides: tuple[str, ...], batches: int, nproc:
     click.echo(f"\nAll {len(verdicts)} strategies verified: {count[EQUIVALENT]} equivalent, "
                f"{count[AS_DESIGNED]} differ as designed, {count[MISMATCH]} mismatch.")
     bad = [v.strategy for v in verdicts if v.verdict == MISMATCH]
+    bad_timed, where = [], ""
+    try:
+        device = timed_device(suite)
+    except TimedPathUnavailable as e:
+        click.echo(f"\nOn the timed path: skipped: {e}.")
+    else:
+        timed = verify_timed(suite, batches=batches)
+        where = f"{device.type}, {timed[0].check.precision}"
+        click.echo(f"\nOn the timed path ({device.type}, train.amp {suite.train.amp}): each strategy's batched loss "
+                   "and gradients against its own per-sequence reference in float64")
+        click.echo(tabulate(timed_table(timed), headers="keys", tablefmt="pipe"))
+        bad_timed = [t.strategy for t in timed if t.check.verdict == MISMATCH]
+        tcount = {k: sum(t.check.verdict == k for t in timed) for k in (EQUIVALENT, AS_DESIGNED, MISMATCH)}
+        click.echo(f"\nAll {len(timed)} strategies checked on the timed path ({where}): {tcount[EQUIVALENT]} "
+                   f"equivalent, {tcount[AS_DESIGNED]} differ as designed, {tcount[MISMATCH]} mismatch.")
     ranks = nproc or suite.launch.nproc
     bad_ranks = [v["strategy"] for v in _verify_ranks(suite, ranks, batches)] if ranks > 1 else []
     problems = []
     if bad:
         noun = "strategy does" if len(bad) == 1 else "strategies do"
         problems.append(f"{len(bad)} {noun} not match per-sequence processing: {', '.join(bad)}")
+    if bad_timed:
+        noun = "strategy does" if len(bad_timed) == 1 else "strategies do"
+        problems.append(f"{len(bad_timed)} {noun} not match per-sequence processing on the timed path ({where}): "
+                        f"{', '.join(bad_timed)}")
     if bad_ranks:
         noun = "distributed form does" if len(bad_ranks) == 1 else "distributed forms do"
         problems.append(f"{len(bad_ranks)} {noun} not match one process on the union of its {ranks} ranks' "

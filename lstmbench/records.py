@@ -69,6 +69,7 @@ class RunRecord:
     verify_loss_rel_error: float | None = None  # that check's largest relative errors, against the strategy's
     verify_grad_rel_error: float | None = None  # own per-sequence reference (float64)
     verify_tolerance: float | None = None  # fitted to the precision the run trains in
+    verify_precision: str | None = None  # float32 | tf32 | bf16 | fp16: the arithmetic the check ran in
     init_checksum: str = ""  # sha256 prefix of the initial weights: equal across strategies of a seed
     threads: int = 0
     amp: str = "none"  # autocast precision: bf16 | fp16 | none

@@ -147,7 +147,7 @@ def _section(suite: str, suite_hash: str, device: str, rows: pd.DataFrame, machi
         reached = _column(good, "time_to_target_s").dropna()
         records.append({
             "strategy": name,
-            "computes": mine["computation_note"].iloc[-1] or "exact",
+            "computes": computes(mine["computation_note"].iloc[-1], good),
             "lstm_kernel": "/".join(sorted(set(_column(good, "lstm_kernel").dropna()))) or "-",
             "runs_ok": len(good), "runs_failed": len(mine) - len(good),
             "tokens_per_s": tps.median, "tokens_per_s_low": tps_ci.low, "tokens_per_s_high": tps_ci.high,
@@ -178,6 +178,19 @@ def _section(suite: str, suite_hash: str, device: str, rows: pd.DataFrame, machi
     summary["speedup_vs_naive"] = summary["tokens_per_s"] / base.iloc[0] if len(base) else np.nan
     point = rows["sweep"].iloc[-1] if "sweep" in rows and isinstance(rows["sweep"].iloc[-1], dict) else {}
     return Section(suite, suite_hash, device, summary, _notes(rows, ok), config, ok, machine, point)
+
+
+def computes(note: str, ok: pd.DataFrame) -> str:
+    """What the strategy computes, as its runs' own checks on their timed path found it: 'exact' only when each
+    run matched per-sequence processing on its kernel and precision (`verified` in the rows)."""
+    verdicts = _column(ok, "verified").dropna()
+    if verdicts.empty:
+        return (note or "exact") + " (not checked in the runs)"
+    worst = max(ok["verify_loss_rel_error"].max(), ok["verify_grad_rel_error"].max())
+    how = f"{'/'.join(sorted(set(_column(ok, 'verify_precision').dropna())))} error {worst:.0e}"
+    if (verdicts == "MISMATCH").any():
+        return f"MISMATCH on the timed path ({how} > tolerance {ok['verify_tolerance'].max():.0e})"
+    return f"{note or 'exact'} (verified, {how})"
 
 
 def _percent_text(i: Interval) -> str:

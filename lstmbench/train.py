@@ -25,6 +25,7 @@ from .probes import (Clock, KernelProbe, peak_memory_bytes, peak_memory_reserved
 from .ranks import Steps, plan_ranks, planned_wait_fraction
 from .records import RunRecord, collect_env, identity
 from .strategies import Batch, Strategy, exact_strategy, note_for
+from .verify import check_run
 from .suite import StrategySpec, Suite
 
 Progress = Callable[[int, int], None]  # (steps done, steps in all)
@@ -57,6 +58,10 @@ def run_one(suite: Suite, spec: StrategySpec, seed: int, device: torch.device,
     # the costliest batch, where most time goes (a packed batch of equal lengths would run a fused kernel)
     costliest = max(plan, key=lambda idx: int(np.prod(strategy.shape(train, idx))))
     kernel = probe_kernel(model, strategy, train, costliest, device, precision)
+    check = None
+    if not group and not is_ideal:  # equivalence on the path this run times: its kernel, device and precision
+        check = check_run(model, strategy, train, [check_batch(plan, train.lengths)], device, suite.train.amp,
+                          note_for(spec, suite))
     net = torch.compile(model) if suite.train.compile else model  # the same parameters either way
     evaluated = net  # evaluation runs outside DDP, on rank 0 alone
     ready = None
@@ -157,6 +162,9 @@ def run_one(suite: Suite, spec: StrategySpec, seed: int, device: torch.device,
         time_to_target_s=time_to_target(curve, suite.train.target_accuracy),
         final_loss=float(np.mean(losses[-steps_per_epoch:])), init_checksum=checksum,
         threads=torch.get_num_threads(), eval_time_s=eval_time, window_tokens_per_s=windows,
+        **({"verified": check.verdict, "verify_loss_rel_error": check.loss_rel_error,
+            "verify_grad_rel_error": check.grad_rel_error, "verify_tolerance": check.tolerance,
+            "verify_precision": check.precision} if check else {}),
         **(reference.fields(real_tokens / train_time) if reference else {}),
         **(ranks.fields(planned_wait_fraction(strategy, train, steps)) if ranks else {}),
         env={**collect_env(_device_name(device), torch.get_num_threads()), **machine},
@@ -215,6 +223,17 @@ def measure_reference(model: torch.nn.Module, initial: dict[str, torch.Tensor], 
         times.append(clock.now() - t0)
         tokens.append(batch.real_tokens)
     return Reference(sum(tokens) / sum(times), window_rates(tokens, times), len(batches))
+
+
+CHECKED = 8  # sequences in a run's own equivalence check: the longest of the data and 7 of its batch-mates, so
+# that padding, truncation and the readout are exercised while the float64 per-sequence reference stays cheap
+
+
+def check_batch(plan: list[np.ndarray], lengths: np.ndarray, size: int = CHECKED) -> np.ndarray:
+    """The longest sequence and up to size - 1 others from the batch that holds it."""
+    longest = int(lengths.argmax())
+    batch = next((idx for idx in plan if longest in idx), np.array([longest]))
+    return np.array([longest] + [int(i) for i in batch if i != longest][:size - 1])
 
 
 def time_to_target(curve: list[list[float]], target: float) -> float | None:

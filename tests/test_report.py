@@ -29,7 +29,9 @@ def rows(**overrides) -> pd.DataFrame:
                 "efficiency": {"naive": 0.2, "mask": 0.6}[strategy], "lstm_kernel": "onednn",
                 "time_to_target_s": [None, 1.0, 2.0][seed] if strategy == "mask" else None,
                 "curve": [[0.5, 8, 0.6], [1.0 + seed, 16, accs[strategy][seed]]],
-                "schema_version": 2, "config": CONFIG, "env": {"host": "vm1", "cpu": "cpu-x", "cpu_count": 2, "threads": 2, "device_name": "cpu", "torch": "2.x",
+                "verified": "differs as designed" if strategy == "naive" else "equivalent",
+                "verify_loss_rel_error": 1e-7, "verify_grad_rel_error": 2e-7 * (seed + 1), "verify_tolerance": 1e-4,
+                "verify_precision": "float32", "schema_version": 2, "config": CONFIG, "env": {"host": "vm1", "cpu": "cpu-x", "cpu_count": 2, "threads": 2, "device_name": "cpu", "torch": "2.x",
                                         "lstmbench": "0.1.0", "git_commit": "abc"},
             })
     df = pd.DataFrame(base)
@@ -57,8 +59,9 @@ def test_summary_numbers():
     assert table.loc["mask", "tokens/s (median [range or 95% CI])"] == "300 [range 270-330]"
     assert table.loc["mask", "vs naive"] == "3.00x"
     assert table.loc["mask", "accuracy, own path"] == "0.950 ± 0.050"
-    assert table.loc["naive", "computes"] == "reads the output after the padding"
-    assert table.loc["mask", "computes"] == "exact"
+    # what each run's own check on its timed path found (the largest error over the runs)
+    assert table.loc["naive", "computes"] == "reads the output after the padding (verified, float32 error 6e-07)"
+    assert table.loc["mask", "computes"] == "exact (verified, float32 error 6e-07)"
     assert table.loc["mask", "peak MiB"] == "1,024 (+512)"
     assert section.notes[0].startswith("Initial weights identical across strategies for each of the 3 seed(s)")
 
@@ -201,3 +204,13 @@ def test_plots_show_each_run_as_a_dot():
         report.build_reports(rows())[0].files()
     assert ("tokens_per_s", [3, 3]) in captured  # one dot per run of naive and of mask
     assert ("eval_accuracy_exact", [3, 3, 3, 3]) in captured  # beside the own-path dots of the same axes
+
+
+def test_exact_comes_from_the_runs_checks_not_a_table():
+    df = rows()
+    df.loc[(df.strategy == "mask") & (df.seed == 1), ["verified", "verify_grad_rel_error"]] = ["MISMATCH", 3e-2]
+    table = report.build_reports(df)[0].sections[0].table().set_index("strategy")
+    assert table.loc["mask", "computes"] == "MISMATCH on the timed path (float32 error 3e-02 > tolerance 1e-04)"
+    old = rows().drop(columns=["verified"])  # rows of an lstmbench that did not check in the run
+    table = report.build_reports(old)[0].sections[0].table().set_index("strategy")
+    assert table.loc["mask", "computes"] == "exact (not checked in the runs)"

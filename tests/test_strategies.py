@@ -132,7 +132,7 @@ def test_ideal_batches_reshape_the_same_tokens_without_padding(splits):
         assert batch.real_tokens == batch.padded_tokens == len(idx) * width
         assert batch.tokens.flatten().tolist() == tokens[:len(idx) * width].tolist()
         assert (batch.lengths == width).all()
-    assert computation_note(IDEAL).startswith("reference:")
+    assert computation_note(IDEAL).startswith("unpadded:")
 
 
 def test_boundaries_batch_within_length_ranges(splits):

@@ -32,7 +32,7 @@ def test_record_is_complete_and_consistent(tiny_records):
         assert set(REQUIRED_KEYS) <= set(row) and row["schema_version"] == SCHEMA_VERSION
         assert r.status == "ok" and r.error == ""
         optional = {"efficiency", "target_accuracy", "time_to_target_s", "peak_mem_reserved_bytes",  # runner, target, CUDA
-                "straggler_wait_fraction", "planned_wait_fraction"}  # DDP only
+                "straggler_wait_fraction", "planned_wait_fraction", "position"}  # DDP only; the runner's
         assert [k for k, v in row.items() if v is None and k not in optional] == [], name
         assert r.steps == 2 * 6  # ceil(96/16) batches a epoch, 2 epochs
         kept = np.minimum(train.lengths, 6) if name == "truncate" else train.lengths
@@ -143,18 +143,60 @@ def test_curve_and_time_to_target(tmp_path, tiny_dict):
     assert time_to_target(curve, 0.0) is None
 
 
-def test_ideal_and_efficiency(tiny_file):
+def test_order_shuffled_per_seed_and_efficiency_against_the_runs_own_unpadded_batches(tiny_file):
     from lstmbench.runner import plan_runs, run_suite
+    from lstmbench.strategies import Strategy
 
-    suite = load_suite(tiny_file, ["seeds=[0]", "strategies=[naive, mask]"])
-    assert [p.spec.name for p in plan_runs(suite)] == ["ideal", "naive", "mask"]
-    ideal, naive, mask = list(run_suite(suite, isolate=False))
-    assert ideal.strategy == "ideal" and ideal.pad_fraction == 0 and ideal.efficiency == 1.0
+    suite = load_suite(tiny_file, ["seeds=[0, 1, 2, 3]", "strategies=[naive, mask]"])
+    plan = plan_runs(suite)
+    orders = [tuple(p.spec.name for p in plan if p.seed == s) for s in suite.seeds]
+    assert all(sorted(o) == ["ideal", "mask", "naive"] for o in orders)
+    assert len(set(orders)) > 1  # not a fixed order, the ideal first
+    assert [p.position for p in plan if p.seed == 0] == [0, 1, 2]
+    assert orders == [tuple(p.spec.name for p in plan_runs(suite) if p.seed == s) for s in suite.seeds]  # seeded
+
+    one = load_suite(tiny_file, ["seeds=[0]", "strategies=[naive, {truncate: {max_len: 6}}]"])
+    records = {r.strategy: r for r in run_suite(one, isolate=False)}
+    ideal, naive, cut = records["ideal"], records["naive"], records["truncate"]
+    assert sorted(r.position for r in records.values()) == [0, 1, 2]
+    assert ideal.pad_fraction == 0 and ideal.efficiency is None and ideal.reference_tokens_per_s is None
     assert ideal.eval_accuracy is None and ideal.curve == []
-    assert ideal.init_checksum == naive.init_checksum == mask.init_checksum
-    assert naive.efficiency == pytest.approx(naive.tokens_per_s / ideal.tokens_per_s)
-    assert mask.efficiency == pytest.approx(mask.tokens_per_s / ideal.tokens_per_s)
-    # the same real tokens, less the remainder of each batch that does not fill a row
-    assert naive.real_tokens - 2 * 6 * 16 < ideal.real_tokens <= naive.real_tokens
+    assert ideal.init_checksum == naive.init_checksum == cut.init_checksum
+    for r in (naive, cut):  # the reference: one epoch of the run's own batches, unpadded, timed in its process
+        assert r.reference_steps == r.steps // one.train.epochs and len(r.reference_window_tokens_per_s) == min(8, r.reference_steps)
+        assert r.efficiency == pytest.approx(r.tokens_per_s / r.reference_tokens_per_s)
+    data = make_data(one.data, 0).train
+    batch = np.arange(16)
+    for name in ("naive", "truncate"):  # the same real tokens as the strategy feeds, less each row's remainder
+        spec = next(s for s in one.strategies if s.name == name)
+        strategy = Strategy(spec)
+        unpadded, padded = strategy.unpadded(data, batch), strategy.collate(data, batch)
+        assert padded.real_tokens - 16 < unpadded.real_tokens <= padded.real_tokens
+        assert unpadded.padded_tokens == unpadded.real_tokens  # no padded cell at all
+
+
+def test_the_runs_own_equivalence_check_is_in_its_row(tiny_records):
+    suite, records = tiny_records
+    verdicts = {name: (r.verified, r.verify_precision) for name, r in records.items()}
+    assert verdicts["mask"] == verdicts["pack"] == ("equivalent", "float32")
+    assert verdicts["naive"] == ("differs as designed", "float32")
+    assert records["mask"].verify_grad_rel_error < 1e-5 < records["mask"].verify_tolerance
+
+
+def test_windows_cover_the_timed_steps(tiny_records):
+    from lstmbench.train import window_rates
+
+    assert window_rates([10, 10, 10, 10], [1.0, 1.0, 2.0, 2.0], 2) == [10.0, 5.0]
+    assert window_rates([10, 30], [1.0, 1.0], 8) == [10.0, 30.0]  # fewer steps than windows: one a step
+    _, records = tiny_records
+    r = records["mask"]
+    assert len(r.window_tokens_per_s) == min(8, r.steps)
+    # the run's tokens/s is the windows' tokens over their time: it lies within their range
+    assert min(r.window_tokens_per_s) <= r.tokens_per_s <= max(r.window_tokens_per_s)
+
+
+def test_the_ideal_can_be_switched_off(tiny_file):
+    from lstmbench.runner import plan_runs
+
     off = load_suite(tiny_file, ["seeds=[0]", "strategies=[mask]", "ideal=false"])
     assert [p.spec.name for p in plan_runs(off)] == ["mask"]
