@@ -325,6 +325,18 @@ class Verdict:
     departure: float = 0.0  # the largest relative error (loss or gradients) against each sequence alone, unpadded
 
 
+def tally(verdicts: list[str]) -> str:
+    """'3 equivalent, 2 differ as designed, 0 mismatch'."""
+    return ", ".join(f"{sum(v == k for v in verdicts)} {word}" for k, word in
+                     ((EQUIVALENT, "equivalent"), (AS_DESIGNED, "differ as designed"), (MISMATCH, "mismatch")))
+
+
+def mismatch(names: list[str], where: str) -> str:
+    """'1 strategy does not match per-sequence processing: mask' (`where`: ' on the timed path (...)')."""
+    noun = "strategy does" if len(names) == 1 else "strategies do"
+    return f"{len(names)} {noun} not match per-sequence processing{where}: {', '.join(names)}"
+
+
 def verdict_table(verdicts: list[Verdict]) -> list[dict[str, Any]]:
     """One row a strategy, as `lstmbench verify` shows it."""
     return [{"strategy": v.strategy, "batches": v.batches, "max rel. error, loss": f"{v.loss_rel_error:.1e}",
