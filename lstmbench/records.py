@@ -138,7 +138,9 @@ def hardware(env: Any) -> str:
     if not isinstance(env, dict) or not (env.get("cpu") or env.get("device_name")):
         return "unknown machine"
     gpu = env.get("device_name")
-    return f"{env.get('cpu') or '?'} x{env.get('cpu_count') or '?'}" + (f", {gpu}" if gpu and gpu != "cpu" else "")
+    cpu = env.get("cpu") or "?"
+    cpu += f" ({env['cpu_id']})" if env.get("cpu_id") else ""
+    return f"{cpu} x{env.get('cpu_count') or '?'}" + (f", {gpu}" if gpu and gpu != "cpu" else "")
 
 
 def software(env: Any) -> str:
@@ -176,6 +178,7 @@ def collect_env(device_name: str, threads: int) -> dict[str, Any]:
         "numpy": numpy.__version__,
         "device_name": device_name,
         "cpu": _cpu_model(),
+        "cpu_id": _cpu_id(),
         "cpu_count": os.cpu_count(),
         "threads": threads,
         "mkldnn": bool(torch.backends.mkldnn.is_available()),
@@ -198,6 +201,19 @@ def _git_commit() -> str | None:
     if out.returncode != 0:
         return None
     return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def _cpu_id() -> str | None:
+    """What 'model name' hides: the family and model, and the widest vector ISA ('family 25 model 1, avx2').
+    Two 'AMD EPYC' VMs can be a Zen 3 with AVX2 and a Zen 4 with AVX-512 and bf16: twice apart in oneDNN."""
+    try:
+        info = dict(line.split(":", 1) for line in Path("/proc/cpuinfo").read_text().splitlines()[:40] if ":" in line)
+    except OSError:
+        return None
+    info = {k.strip(): v.strip() for k, v in info.items()}
+    flags = set(info.get("flags", "").split())
+    isa = next((f for f in ("amx_bf16", "avx512_bf16", "avx512f", "avx2", "avx") if f in flags), "sse")
+    return f"family {info.get('cpu family', '?')} model {info.get('model', '?')}, {isa}"
 
 
 def _cpu_model() -> str:
