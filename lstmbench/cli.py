@@ -260,7 +260,7 @@ def verify_cmd(suite_file: str, overrides: tuple[str, ...], batches: int, nproc:
 
     suite = load_suite(suite_file, overrides)
     verdicts = verify_suite(suite, batches=batches)
-    click.echo(tabulate(verdict_table(verdicts), headers="keys", tablefmt="pipe"))
+    click.echo(tabulate(verdict_table(verdicts), headers="keys", tablefmt="pipe", disable_numparse=True))
     click.echo(f"\nAll {len(verdicts)} strategies verified: {tally([v.verdict for v in verdicts])}.")
     bad = [v.strategy for v in verdicts if v.verdict == MISMATCH]
     bad_timed, where = [], ""
@@ -361,8 +361,8 @@ EXIT_REGRESSION = 3  # compare found a regression: distinct from bad input (2) a
 @click.argument("current", type=click.Path())
 @click.option("--threshold", default=0.05, show_default=True, type=click.FloatRange(0, None),
               help="Smallest relative change that can count as a regression.")
-@click.option("--alpha", default=0.05, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True),
-              help="False-alarm rate of the whole comparison: Holm's correction over every gated test.")
+@click.option("--alpha", default=0.02, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="False-alarm rate of a whole comparison of unchanged code (Benjamini-Hochberg over every gated test).")
 @translate_errors
 def compare_cmd(baseline: str, current: str, threshold: float, alpha: float) -> None:
     """Compare two result sets (files or folders) per suite, strategy, device, hardware and torch version.

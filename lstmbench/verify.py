@@ -81,7 +81,7 @@ def pieces(claim: Claim, data: Dataset, idx: np.ndarray, batch: Batch) -> list[P
     """Each sequence of batch `idx` as `claim` runs it alone (`batch`: the collated batch, for its width)."""
     if claim.rows:
         rows, labels = batch.tokens.numpy(), batch.labels.numpy()
-        return [(row, row.shape[0], labels[r] if data.tagged else labels[r:r + 1]) for r, row in enumerate(rows)]
+        return [(row, len(row), labels[r] if data.tagged else labels[r:r + 1]) for r, row in enumerate(rows)]
     width = batch.tokens.shape[1]
     out = []
     for i in map(int, idx):
@@ -90,11 +90,9 @@ def pieces(claim: Claim, data: Dataset, idx: np.ndarray, batch: Batch) -> list[P
         w = max(width, k) if claim.padded else k  # max: a batch cut too short must not hide it
         tokens = np.zeros((w, *seq.shape[1:]), dtype=seq.dtype)  # PAD is 0 (features: zeros)
         tokens[:k] = seq[:k]
+        labels = np.full(w, claim.pad_label, dtype=np.int64) if data.tagged else data.labels[[i]]
         if data.tagged:
-            labels = np.full(w, claim.pad_label, dtype=np.int64)
             labels[:k] = data.padded_tags[i, :k]
-        else:
-            labels = data.labels[[i]]
         out.append((tokens, w if claim.read_padded_end else k, labels))
     return out
 
@@ -138,7 +136,7 @@ def batched(net: LSTMClassifier, strategy: Strategy, batch: Batch, device: torch
     return float(loss.detach()), [g.detach().to("cpu", torch.float64) / scale for g in grads]
 
 
-def _autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
+def _autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:  # as train.Precision
     return torch.autocast(device.type, dtype=AMP_DTYPES[amp]) if amp in AMP_DTYPES else contextlib.nullcontext()
 
 
@@ -261,7 +259,7 @@ def check_run(model: LSTMClassifier, strategy: Strategy, data: Dataset, batches:
 @dataclass(frozen=True)
 class TimedVerdict:
     strategy: str
-    kernel: str  # the LSTM implementation the checked batches ran (the longest batch's)
+    kernel: str  # the LSTM implementation the longest checked batch ran
     check: RunCheck
 
 
@@ -281,18 +279,27 @@ def verify_timed(suite: Suite, batches: int = 3) -> list[TimedVerdict]:
     """`check_run` for every strategy of `suite`, on the batches `verify_suite` checks, with the first seed's
     float32 model on the suite's device under its train.amp."""
     device = timed_device(suite)
-    seed = suite.seeds[0]
-    data = make_data(suite.data, seed, suite.origin).train
-    model = model_for(suite.model, data, seed).to(device)
+    data, model = _suite_model(suite)
+    model.to(device)
     rows = []
-    for spec in suite.strategies:
-        strategy = Strategy(spec)
-        chosen = checked_batches(plan_epochs(strategy, data.lengths, suite.train.batch_size, 1, seed),
-                                 data.lengths, batches)
-        check = check_run(model, strategy, data, chosen, device, suite.train.amp, note_for(spec, suite))
-        rows.append(TimedVerdict(spec.name, _kernel(model, strategy, data, chosen[-1], device, suite.train.amp),
+    for strategy, chosen, note in _suite_checks(suite, data, batches):
+        check = check_run(model, strategy, data, chosen, device, suite.train.amp, note)
+        rows.append(TimedVerdict(strategy.name, _kernel(model, strategy, data, chosen[-1], device, suite.train.amp),
                                  check))
     return rows
+
+
+def _suite_model(suite: Suite) -> tuple[Dataset, LSTMClassifier]:
+    """The first seed's training data and seeded model, as its run builds them."""
+    data = make_data(suite.data, suite.seeds[0], suite.origin).train
+    return data, model_for(suite.model, data, suite.seeds[0])
+
+
+def _suite_checks(suite: Suite, data: Dataset, batches: int) -> list[tuple[Strategy, list[np.ndarray], str]]:
+    """Each strategy of the suite, the batches of its first-seed plan to check, its computation note."""
+    plans = [(Strategy(spec), plan_epochs(Strategy(spec), data.lengths, suite.train.batch_size, 1, suite.seeds[0]))
+             for spec in suite.strategies]
+    return [(s, checked_batches(plan, data.lengths, batches), note_for(s.spec, suite)) for s, plan in plans]
 
 
 def _kernel(model: LSTMClassifier, strategy: Strategy, data: Dataset, idx: np.ndarray, device: torch.device,
@@ -348,18 +355,12 @@ def verify_suite(suite: Suite, batches: int = 3, tolerance: float = TOLERANCE) -
     """Check every strategy of `suite` on real batches of its data (first seed), in float64 on the generic
     kernel, against its own per-sequence reference: the first `batches` batches of the strategy's own plan,
     the last one replaced by the batch holding the longest sequence."""
-    seed = suite.seeds[0]
-    data = make_data(suite.data, seed, suite.origin).train
-    model = _checkable(model_for(suite.model, data, seed).double())
-    cpu = torch.device("cpu")
+    data, model = _suite_model(suite)
+    model = _checkable(model.double())
     verdicts = []
-    for spec in suite.strategies:
-        strategy = Strategy(spec)
-        chosen = checked_batches(plan_epochs(strategy, data.lengths, suite.train.batch_size, 1, seed),
-                                 data.lengths, batches)
-        note = note_for(spec, suite)
-        result = outcome(model, model, strategy, data, chosen, cpu, "none", note, tolerance)
-        verdicts.append(Verdict(spec.name, len(chosen), *result.own, note, result.verdict, max(result.plain)))
+    for strategy, chosen, note in _suite_checks(suite, data, batches):
+        result = outcome(model, model, strategy, data, chosen, torch.device("cpu"), "none", note, tolerance)
+        verdicts.append(Verdict(strategy.name, len(chosen), *result.own, note, result.verdict, max(result.plain)))
     return verdicts
 
 
