@@ -68,10 +68,10 @@ def run_one(suite: Suite, spec: StrategySpec, seed: int, device: torch.device,
     if group:
         net, ready = wrap(net, device)
 
-    initial = copy.deepcopy(model.state_dict())  # the seeded weights, for the unpadded reference
+    initial = copy.deepcopy(model.state_dict())  # the seeded weights: put back after warm-up, and the reference's
     warmup = warmup_steps(strategy, train, steps, suite.train.warmup_steps)
     _warm_up(model, net, strategy, train, [plan[s] for s in warmup], device, suite.train.lr, precision,
-             [scales[s] for s in warmup] if scales else None)
+             [scales[s] for s in warmup] if scales else None, initial)
     if weights_checksum(model) != checksum:
         raise RunFailed("error", "warm-up left the model's weights changed; the run would not be comparable")
     optimizer = torch.optim.Adam(model.parameters(), lr=suite.train.lr)
@@ -217,9 +217,10 @@ def measure_reference(model: torch.nn.Module, initial: dict[str, torch.Tensor], 
     clock = Clock(device)
     clock.now()
     times, tokens = [], []
-    for batch in batches:
+    for idx in plan:  # batch preparation inside the clock, as in the run's own timed steps
         t0 = clock.now()
-        train_step(net, optimizer, batch.to(device), "last", precision)
+        batch = strategy.unpadded(data, idx).to(device)
+        train_step(net, optimizer, batch, "last", precision)
         times.append(clock.now() - t0)
         tokens.append(batch.real_tokens)
     return Reference(sum(tokens) / sum(times), window_rates(tokens, times), len(batches))
@@ -314,10 +315,10 @@ def probe_kernel(model: LSTMClassifier, strategy: Strategy, data: Dataset, idx: 
 
 def _warm_up(model: LSTMClassifier, net: torch.nn.Module, strategy: Strategy, data: Dataset,
              plan: list[np.ndarray], device: torch.device, lr: float, precision: Precision,
-             scales: list[float] | None) -> None:
+             scales: list[float] | None, saved: dict[str, torch.Tensor]) -> None:
     """Untimed steps on the model itself (so compiled graphs and kernel caches are the ones the timed loop
-    uses), then its seeded weights are put back: every strategy still trains from the same start."""
-    saved = copy.deepcopy(model.state_dict())
+    uses), then its seeded weights (`saved`, a copy taken before) are put back: every strategy still trains
+    from the same start."""
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     for i, idx in enumerate(plan):
         with out_of_memory_as_row(-len(plan) + i, strategy.shape(data, idx)):  # negative: a warm-up step
