@@ -341,6 +341,11 @@ def _rows(side: str, paths: str | Path | Iterable[str | Path], skipped: list[str
         raise ResultsError(f"{_names(paths)}: result rows lack {', '.join(missing)}")
     if not (rows["status"] == "ok").any():
         raise ResultsError(f"{_names(paths)}: no successful run (status ok) among {len(rows)} rows")
+    seeds = pd.to_numeric(rows["seed"], errors="coerce")
+    if seeds.isna().any() or (seeds != seeds.round()).any():
+        bad = rows.loc[seeds.isna() | (seeds != seeds.round())].iloc[0]
+        raise ResultsError(f"{bad.get('source_file', _names(paths))}: a row's seed is {str(bad['seed'])[:40]!r}, "
+                           "not an integer")
     return rows
 
 

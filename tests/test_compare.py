@@ -207,3 +207,13 @@ def test_world_sizes_and_sweep_points_are_compared_only_with_their_own(tmp_path)
     assert groups == [f"packing/bucket on cpu [launch.nproc=1] {G}", f"packing/bucket on cpu [launch.nproc=2, 2 ranks] {G}"]
     (regression,) = [c for c in comparison.regressions if c.metric.name == "tokens_per_s"]
     assert regression.group == groups[1] and -regression.change > 0.25
+
+
+def test_a_row_whose_seed_is_not_an_integer_is_one_line(tmp_path):
+    base = write_set(tmp_path / "a", 3, 0)
+    cur = write_set(tmp_path / "b", 3, 1)
+    rows = [json.loads(line) for line in (cur / "rows.jsonl").read_text().splitlines()]
+    rows[0]["seed"] = "x"
+    (cur / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    r = invoke(base, cur)
+    assert (r.exit_code, r.stderr) == (2, f"Error: {cur / 'rows.jsonl'}: a row's seed is 'x', not an integer\n")
