@@ -16,7 +16,8 @@ import numpy as np
 
 from . import sources
 from .errors import SuiteError
-from .suite import MAX_PADDED_CELLS, DataConfig, Lengths, Suite
+from .files import MAX_LENGTHS_BYTES, Unreadable, read_text
+from .suite import MAX_PADDED_CELLS, MAX_SEQUENCE, DataConfig, Lengths, Suite
 
 PAD = 0  # the padding index; never a real token
 IGNORE = -100  # the label of a padded step (cross_entropy's ignore_index): padding never counts
@@ -101,6 +102,12 @@ def _texts(cfg: DataConfig, texts: list[str], labels: list[str], rng: np.random.
     if empty:
         raise SuiteError(origin, "data", f"{len(empty)} examples have no tokens after {cfg.tokenize} "
                                          f"tokenisation (the first is example {empty[0] + 1})")
+    longest = max(range(len(tokenised)), key=lambda i: len(tokenised[i]))
+    if len(tokenised[longest]) > MAX_SEQUENCE:
+        raise SuiteError(origin, "data", f"example {longest + 1} has {len(tokenised[longest]):,} tokens after "
+                                         f"{cfg.tokenize} tokenisation; sequences are at most {MAX_SEQUENCE:,} steps "
+                                         "long (an LSTM runs one step per token, in sequence: longer ones would "
+                                         "train for hours); cut the texts")
     vocab = sources.build_vocab([tokenised[i] for i in train_idx], cfg.min_freq, cfg.max_vocab)
     classes = {c: i for i, c in enumerate(sorted(set(labels)))}
     encoded = [np.array([vocab.get(t, sources.OOV) for t in tokens], dtype=np.int64) for tokens in tokenised]
@@ -135,7 +142,7 @@ def _series(cfg: DataConfig, rng: np.random.Generator, origin: str) -> Splits:
 def _split(n: int, cfg: DataConfig, rng: np.random.Generator, origin: str) -> tuple[np.ndarray, np.ndarray]:
     """Seeded: the first eval_size of a permutation are held out, up to train_size of the rest train."""
     order = rng.permutation(n)
-    n_eval = min(cfg.eval_size or n // 5, n)  # 0: a fifth
+    n_eval = min(cfg.eval_size or max(n // 5, 1), n)  # 0: a fifth, and at least one
     train = order[n_eval:][:cfg.train_size or None]
     if len(train) == 0:
         raise SuiteError(origin, "data.eval_size", f"the data has {n} examples and eval_size takes {n_eval}: "
@@ -195,14 +202,12 @@ def sample_lengths(spec: Lengths, n: int, rng: np.random.Generator, origin: str 
 
 def _length_file(path: Path, origin: str) -> np.ndarray:
     try:
-        words = path.read_text(encoding="utf-8").split()
-    except FileNotFoundError:
-        raise SuiteError(origin, "data.lengths.file", f"no such file: {path}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise SuiteError(origin, "data.lengths.file", f"cannot read {path}: {e}") from None
+        words = read_text(path, MAX_LENGTHS_BYTES, "a lengths file").split()
+    except Unreadable as e:
+        raise SuiteError(origin, "data.lengths.file", str(e)) from None
     try:
         lengths = np.array([int(w) for w in words], dtype=np.int64)
-    except ValueError:
+    except (ValueError, OverflowError):
         raise SuiteError(origin, "data.lengths.file", f"{path}: expected one integer length a line") from None
     if len(lengths) == 0 or (lengths < 1).any():
         raise SuiteError(origin, "data.lengths.file", f"{path}: expected positive lengths, one a line")

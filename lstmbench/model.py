@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from .data import IGNORE, PAD, Dataset
-from .suite import ModelConfig
+from .suite import ModelConfig, Suite
 
 
 class LSTMClassifier(nn.Module):
@@ -104,3 +104,18 @@ def weights_checksum(model: nn.Module) -> str:
         h.update(str(tuple(tensor.shape)).encode())
         h.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
+
+
+def training_bytes(suite: Suite) -> int:
+    """A floor on the memory training needs: the LSTM's and embedding's float32 weights, their gradients and
+    Adam's two moments (4 copies); activations come on top. The embedding counts only where the suite fixes
+    its vocabulary (synthetic data)."""
+    cfg = suite.model
+    params, inputs = 0, cfg.embed_dim
+    for _ in range(cfg.num_layers):
+        params += (2 if cfg.bidirectional else 1) * 4 * cfg.hidden_size * (inputs + cfg.hidden_size + 2)
+        inputs = cfg.hidden_size * (2 if cfg.bidirectional else 1)
+    if suite.data.source == "synthetic":
+        params += suite.data.vocab_size * cfg.embed_dim
+    return params * 4 * 4
+

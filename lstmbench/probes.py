@@ -1,6 +1,7 @@
 """Probes: honest clocks (the device synchronised before each read) and peak memory."""
 from __future__ import annotations
 
+import os
 import resource
 import time
 from pathlib import Path
@@ -59,6 +60,16 @@ def peak_memory_bytes(device: torch.device) -> int:
 def peak_memory_reserved_bytes(device: torch.device) -> int | None:
     """CUDA: peak bytes held by the caching allocator since the last reset (None on CPU)."""
     return int(torch.cuda.max_memory_reserved(device)) if device.type == "cuda" else None
+
+
+def memory_bytes(device: str) -> int:
+    """The memory a run can have: the GPU's (CUDA) or the machine's (CPU); 0 where unknown."""
+    try:
+        if device == "cuda":
+            return int(torch.cuda.get_device_properties(0).total_memory)
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, RuntimeError, AttributeError):
+        return 0
 
 
 def rss_bytes() -> int:

@@ -2,8 +2,12 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
+import math
 import os
 import platform
+import re
 import socket
 import subprocess
 from dataclasses import dataclass, field
@@ -108,6 +112,72 @@ class RunRecord:
 
 
 REQUIRED_KEYS = tuple(f.name for f in dataclasses.fields(RunRecord))
+ROW_KEYS = ("schema_version", "suite", "strategy", "seed", "device", "status")  # what every reader groups by
+SUITE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,199}")  # as a suite's `name:` (it names a folder)
+_TYPES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "list": (list,), "dict": (dict,)}
+_NAMES = {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false", "list": "a list",
+          "dict": "an object", "None": "null"}
+
+
+def row_problem(row: Any) -> str | None:
+    """What is wrong with a stored row, read back from JSON, as a sentence; None for a row every reader can use.
+
+    Checked: it is an object; the keys every reader groups by are there with their types; every other field of
+    RunRecord has its declared type (or null); an ok row's numbers are finite and its tokens/s positive. A row
+    of a newer schema is not judged here: the reader refuses the whole file (see storage)."""
+    if not isinstance(row, dict):
+        return f"a JSON {type(row).__name__}, not a result row (an object)"
+    if "schema_version" not in row or "strategy" not in row:
+        return "not an lstmbench result row (no schema_version or strategy)"
+    for key in ROW_KEYS:
+        if row.get(key) is None:
+            return f"{key} is missing"
+    hints = _field_types()
+    for key, value in row.items():
+        allowed = hints.get(key)
+        if allowed is None or (value is None and "None" in allowed):
+            continue
+        types = tuple(t for name in allowed for t in _TYPES.get(name, ()))
+        if isinstance(value, bool) and bool not in types or not isinstance(value, types):
+            return f"{key} is {_quote(value)}, not {' or '.join(_NAMES.get(a, a) for a in allowed)}"
+        if row["status"] == "ok" and isinstance(value, float) and not math.isfinite(value):
+            return f"{key} is {value} in an ok row (a measured number must be finite)"
+    if row["schema_version"] < 1:
+        return f"schema_version is {row['schema_version']}, not a version (1 or more)"
+    if not SUITE_NAME.fullmatch(row["suite"]):
+        return f"suite is {_quote(row['suite'])}, not a suite name (letters, digits, '_', '.', '-')"
+    if row["status"] not in STATUSES:
+        return f"status is {_quote(row['status'])}, not one of {', '.join(STATUSES)}"
+    if row["status"] == "ok" and not (isinstance(row.get("tokens_per_s"), (int, float)) and row["tokens_per_s"] > 0):
+        return f"an ok row with tokens_per_s {_quote(row.get('tokens_per_s'))} (a measured run has a positive one)"
+    return None
+
+
+def complete_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A valid row with the fields it lacks (an older schema's, or a hand-made row's) as their defaults,
+    else empty ('' for text, 0 for a count), so that no reader meets a missing key."""
+    empty = {"str": "", "int": 0}
+    for f in dataclasses.fields(RunRecord):
+        if f.name not in row:
+            row[f.name] = (f.default if f.default is not dataclasses.MISSING
+                           else f.default_factory() if f.default_factory is not dataclasses.MISSING
+                           else empty.get(_field_types()[f.name][0]))
+    return row
+
+
+@functools.lru_cache(maxsize=1)
+def _field_types() -> dict[str, tuple[str, ...]]:
+    """field -> the JSON-level type names it may hold, from RunRecord's annotations ('float | None' ...)."""
+    names = {}
+    for f in dataclasses.fields(RunRecord):
+        text = str(f.type)
+        names[f.name] = tuple(part.strip().split("[")[0] for part in text.split("|"))
+    return names
+
+
+def _quote(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, float) or math.isfinite(value) else str(value)
+    return text if len(text) <= 40 else text[:40] + "..."
 
 
 def identity(suite: Any, spec: Any, seed: int, device: str, note: str) -> dict[str, Any]:

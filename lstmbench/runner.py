@@ -8,7 +8,8 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 import numpy as np
 
 from .errors import LstmbenchError, SuiteError
-from .probes import cpu_bf16_lstm, resolve_device
+from .model import training_bytes
+from .probes import cpu_bf16_lstm, memory_bytes, resolve_device
 from .records import RunRecord
 from .suite import IDEAL, StrategySpec, Suite
 from .worker import guarded, run_inline, run_isolated, run_torchrun
@@ -33,6 +34,30 @@ def plan_runs(suite: Suite, done: Iterable[tuple[str, int]] = ()) -> list[Planne
         order = np.random.default_rng([seed, 0x0DE5]).permutation(len(specs))
         runs += [PlannedRun(specs[i], seed, k) for k, i in enumerate(order) if (specs[i].name, seed) not in skip]
     return runs
+
+
+def preflight(suite: Suite) -> str:
+    """Everything `run` refuses on this machine before training, in one place: `validate` calls it too, so
+    that a suite it calls ok does not fail at its first run. Returns the device type the runs will use."""
+    device = resolve_device(suite.device).type
+    if suite.train.amp == "fp16" and device != "cuda":
+        raise SuiteError(suite.origin, "train.amp", f"fp16 needs a CUDA device, and this suite runs on {device}; "
+                                                    "use bf16 or none")
+    if suite.train.amp == "bf16" and device == "cpu" and not cpu_bf16_lstm():
+        raise SuiteError(suite.origin, "train.amp", "bf16 on this CPU: oneDNN has no bf16 LSTM here (the CPU lacks "
+                                                    "avx512_bf16 and AMX); use none, or run on a CPU or GPU with bf16")
+    check_memory(suite, device)
+    return device
+
+
+def check_memory(suite: Suite, device: str) -> None:
+    """Refuse a model whose weights, gradients and optimizer state alone exceed the device's memory (it could
+    only fail, or on a CPU, swap for hours)."""
+    need, have = training_bytes(suite), memory_bytes(device)
+    if have and need > have:
+        raise SuiteError(suite.origin, "model", f"needs {need / 2**30:,.1f} GiB for the weights, gradients and "
+                                                f"Adam's two moments alone, and this {device} has "
+                                                f"{have / 2**30:,.1f} GiB; make the model smaller")
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -66,13 +91,7 @@ def run_suite(suite: Suite, isolate: bool = True, done: Mapping[tuple[str, int],
     `runs` (default: all of plan_runs) says which to run. With `group` (this process is a rank of a torchrun
     job the user started), every rank runs every planned run in that group; rank 0 gets the records.
     Checks the device at once (not at the first run), so a suite asking for an absent GPU fails early."""
-    device = resolve_device(suite.device).type
-    if suite.train.amp == "fp16" and device != "cuda":
-        raise SuiteError(suite.origin, "train.amp", f"fp16 needs a CUDA device, and this suite runs on {device}; "
-                                                    "use bf16 or none")
-    if suite.train.amp == "bf16" and device == "cpu" and not cpu_bf16_lstm():
-        raise SuiteError(suite.origin, "train.amp", "bf16 on this CPU: oneDNN has no bf16 LSTM here (the CPU lacks "
-                                                    "avx512_bf16 and AMX); use none, or run on a CPU or GPU with bf16")
+    device = preflight(suite)
     if group is not None:
         run: Callable[..., RunRecord | None] = functools.partial(guarded, group=group)
     elif suite.launch.nproc > 1:

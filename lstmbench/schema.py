@@ -8,6 +8,7 @@ import dataclasses
 import difflib
 import math
 import re
+import reprlib
 import typing
 from typing import Any
 
@@ -21,7 +22,7 @@ class At:
         self.file, self.path = file, path
 
     def fail(self, key: str, message: str) -> typing.NoReturn:
-        key = key if re.fullmatch(r"[\w.\[\]-]+", key) else repr(key)  # a key of "\n" must not break the line
+        key = key if re.fullmatch(r"[\w.\[\]-]{1,80}", key) else short(key)  # a key of "\n" must not break the line
         raise SuiteError(self.file, f"{self.path}.{key}" if self.path else key, message)
 
     def positive(self, key: str, value: float) -> None:
@@ -48,7 +49,7 @@ def build(cls: type, raw: Any, path: str, file: str, **given: Any) -> Any:
     choices = getattr(cls, "CHOICES", {})
     for key, allowed in choices.items():
         if key in kwargs and kwargs[key] not in allowed:
-            at.fail(key, f"unknown value {kwargs[key]!r}{suggest(str(kwargs[key]), allowed)}; "
+            at.fail(key, f"unknown value {short(kwargs[key])}{suggest(str(kwargs[key]), allowed)}; "
                          f"valid: {names(allowed)}")
     obj = cls(**kwargs)
     obj.check(at)
@@ -61,21 +62,21 @@ def coerce(hint: Any, value: Any, at: At, key: str, file: str) -> Any:
         return build(hint, value, sub, file)
     if hint is bool:
         if not isinstance(value, bool):
-            at.fail(key, f"must be true or false, got {value!r}")
+            at.fail(key, f"must be true or false, got {short(value)}")
         return value
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            at.fail(key, f"must be an integer, got {value!r}")
+            at.fail(key, f"must be an integer, got {short(value)}")
         return value
     if hint is float:
         if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
             value = float(value)  # PyYAML reads 1e-3 (no dot) as a string: YAML 1.1's float rule
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            at.fail(key, f"must be a number, got {value!r}")
+            at.fail(key, f"must be a number, got {short(value)}")
         return float(value)
     if hint is str:
         if not isinstance(value, str):
-            at.fail(key, f"must be a string, got {value!r}")
+            at.fail(key, f"must be a string, got {short(value)}")
         return value
     if hint is dict:  # sweep: key path -> list of values
         if not isinstance(value, dict):
@@ -86,11 +87,20 @@ def coerce(hint: Any, value: Any, at: At, key: str, file: str) -> Any:
             value = [value]
         value = list(value) if isinstance(value, tuple) else value
         if not isinstance(value, list) or any(isinstance(v, bool) or not isinstance(v, int) for v in value):
-            at.fail(key, f"must be a list of integers, got {value!r}")
-        if any(v < 0 for v in value):
-            at.fail(key, f"must be non-negative integers, got {value!r}")
+            at.fail(key, f"must be a list of integers, got {short(value)}")
+        if any(not 0 <= v < 2**32 for v in value):  # numpy's and torch's seeds: 0 to 2**32 - 1 everywhere
+            at.fail(key, f"must be integers from 0 to 4294967295 (2**32 - 1), got {short(value)}")
         return tuple(value)
     raise AssertionError(f"no coercion for {hint}")  # pragma: no cover - a schema bug, not a user error
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxstring, _SHORT.maxother, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxlevel = 40, 40, 6, 4, 2
+
+
+def short(value: Any) -> str:
+    """A value as a message quotes it: repr, cut to a line (a value may be a megabyte of YAML)."""
+    return _SHORT.repr(value)
 
 
 _NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")

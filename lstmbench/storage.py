@@ -3,12 +3,19 @@
 Layout: <root>/<suite>/<UTC time>-<host>-<pid>.jsonl, one file per `lstmbench run` invocation (so two
 processes never write the same file), one JSON object per line, appended and fsynced as each run
 ends. Reports go to <root>/<suite>/report/.
+
+Nothing measured is lost: the folder is checked before the first run (`check_destination`), and a row
+that cannot be appended is written to a rescue file outside it (`rescue`) before the error goes up.
+Reading is as careful: only regular files, each line checked (`records.row_problem`), a bad line skipped
+with a sentence saying why.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
+import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,9 +24,18 @@ from typing import Any, Iterable
 import pandas as pd
 
 from .errors import ResultsError
-from .records import SCHEMA_VERSION
+from .files import MAX_RESULTS_BYTES, Unreadable, is_regular, kind, read_text
+from .records import SCHEMA_VERSION, complete_row, row_problem
 
 REPORT_DIR = "report"
+
+
+class AppendFailed(ResultsError):
+    """A finished row could not be appended to its run file; `rescued` says where it went instead."""
+
+    def __init__(self, path: Path, reason: str, rescued: str):
+        self.path, self.reason, self.rescued = path, reason, rescued
+        super().__init__(f"cannot append to {path} ({reason}); {rescued}")
 
 
 @dataclass
@@ -27,20 +43,72 @@ class RunFile:
     """An append-only JSONL file of one invocation."""
 
     path: Path
+    rows: int = 0  # rows appended by this invocation
 
     def append(self, row: dict[str, Any]) -> None:
+        """Append one whole line and fsync it; on failure, rescue the row and raise AppendFailed."""
         line = json.dumps(row, sort_keys=True, allow_nan=True) + "\n"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as f:  # one write of one whole line
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a", encoding="utf-8") as f:  # one write of one whole line
+                f.write(line)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:
+            raise AppendFailed(self.path, _reason(e), rescue(line, self.path.stem)) from None
+        self.rows += 1
+
+
+def rescue(line: str, stem: str) -> str:
+    """Write a row that its results folder refused to a file in the temporary folder; the sentence says where
+    (or, if that fails too, that the row is on standard output, which the CLI prints it to)."""
+    path = Path(tempfile.gettempdir()) / f"lstmbench-rescued-{stem}.jsonl"
+    try:
+        with open(path, "a", encoding="utf-8") as f:
             f.write(line)
             f.flush()
             os.fsync(f.fileno())
+    except OSError as e:
+        return f"the row could not be rescued to {path} either ({_reason(e)}): it is printed on standard output"
+    return f"the row was written to {path} instead"
+
+
+def check_destination(root: str | Path, suite: str) -> Path:
+    """The folder a suite's rows go to, made now and proven writable (a file created, written and removed in
+    it), so that a results folder that is a file, read-only or full fails before the first run, not after."""
+    folder = _inside(Path(root), suite)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".lstmbench-probe-", suffix=".tmp") as f:
+            f.write(b"{}\n")
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        raise ResultsError(f"cannot write results to {_shown(folder)}: {_reason(e)}; nothing was run") from None
+    return folder
+
+
+def _shown(path: Path) -> str:
+    """A path as the user would write it: relative to the working folder when it lies inside it."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _reason(e: OSError) -> str:
+    """An OSError as the end of a sentence: for a path through a file, which file is in the way."""
+    if e.errno in (errno.ENOTDIR, errno.EEXIST) and e.filename:
+        for part in [Path(e.filename), *Path(e.filename).parents]:
+            if part.exists() and not part.is_dir():
+                return f"{_shown(part)} is {'a file' if is_regular(part) else _kind(part)}, not a folder"
+    return f"{e.strerror or e}" + (f": {e.filename}" if e.filename else "")
 
 
 def new_run_file(root: str | Path, suite: str) -> RunFile:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     host = "".join(c if c.isalnum() or c in "-_" else "_" for c in socket.gethostname())[:40]
-    folder = _inside(Path(root), suite)
+    folder = check_destination(root, suite)
     return RunFile(folder / f"{stamp}-{host}-{os.getpid()}.jsonl")
 
 
@@ -55,59 +123,83 @@ def _inside(root: Path, suite: str) -> Path:
     return folder
 
 
-def find_result_files(paths: Iterable[str | Path]) -> list[Path]:
+def find_result_files(paths: Iterable[str | Path], skipped: list[str] | None = None) -> list[Path]:
+    """The *.jsonl files under `paths` (report folders left out). A FIFO, a device or a broken link under a
+    folder is skipped with a sentence in `skipped`; one named outright is refused."""
     files: list[Path] = []
     for p in map(Path, paths):
+        if "\0" in str(p):
+            raise ResultsError(f"{str(p)!r}: a path cannot contain a NUL byte")
         if p.is_dir():
-            files += sorted(f for f in p.rglob("*.jsonl") if REPORT_DIR not in f.relative_to(p).parts[:-1])
-        elif p.is_file():
+            for f in sorted(p.rglob("*.jsonl")):
+                if REPORT_DIR in f.relative_to(p).parts[:-1]:
+                    continue
+                if is_regular(f):
+                    files.append(f)
+                elif skipped is not None:
+                    skipped.append(f"{f}: {_kind(f)}, not a regular file; skipped")
+        elif is_regular(p):
             files.append(p)
+        elif p.exists():
+            raise ResultsError(f"{p}: {_kind(p)}, not a result file or folder")
         else:
             raise ResultsError(f"{p}: no such file or folder")
     return files
 
 
+def _kind(path: Path) -> str:
+    try:
+        return kind(path.stat().st_mode)
+    except OSError:
+        return "a broken link"
+
+
 @dataclass
 class Loaded:
     rows: pd.DataFrame
-    skipped: list[str]  # one sentence per line that could not be read
+    skipped: list[str]  # one sentence per file or line that could not be read
 
 
 def load_rows(paths: Iterable[str | Path]) -> Loaded:
     """All rows of the result files under `paths`, as a DataFrame (one row per run)."""
-    files = find_result_files(paths)
+    paths = list(paths)
+    skipped: list[str] = []
+    files = find_result_files(paths, skipped)
     if not files:
         raise ResultsError(f"no result files (*.jsonl) under {', '.join(map(str, paths))}")
     rows: list[dict[str, Any]] = []
-    skipped: list[str] = []
     for f in files:
         rows += _read_file(f, skipped)
     if not rows:
-        raise ResultsError(f"no result rows in {len(files)} file(s) under {', '.join(map(str, paths))}")
+        why = f" ({len(skipped)} line(s) skipped; the first: {skipped[0]})" if skipped else ""
+        raise ResultsError(f"no result rows in {len(files)} file(s) under {', '.join(map(str, paths))}{why}")
     return Loaded(pd.DataFrame(rows), skipped)
 
 
 def _read_file(path: Path, skipped: list[str]) -> list[dict[str, Any]]:
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise ResultsError(f"{path}: cannot read: {e}") from None
+        lines = read_text(path, MAX_RESULTS_BYTES, "a result file", encoding="utf-8").splitlines()
+    except Unreadable as e:
+        raise ResultsError(f"cannot read a result file: {e}") from None
     rows = []
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             skipped.append(f"{path}:{n}: not a complete JSON line (a run interrupted while writing?); skipped")
             continue
-        if not isinstance(row, dict) or "schema_version" not in row or "strategy" not in row:
-            raise ResultsError(f"{path}:{n}: not an lstmbench result row")
-        if row["schema_version"] > SCHEMA_VERSION:
-            raise ResultsError(f"{path}:{n}: schema_version {row['schema_version']} is newer than this "
-                               f"lstmbench reads ({SCHEMA_VERSION}); upgrade lstmbench")
+        version = row.get("schema_version") if isinstance(row, dict) else None
+        if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
+            raise ResultsError(f"{path}:{n}: schema_version {version} is newer than this lstmbench reads "
+                               f"({SCHEMA_VERSION}); upgrade lstmbench")
+        problem = row_problem(row)
+        if problem:
+            skipped.append(f"{path}:{n}: {problem}; skipped")
+            continue
         row["source_file"] = str(path)
-        rows.append(row)
+        rows.append(complete_row(row))
     return rows
 
 
@@ -124,13 +216,23 @@ def completed_runs(root: str | Path, suite: str, suite_hash: str) -> dict[tuple[
 
 
 def write_files(folder: Path, files: dict[str, str | bytes]) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, content in files.items():
-        target = folder / name
+    """Write a report's files into `folder` (made if needed); a folder that cannot be is one ResultsError."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ResultsError(f"cannot write the report to {folder}: {_reason(e)}") from None
+    return [write_file(folder / name, content) for name, content in files.items()]
+
+
+def write_file(target: Path, content: str | bytes) -> Path:
+    """Write one output file; refuses a path that exists and is not a regular file (a FIFO would block)."""
+    if target.exists() and not is_regular(target):
+        raise ResultsError(f"cannot write {target}: {_kind(target)}, not a regular file")
+    try:
         if isinstance(content, bytes):
             target.write_bytes(content)
         else:
             target.write_text(content, encoding="utf-8")
-        written.append(target)
-    return written
+    except OSError as e:
+        raise ResultsError(f"cannot write {target}: {_reason(e)}") from None
+    return target

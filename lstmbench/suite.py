@@ -11,10 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .errors import SuiteError
-from .schema import At, build, names, suggest, typename
+from .files import MAX_SUITE_BYTES, Unreadable, YamlRefused, load_yaml, read_text
+from .schema import At, build, names, short, suggest, typename
 
 
 # ----------------------------------------------------------------------------- the schema
@@ -58,6 +57,9 @@ class Lengths:
 
 
 MAX_PADDED_CELLS = 2**28  # the padded data matrix (int64) stays under 2 GiB on a 24 GiB machine
+# An LSTM runs one step per token, in sequence: 20,000 steps cost about a second a batch on a CPU; a longer
+# sequence is a document, and would train for hours without a word
+MAX_SEQUENCE = 20_000
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,10 @@ class DataConfig:
         at.positive("eval_size", self.eval_size)
         if self.vocab_size < 3:
             at.fail("vocab_size", f"must be at least 3 (padding, marker and one token), got {self.vocab_size}")
+        if self.lengths.upper > MAX_SEQUENCE:
+            at.fail("lengths.max" if self.lengths.dist != "fixed" else "lengths.length",
+                    f"{self.lengths.upper:,} steps; sequences are at most {MAX_SEQUENCE:,} steps long (an LSTM runs "
+                    "one step per token, in sequence)")
         cells = (self.train_size + self.eval_size) * self.lengths.upper
         if cells > MAX_PADDED_CELLS:
             limit = f"{MAX_PADDED_CELLS:,} ({MAX_PADDED_CELLS * 8 // 2**30} GiB)"
@@ -173,7 +179,7 @@ class StrategySpec:
 
     def check(self, at: At) -> None:
         if not re.fullmatch(r"[A-Za-z0-9_.+-]+", self.name):
-            at.fail("name", f"must be letters, digits, '_', '.', '+' or '-', got {self.name!r}")
+            at.fail("name", f"must be letters, digits, '_', '.', '+' or '-', got {short(self.name)}")
         if self.padding == "truncate":
             at.positive("max_len", self.max_len)
         elif self.max_len:
@@ -229,6 +235,13 @@ PRESETS: dict[str, dict[str, Any]] = {
 IDEAL = StrategySpec(name="ideal", batching="random", padding="reshape", readout="last")
 
 
+SWEEP_FIXED = {  # keys a sweep cannot vary, and why
+    "name": "the name is the results folder that every variant's rows go to (and --resume reads)",
+    "sweep": "a sweep does not sweep itself",
+    "seeds": "every variant runs every seed; list the seeds in `seeds:`",
+}
+
+
 @dataclass(frozen=True)
 class Suite:
     name: str
@@ -250,7 +263,7 @@ class Suite:
 
     def check(self, at: At) -> None:
         if not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*", self.name):
-            at.fail("name", f"must be letters, digits, '_', '.' or '-' (it names a results folder), got {self.name!r}")
+            at.fail("name", f"must be letters, digits, '_', '.' or '-' (it names a results folder), got {short(self.name)}")
         if not self.seeds:
             at.fail("seeds", "must list at least one seed")
         if len(set(self.seeds)) != len(self.seeds):
@@ -262,14 +275,16 @@ class Suite:
             at.fail("sweep", f"varies at most two keys, got {len(self.sweep)}")
         for key, values in self.sweep.items():
             if not isinstance(key, str) or not isinstance(values, list) or not values:
-                at.fail(f"sweep.{key}", f"must be a non-empty list of values, got {values!r}")
+                at.fail(f"sweep.{key}", f"must be a non-empty list of values, got {short(values)}")
+            if key.split(".")[0] in ("name", "sweep", "seeds"):
+                at.fail(f"sweep.{key}", f"cannot be swept: {SWEEP_FIXED[key.split('.')[0]]}")
         names = [s.name for s in self.strategies]
         if IDEAL.name in names:
             at.fail(f"strategies[{names.index(IDEAL.name)}]", "the name 'ideal' is reserved for the zero-padding "
                                                               "reference, which runs unless `ideal: false`")
         for i, n in enumerate(names):
             if n in names[:i]:
-                at.fail(f"strategies[{i}]", f"duplicate strategy name {n!r}; give one a `name:`")
+                at.fail(f"strategies[{i}]", f"duplicate strategy name {short(n)}; give one a `name:`")
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved suite as plain JSON types (what rows store and `suite_from_dict` reads back)."""
@@ -301,18 +316,11 @@ def load_suite(path: str | Path, overrides: list[str] | tuple[str, ...] = (), de
     """Read, override and validate a suite file."""
     file = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SuiteError(file, "", "no such file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise SuiteError(file, "", f"cannot read: {e}") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise SuiteError(file, "", f"invalid YAML: {where}{problem}") from None
+        raw = load_yaml(read_text(path, MAX_SUITE_BYTES, "a suite file"))
+    except Unreadable as e:
+        raise SuiteError(file, "", str(e).removeprefix(f"{file}: ")) from None
+    except YamlRefused as e:
+        raise SuiteError(file, "", f"invalid YAML: {e}") from None
     if not isinstance(raw, dict):
         raise SuiteError(file, "", f"must be a mapping of keys, got {typename(raw)}")
     for item in overrides:
@@ -326,11 +334,14 @@ def apply_override(raw: dict, item: str, file: str) -> None:
     """`key.path=value` (value parsed as YAML) into the raw mapping; list items by index."""
     key, sep, value = item.partition("=")
     if not sep or not key:
-        raise SuiteError(file, "--set", f"expected key.path=value, got {item!r}")
+        raise SuiteError(file, "--set", f"expected key.path=value, got {short(item)}")
     try:
-        parsed = yaml.safe_load(value)
-    except yaml.YAMLError:
-        parsed = value
+        parsed = load_yaml(value)
+    except YamlRefused as e:
+        if e.where:  # not YAML at all (`--set name=a: b`): the text as given
+            parsed = value
+        else:  # YAML, but refused (an alias bomb, too deep): refused here as in a file
+            raise SuiteError(file, "--set", f"{key}: {e}") from None
     set_path(raw, key, parsed, file)
 
 
@@ -342,7 +353,7 @@ def set_path(raw: dict, key: str, value: Any, file: str) -> None:
         last = i == len(parts) - 1
         if isinstance(node, list):
             if not part.isdigit() or int(part) >= len(node):
-                raise SuiteError(file, key, f"no list item {part!r} (the list has {len(node)})")
+                raise SuiteError(file, key, f"no list item {short(part)} (the list has {len(node)})")
             idx: Any = int(part)
         elif isinstance(node, dict):
             idx = part
@@ -411,6 +422,6 @@ def _strategy(item: Any, path: str, file: str) -> StrategySpec:
     else:
         raise SuiteError(file, path, f"must be a strategy name or a mapping, got {typename(item)}")
     if preset not in PRESETS:
-        raise SuiteError(file, path, f"unknown strategy {preset!r}{suggest(preset, PRESETS)}; "
+        raise SuiteError(file, path, f"unknown strategy {short(preset)}{suggest(preset, PRESETS)}; "
                                      f"valid: {names(PRESETS)}")
     return build(StrategySpec, {"name": preset, **PRESETS[preset], **params}, path, file)

@@ -47,6 +47,9 @@ def run_isolated(suite: Suite, spec: StrategySpec, seed: int, device: str,
                     return failure_record(suite, spec, seed, device, "crashed",
                                           f"the run's process died with exit code {child.exitcode} "
                                           "before reporting")
+    except BaseException:  # Ctrl-C (or any error here): the run is abandoned, and its process with it
+        child.kill()
+        raise
     finally:
         child.join(timeout=10)
         if child.is_alive():
@@ -189,6 +192,7 @@ def run_inline(suite: Suite, spec: StrategySpec, seed: int, device: str,
 def _child(suite: Suite, spec: StrategySpec, seed: int, device: str, messages: Any, steps: Any,
            parent: int) -> None:
     die_with_parent(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it kills this process
 
     def progress(done: int, total: int) -> None:  # two stores into shared memory: no syscall, no thread
         steps[0], steps[1] = done, total
@@ -226,9 +230,14 @@ def guarded(suite: Suite, spec: StrategySpec, seed: int, device: str, progress: 
     except MemoryError as e:
         return failure_record(suite, spec, seed, device, "oom", _one_line(e) or "MemoryError")
     except Exception as e:  # noqa: BLE001 - any failure becomes a row; the suite goes on
+        if isinstance(e, RuntimeError) and any(text in str(e) for text in CPU_OOM):
+            return failure_record(suite, spec, seed, device, "oom", _one_line(e))
         where = traceback.extract_tb(e.__traceback__)[-1]
         return failure_record(suite, spec, seed, device, "error",
                               f"{type(e).__name__}: {_one_line(e)} (at {where.filename}:{where.lineno})")
+
+
+CPU_OOM = ("DefaultCPUAllocator: can't allocate memory", "DefaultCPUAllocator: not enough memory")  # c10's words
 
 
 def failure_record(suite: Suite, spec: StrategySpec, seed: int, device: str, status: str, error: str) -> RunRecord:

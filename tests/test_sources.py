@@ -65,7 +65,7 @@ def test_vocabulary_is_built_on_the_training_split_only():
 
 
 @pytest.mark.parametrize("data, message", [
-    ({"source": "text", "path": "nope.csv"}, "{o}: data.path: no such file: {d}/nope.csv"),
+    ({"source": "text", "path": "nope.csv"}, "{o}: data.path: {d}/nope.csv: no such file"),
     ({"source": "text"}, "{o}: data.path: is required with source: text (a .csv, .tsv or .jsonl file)"),
     ({"source": "text", "path": "empty.csv"}, "{o}: data.path: {d}/empty.csv: has no rows"),
     ({"source": "text", "path": "rows.csv", "text_column": "body"},

@@ -11,7 +11,8 @@ from lstmbench.records import SCHEMA_VERSION
 
 
 def row(**kw):
-    return {"schema_version": SCHEMA_VERSION, "suite": "s", "strategy": "mask", "seed": 0, "status": "ok", **kw}
+    return {"schema_version": SCHEMA_VERSION, "suite": "s", "strategy": "mask", "seed": 0, "device": "cpu",
+            "status": "ok", "tokens_per_s": 1.0, **kw}
 
 
 def test_append_and_load_round_trip(tmp_path):
@@ -43,7 +44,8 @@ def test_report_folders_are_not_read_as_results(tmp_path):
 
 
 @pytest.mark.parametrize("content, message", [
-    ('{"hello": 1}\n', "{p}:1: not an lstmbench result row"),
+    ('{"hello": 1}\n', "no result rows in 1 file(s) under {p} (1 line(s) skipped; the first: {p}:1: not an "
+                       "lstmbench result row (no schema_version or strategy); skipped)"),
     (json.dumps(row(schema_version=SCHEMA_VERSION + 1)) + "\n",
      f"{{p}}:1: schema_version {SCHEMA_VERSION + 1} is newer than this lstmbench reads ({SCHEMA_VERSION}); "
      "upgrade lstmbench"),

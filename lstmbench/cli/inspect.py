@@ -1,0 +1,159 @@
+"""Looking before running: `validate`, `verify`, `lengths` and `strategies`. Nothing here is timed or stored."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from tabulate import tabulate
+
+from ..data import check_data
+from ..runner import check_memory, plan_runs, preflight
+from ..strategies import CHOICE_HELP, DESCRIPTIONS, describe
+from ..suite import expand_sweep, load_suite
+from . import EXIT_RUNS_FAILED, count, main, translate_errors
+
+def _point(point: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in point.items())
+
+
+@main.command()
+@click.argument("suite_file", type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override a suite key.")
+@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), help="Override the suite's device.")
+@translate_errors
+def validate(suite_file: str, overrides: tuple[str, ...], device: str | None) -> None:
+    """Check SUITE_FILE without running it: the file, every sweep variant, each seed's data, and what `run`
+    would refuse on this machine (the device, the precision, the model's memory), with the same sentence."""
+    suite = load_suite(suite_file, overrides, device)
+    variants = expand_sweep(suite)
+    for variant in variants:
+        check_data(variant)
+        preflight(variant)
+    runs = len(plan_runs(suite)) * len(variants)
+    click.echo(f"{suite_file}: ok: suite {suite.name!r}, {count(suite, runs, len(variants))} "
+               f"(configuration {suite.hash})")
+    for variant in variants if suite.sweep else []:
+        click.echo(f"  sweep point {_point(variant.point)} (configuration {variant.hash})")
+    for spec in suite.strategies:
+        click.echo(f"  {describe(spec, suite.model.bidirectional, suite.data.task == 'tag')}")
+
+
+@main.command(name="verify")
+@click.argument("suite_file", type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override a suite key.")
+@click.option("--batches", default=3, show_default=True, type=click.IntRange(1), help="Batches checked per strategy.")
+@click.option("--nproc", type=click.IntRange(2), default=None,
+              help="Also check the strategies' distributed forms on N ranks (torchrun, gloo, CPU).")
+@translate_errors
+def verify_cmd(suite_file: str, overrides: tuple[str, ...], batches: int, nproc: int | None) -> None:
+    """Check each strategy's loss and gradients against a per-sequence reference of what it claims to compute
+    (each sequence alone; cut to max_len for truncate; padded to its batch's width where the readout runs over
+    the padding), on real batches of the suite's data, the batch with the longest sequence included: in
+    float64 on the generic kernel, then on the timed path (the suite's device, train.amp and kernel) against
+    a float64 reference, with a tolerance fitted to the precision. With --nproc (or the suite's launch.nproc
+    > 1), also check that each distributed form gives every example once per epoch and that the gradients
+    after DDP's all-reduce equal one process's on the union of the ranks' batches. Exit 1 on a mismatch.
+
+    Example: lstmbench verify suites/packing.yaml --set model.bidirectional=true
+    """
+    from ..verify import (MISMATCH, TimedPathUnavailable, mismatch, tally, timed_device, timed_table, verdict_table,
+                         verify_suite, verify_timed)
+
+    suite = load_suite(suite_file, overrides)
+    check_memory(suite, "cpu")  # the reference runs on the CPU, in float64
+    verdicts = verify_suite(suite, batches=batches)
+    click.echo(tabulate(verdict_table(verdicts), headers="keys", tablefmt="pipe", disable_numparse=True))
+    click.echo(f"\nAll {len(verdicts)} strategies verified: {tally([v.verdict for v in verdicts])}.")
+    bad = [v.strategy for v in verdicts if v.verdict == MISMATCH]
+    bad_timed, where = [], ""
+    try:
+        device = timed_device(suite)
+    except TimedPathUnavailable as e:
+        click.echo(f"\nOn the timed path: skipped: {e}.")
+    else:
+        timed = verify_timed(suite, batches=batches)
+        where = f"{device.type}, {timed[0].check.precision}"
+        click.echo(f"\nOn the timed path ({device.type}, train.amp {suite.train.amp}): each strategy's batched loss "
+                   "and gradients against its own per-sequence reference in float64")
+        click.echo(tabulate(timed_table(timed), headers="keys", tablefmt="pipe", disable_numparse=True))
+        bad_timed = [t.strategy for t in timed if t.check.verdict == MISMATCH]
+        click.echo(f"\nAll {len(timed)} strategies checked on the timed path ({where}): "
+                   f"{tally([t.check.verdict for t in timed])}.")
+    ranks = nproc or suite.launch.nproc
+    bad_ranks = [v["strategy"] for v in _verify_ranks(suite, ranks, batches)] if ranks > 1 else []
+    problems = [mismatch(bad, "")] if bad else []
+    problems += [mismatch(bad_timed, f" on the timed path ({where})")] if bad_timed else []
+    if bad_ranks:
+        noun = "distributed form does" if len(bad_ranks) == 1 else "distributed forms do"
+        problems.append(f"{len(bad_ranks)} {noun} not match one process on the union of its {ranks} ranks' "
+                        f"batches: {', '.join(bad_ranks)}")
+    if problems:
+        click.echo(f"Error: {'; '.join(problems)}", err=True)
+        sys.exit(EXIT_RUNS_FAILED)
+
+
+def _verify_ranks(suite: Any, ranks: int, batches: int) -> list[dict[str, Any]]:
+    """Run the distributed check under torchrun, print its table, return the mismatches."""
+    from ..errors import LstmbenchError
+    from ..verify import MISMATCH, distributed_table
+    from ..worker import torchrun_job
+
+    ended = torchrun_job({"kind": "verify", "suite": suite, "batches": batches}, ranks, suite.threads)
+    if not isinstance(ended.result, list):
+        raise LstmbenchError(f"the distributed check on {ranks} ranks failed (torchrun exit code {ended.code}): "
+                             f"{ended.last_error}")
+    click.echo(f"\nDistributed forms on {ranks} ranks (gloo): DDP's all-reduced loss and gradients against one "
+               "process on the union of the ranks' batches")
+    click.echo(tabulate(distributed_table(ended.result), headers="keys", tablefmt="pipe"))
+    bad = [v for v in ended.result if v["verdict"] == MISMATCH]
+    click.echo(f"\n{len(ended.result) - len(bad)} of {len(ended.result)} distributed forms equal one process on "
+               "the union of their batches.")
+    return bad
+
+
+@main.command(name="lengths")
+@click.argument("suite_file", type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override a suite key.")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=None,
+              help="Whose data (default: the suite's first seed).")
+@translate_errors
+def lengths_cmd(suite_file: str, overrides: tuple[str, ...], seed: int | None) -> None:
+    """What padding would cost, in a second: length statistics, a histogram, and for each strategy the
+    padding fraction, batches and largest batch shape of one epoch. Nothing is trained. SUITE_FILE may also
+    be a .csv, .tsv or .jsonl data file (columns text and label; --set data.text_column=... to change).
+
+    Example: lstmbench lengths suites/real.yaml --set train.batch_size=128
+    """
+    from ..planner import DATA_SUFFIXES, data_suite, histogram, plan_suite
+
+    if Path(suite_file).suffix.lower() in DATA_SUFFIXES:  # a data file: the presets over its lengths
+        suite = data_suite(suite_file, overrides)
+    else:
+        suite = load_suite(suite_file, overrides)
+    plan = plan_suite(suite, seed)
+    st = plan.stats
+    click.echo(f"{plan.suite}: {st.n:,} training sequences (seed {plan.seed})")
+    click.echo(f"  min {st.min}  median {st.median:g}  p90 {st.p90:g}  p99 {st.p99:g}  max {st.max}  "
+               f"mean {st.mean:.1f}\n")
+    for line in histogram(plan.lengths):
+        click.echo(f"  {line}")
+    if suite.launch.nproc > 1:
+        click.echo(f"\nOne epoch on {suite.launch.nproc} DDP ranks ({suite.train.batch_size} sequences a rank a step); "
+                   "planned wait % = rank time spent waiting for the slowest rank, if time went with padded cells.")
+    click.echo("\n" + tabulate(plan.table(), headers="keys", tablefmt="pipe"))
+
+
+@main.command()
+def strategies() -> None:
+    """List the strategy presets and the choices they compose."""
+    for name, desc in DESCRIPTIONS.items():
+        click.echo(f"{name:<13}{desc}")
+    click.echo(f"{'ideal':<13}added to every suite (unless `ideal: false`): each batch's tokens cut into "
+               "equal rows, no padding, a fixed batch size (efficiency divides by each run's own unpadded batches)")
+    click.echo("\nA strategy composes one choice of each (give `name`, `batching`, `padding`, `readout`):")
+    for axis, options in CHOICE_HELP.items():
+        for value, text in options.items():
+            click.echo(f"  {axis + ':':<9} {value:<13}{text}")
+

@@ -1,0 +1,113 @@
+"""Reading results: `report`, `compare` and `export`. Storage reads and writes; these commands print."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import EXIT_REGRESSION, main, translate_errors
+
+@main.command(name="report")
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option("--out", default=None, help="Write each suite's report to OUT/<suite>/ "
+                                          "(default: the report/ folder beside the suite's results).")
+@click.option("--pool", is_flag=True, help="Pool rows measured by different lstmbench commits or torch versions "
+                                           "into one section (named POOLED, listing each); default: apart.")
+@translate_errors
+def report_cmd(paths: tuple[str, ...], out: str | None, pool: bool) -> None:
+    """Tables and plots from result files or folders (default: results/).
+
+    Example: lstmbench report results/packing
+    """
+    from .. import report, storage
+
+    loaded = storage.load_rows(paths or ["results"])
+    for warning in loaded.skipped:
+        click.echo(f"Warning: {warning}", err=True)
+    for suite_report in report.build_reports(loaded.rows, pool=pool):
+        folder = Path(out) / suite_report.suite if out else _default_report_dir(loaded.rows, suite_report.suite)
+        written = storage.write_files(folder, suite_report.files())
+        click.echo(suite_report.markdown())
+        click.echo(f"Wrote {len(written)} files to {folder}\n")
+
+
+def _default_report_dir(rows: Any, suite: str) -> Path:
+    from .. import storage
+
+    first = Path(rows.loc[rows["suite"] == suite, "source_file"].iloc[0])
+    if first.parent.name == suite:
+        return first.parent / storage.REPORT_DIR
+    return storage.report_dir("results", suite)
+
+
+
+
+@main.command(name="compare")
+@click.argument("baseline", type=click.Path())
+@click.argument("current", type=click.Path())
+@click.option("--threshold", default=0.05, show_default=True, type=click.FloatRange(0, None),
+              help="Smallest relative change that can count as a regression.")
+@click.option("--alpha", default=0.02, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="False-alarm rate of a whole comparison of unchanged code (Benjamini-Hochberg over every gated test).")
+@translate_errors
+def compare_cmd(baseline: str, current: str, threshold: float, alpha: float) -> None:
+    """Compare two result sets (files or folders) per suite, strategy, device, hardware and torch version.
+
+    Exit 0: no regression; 3: a regression (larger than --threshold and significant after correction, an
+    accuracy fall beyond its tolerance, a strategy with no ok run now, or a target no longer reached);
+    2: bad input, or too few runs to test anything.
+
+    Example: lstmbench compare results/baselines/gpu results/gpu
+    """
+    from ..compare import compare_results
+
+    comparison = compare_results([baseline], [current], threshold=threshold, alpha=alpha)
+    for warning in comparison.warnings():
+        click.echo(f"Warning: {warning}", err=True)
+    for sentence in comparison.lost:
+        click.echo(sentence)
+    for change in comparison.regressions:
+        click.echo(change.sentence())
+    if comparison.changes:
+        click.echo(("\n" if comparison.has_regression else "") + comparison.table().to_markdown(index=False))
+    for note in comparison.notes():
+        click.echo(f"Note: {note}")
+    groups = len({c.group for c in comparison.changes})
+    n = len(comparison.regressions) + len(comparison.lost)
+    click.echo(f"\nGate: {comparison.design()}")
+    click.echo(f"{n} regression{'s' if n != 1 else ''} in {groups} group{'s' if groups != 1 else ''} compared.")
+    if comparison.has_regression:
+        sys.exit(EXIT_REGRESSION)
+
+
+@main.command(name="export")
+@click.argument("results", nargs=-1, required=True, type=click.Path())
+@click.option("--format", "fmt", type=click.Choice(["pytest-benchmark"]), default="pytest-benchmark",
+              show_default=True, help="Output format.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="The JSON file to write.")
+@translate_errors
+def export_cmd(results: tuple[str, ...], fmt: str, output: str) -> None:
+    """Write the ok rows of RESULTS (files or folders) as a pytest-benchmark JSON file: one benchmark per
+    suite, strategy and device, one round per run, each round's value its mean step time
+    (train_time_s / steps, seconds; lower is better); tokens/s and accuracies go to extra_info.
+
+    Example: lstmbench export --format pytest-benchmark results/packing -o packing.json
+    """
+    import json
+
+    from .. import storage
+    from ..errors import ResultsError
+    from ..export import to_pytest_benchmark
+
+    loaded = storage.load_rows(results)
+    for warning in loaded.skipped:
+        click.echo(f"Warning: {warning}", err=True)
+    document = to_pytest_benchmark(loaded.rows, source=", ".join(results))
+    try:
+        text = json.dumps(document, indent=2, allow_nan=False) + "\n"
+    except ValueError as e:
+        raise ResultsError(f"{output}: cannot write: {e}") from None
+    storage.write_file(Path(output), text)
+    click.echo(f"Wrote {len(document['benchmarks'])} benchmarks ({fmt}) to {output}")

@@ -1,0 +1,150 @@
+"""`lstmbench run`: train every strategy of a suite, one row per run, each stored as it ends."""
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+from tqdm import tqdm
+
+from ..data import check_data
+from ..runner import parse_shard, plan_runs, run_suite, shard_of
+from ..suite import expand_sweep, load_suite
+from . import EXIT_INTERRUPTED, EXIT_RUNS_FAILED, count, main, translate_errors
+
+@main.command()
+@click.argument("suite_file", type=click.Path(dir_okay=False))
+@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), help="Override the suite's device.")
+@click.option("--out", default="results", show_default=True, help="Results folder.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
+              help="Override a suite key, e.g. --set train.epochs=1 (repeatable).")
+@click.option("--inline", is_flag=True, help="Run in this process instead of a fresh one per run "
+                                             "(faster start; peak memory is then not the run's own).")
+@click.option("--resume", is_flag=True, help="Skip every (strategy, seed) that already has an ok row of this "
+                                             "exact suite configuration in the results folder.")
+@click.option("--nproc", type=click.IntRange(1), default=None,
+              help="Train each run as a DDP job of N processes started by torchrun (sets launch.nproc).")
+@click.option("--shard", default=None, metavar="K/N",
+              help="Run only the K-th of N slices of the suite's runs (e.g. one task of a SLURM array).")
+@translate_errors
+def run(suite_file: str, device: str | None, out: str, overrides: tuple[str, ...], inline: bool,
+        resume: bool, nproc: int | None, shard: str | None) -> None:
+    """Train every strategy of SUITE_FILE once per seed and append one row per run.
+
+    Example: lstmbench run suites/packing.yaml --set seeds=[0]
+
+    Under torchrun (torchrun --nnodes ... -m lstmbench run SUITE), every process joins torchrun's group and
+    each run trains across all of them; rank 0 writes the rows.
+    """
+    from ..ddp import leave_group, torchrun_world
+
+    slice_ = parse_shard(shard)  # bad input fails before anything starts
+    overrides += (f"launch.nproc={nproc}",) if nproc else ()
+    world = torchrun_world()
+    if world:  # the launcher decides the world size
+        overrides += (f"launch.nproc={world}",)
+    suite = load_suite(suite_file, overrides, device)
+    if not world:
+        return _run(suite, out, inline, resume, shard, slice_)
+    try:
+        return _run(suite, out, inline, resume, shard, slice_, _join_torchrun(suite))
+    finally:
+        leave_group()
+
+
+def _run(suite: Any, out: str, inline: bool, resume: bool, shard: str | None, slice_: tuple[int, int] | None,
+         group: Any = None) -> None:
+    from .. import report, storage
+
+    variants = expand_sweep(suite)  # the suite itself unless it sweeps keys
+    for variant in variants:
+        check_data(variant)
+    planned = [plan_runs(v) for v in variants]
+    if slice_:
+        planned = shard_of(planned, *slice_)
+    done = [storage.completed_runs(out, v.name, v.hash) if resume and not (group and group.rank) else {}
+            for v in variants]
+    if group:
+        done = group.broadcast(done)  # rank 0 read the results folder; every rank runs the same plan
+    runs = [[r for r in p if (r.spec.name, r.seed) not in d] for p, d in zip(planned, done)]
+    if group and group.rank:  # another rank of the user's torchrun: train, store and print nothing
+        for v, d, r in zip(variants, done, runs):
+            for failure in run_suite(v, done=d, runs=r, group=group):  # only failures come back here
+                click.echo(f"Error: rank {group.rank}: {failure.strategy} seed {failure.seed}: {failure.status}: "
+                           f"{failure.error}", err=True)
+                sys.exit(EXIT_RUNS_FAILED)  # torchrun then stops the job; rank 0 may be in a collective
+        return
+    bar: Any = None
+
+    def on_start(planned: Any, i: int, n: int) -> None:
+        bar.set_description(f"{planned.spec.name} seed {planned.seed}")
+
+    def on_progress(step: int, steps: int) -> None:
+        bar.set_postfix_str(f"step {step}/{steps}")
+
+    # made before any run starts, so a device that is not there fails the command at once
+    streams = [run_suite(v, isolate=not inline, done=d, on_start=on_start, on_progress=on_progress, runs=r,
+                         group=group) for v, d, r in zip(variants, done, runs)]
+    records = (record for stream in streams for record in stream)
+    total = sum(len(r) for r in runs)
+    full = sum(len(p) for p in planned)
+    if resume:
+        click.echo(f"Resuming: {full - total} runs already have ok rows (configuration "
+                   f"{', '.join(v.hash for v in variants)}); {total} to run.", err=True)
+    if not total:
+        click.echo("Nothing to run." if resume or not slice_ else f"Nothing to run: shard {shard} is empty.")
+        return
+    run_file = storage.new_run_file(out, suite.name)  # the folder proven writable before the first run
+    everything = len(plan_runs(suite)) * len(variants)
+    left = "" if total == everything else f" ({total} to run{f', shard {shard}' if slice_ else ''})"
+    click.echo(f"{suite.name}: {count(suite, everything, len(variants))}{left}; rows go to {run_file.path}",
+               err=True)
+    failed = finished = 0
+    bar = tqdm(total=total, unit="run", file=sys.stderr, dynamic_ncols=True, disable=None)  # no bar in logs
+
+    try:
+        for record in records:
+            record.shard = shard or ""
+            try:
+                run_file.append(record.to_dict())
+            except storage.AppendFailed as e:  # keep the row (printed, and rescued), stop before the next run
+                bar.close()
+                click.echo(json.dumps(record.to_dict(), sort_keys=True))
+                click.echo(f"Error: {e}. Stopped: {run_file.rows} row(s) kept in {run_file.path}, "
+                           f"{total - finished - 1} run(s) not started; once the folder can be written, move the "
+                           "rescued row into it and run again with --resume.", err=True)
+                sys.exit(EXIT_RUNS_FAILED)
+            finished += 1
+            bar.update(1)
+            if record.status == "ok":
+                bar.write(f"  {record.summary()}", file=sys.stderr)
+            else:
+                failed += 1
+                bar.write(f"  {record.strategy} seed {record.seed}: {record.status}: {record.error}", file=sys.stderr)
+                if group:  # the other ranks cannot go on in step: stop the job, keep the rows
+                    bar.close()
+                    click.echo(f"Error: a run failed under torchrun; the job stops here. {finished} row(s) kept in "
+                               f"{run_file.path}; run again with --resume.", err=True)
+                    sys.exit(EXIT_RUNS_FAILED)
+    except KeyboardInterrupt:
+        bar.close()
+        click.echo(f"Interrupted: {finished} finished run(s) kept in {run_file.path}", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    bar.close()
+    loaded = storage.load_rows([run_file.path])
+    for suite_report in report.build_reports(loaded.rows):
+        for section in suite_report.sections:
+            click.echo(section.table().to_markdown(index=False))
+    click.echo(f"\n{finished} rows appended to {run_file.path}; `lstmbench report` makes tables and plots.")
+    if failed:
+        click.echo(f"Error: {failed} of {finished} runs failed; their rows carry the status and error.", err=True)
+        sys.exit(EXIT_RUNS_FAILED)
+
+
+def _join_torchrun(suite: Any) -> Any:
+    from ..ddp import join_group
+    from ..probes import resolve_device
+
+    return join_group(suite.launch.backend, resolve_device(suite.device).type)
+
