@@ -35,7 +35,7 @@ def run_isolated(suite: Suite, spec: StrategySpec, seed: int, device: str,
     steps = ctx.Array("l", 2, lock=False)  # (done, total), written by the child, polled here
     child = ctx.Process(target=_child, args=(suite, spec, seed, device, messages, steps, os.getpid()),
                         daemon=True)
-    child.start()
+    _start_deaf_to_ctrl_c(child)
     try:
         while True:
             try:
@@ -55,6 +55,23 @@ def run_isolated(suite: Suite, spec: StrategySpec, seed: int, device: str,
         if child.is_alive():
             child.kill()
             child.join()
+
+
+def _start_deaf_to_ctrl_c(child: Any) -> None:
+    """Start the child with SIGINT ignored: Ctrl-C reaches the whole foreground process group, and a child still
+    importing torch would print a KeyboardInterrupt traceback. An ignored signal stays ignored across exec, and
+    Python installs its own handler only where SIGINT is at its default. The parent handles Ctrl-C: it kills
+    the child and keeps the finished rows."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        child.start()
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        child.start()
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def run_torchrun(suite: Suite, spec: StrategySpec, seed: int, device: str,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -108,6 +109,8 @@ def failing(monkeypatch):
      "CUDA out of memory. Tried to allocate 2.00 GiB"),
     (RuntimeError("boom\nsecond line"), "error", "RuntimeError: boom second line (at "),
     (ValueError("loss became nan"), "error", "ValueError: loss became nan (at "),
+    (RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: not enough memory: you tried to "
+                  "allocate 17179869184 bytes."), "oom", "[enforce fail at alloc_cpu.cpp:117] data. DefaultCPU"),
 ])
 def test_a_failing_run_is_a_row_and_the_suite_goes_on(tmp_path, tiny_file, failing, error, status, message):
     failing["pack"] = error
@@ -179,3 +182,96 @@ def test_single_class_data_is_refused(tmp_path, tiny_dict):
     assert r.exit_code == 2
     assert r.stderr == (f"Error: {path}: data: the eval split of seed 0 has a single class (label 1): accuracy "
                         "would mean nothing; use more sequences\n")
+
+
+def test_a_results_folder_that_is_a_file_fails_before_any_run(tmp_path, tiny_file, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("")
+    started = []
+    monkeypatch.setattr("lstmbench.train.run_one", lambda *a, **k: started.append(a))
+    r = CliRunner().invoke(main, ["run", str(tiny_file), "--inline", "--out", "afile"])
+    assert (r.exit_code, r.stderr) == (2, "Error: cannot write results to afile/tiny: afile is a file, not a folder; "
+                                          "nothing was run\n")
+    assert started == []
+
+
+@pytest.fixture
+def full_after(monkeypatch, tmp_path):
+    """The results folder fills up after N rows: appends to a run file then fail with ENOSPC, as on a full disk
+    (as root, a read-only folder would not stop a write). Rescue files go to tmp_path/rescue."""
+    import builtins
+    import errno
+    import tempfile
+
+    from lstmbench import storage
+
+    rescue = tmp_path / "rescue"
+    rescue.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(rescue))
+    state = {"rows": 1, "rescue_fails": False}
+
+    def failing_open(file, mode="r", *args, **kwargs):
+        path = Path(file)
+        if "a" in mode and path.parent.name == "tiny":
+            if state["rows"] <= 0:
+                raise OSError(errno.ENOSPC, "No space left on device", str(path))
+            state["rows"] -= 1
+        if "a" in mode and path.parent == rescue and state["rescue_fails"]:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return builtins.open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(storage, "open", failing_open, raising=False)
+    return state
+
+
+def test_a_row_that_cannot_be_stored_is_rescued_and_the_suite_stops(tmp_path, tiny_dict, full_after):
+    tiny_dict["seeds"] = [0]
+    tiny_dict["strategies"] = ["mask", "pack"]
+    suite = write_suite(tmp_path, tiny_dict)
+    out = tmp_path / "results"
+    r = CliRunner().invoke(main, ["run", str(suite), "--inline", "--out", str(out)])
+    assert r.exit_code == 1, r.output
+    stored = rows_of(out)
+    (run_file,) = (out / "tiny").glob("*.jsonl")
+    rescue = tmp_path / "rescue" / f"lstmbench-rescued-{run_file.stem}.jsonl"
+    rescued = [json.loads(line) for line in rescue.read_text().splitlines()]
+    assert len(stored) == 1 and len(rescued) == 1  # both finished runs kept; the third was never started
+    assert json.loads(r.stdout.splitlines()[0]) == rescued[0]  # and printed
+    assert {row["strategy"] for row in stored + rescued} < {"ideal", "mask", "pack"}
+    assert r.stderr.splitlines()[-1] == (
+        f"Error: cannot append to {run_file} (No space left on device: {run_file}); the row was written to {rescue} "
+        f"instead. Stopped: 1 row(s) kept in {run_file}, 1 run(s) not started; once the folder can be written, move "
+        "the rescued row into it and run again with --resume.")
+
+
+def test_a_row_that_cannot_be_rescued_either_is_printed(tmp_path, tiny_dict, full_after):
+    tiny_dict["seeds"] = [0]
+    tiny_dict["strategies"] = ["mask"]
+    tiny_dict["ideal"] = False
+    full_after.update(rows=0, rescue_fails=True)
+    suite = write_suite(tmp_path, tiny_dict)
+    r = CliRunner().invoke(main, ["run", str(suite), "--inline", "--out", str(tmp_path / "results")])
+    assert r.exit_code == 1
+    row = json.loads(r.stdout.splitlines()[0])
+    assert row["strategy"] == "mask" and row["status"] == "ok" and row["tokens_per_s"] > 0
+    assert "the row could not be rescued to" in r.stderr and "it is printed on standard output" in r.stderr
+    assert r.stderr.count("\nError: ") + r.stderr.startswith("Error: ") == 1
+
+
+def test_ctrl_c_keeps_the_finished_rows_and_prints_no_traceback(tmp_path, tiny_dict):
+    """Ctrl-C reaches the whole foreground process group: lstmbench and the run's child process."""
+    tiny_dict["strategies"] = ["naive", "mask", "pack"]
+    suite = write_suite(tmp_path, tiny_dict)
+    out = tmp_path / "results"
+    proc = lstmbench("run", suite, "--out", out, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(rows_of(out)) < 1:
+        time.sleep(0.2)
+    time.sleep(1.5)  # into the next run's child
+    os.killpg(proc.pid, signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    kept = rows_of(out)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
+    assert stderr.splitlines()[-1].startswith(f"Interrupted: {len(kept)} finished run(s) kept in ")
+    assert all(row["status"] == "ok" for row in kept)

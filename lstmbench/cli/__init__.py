@@ -31,7 +31,8 @@ def translate_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except LstmbenchError as e:
-            raise CliError(" ".join(str(e).split("\n"))) from None  # one line, whatever a message quotes
+            text = " ".join(str(e).split("\n"))  # one line, whatever a message quotes, and a short one
+            raise CliError(text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE - 3] + "...") from None
     return wrapper
 
 
