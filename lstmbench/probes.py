@@ -1,10 +1,12 @@
 """Probes: honest clocks (the device synchronised before each read) and peak memory."""
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import time
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -60,6 +62,28 @@ def peak_memory_bytes(device: torch.device) -> int:
 def peak_memory_reserved_bytes(device: torch.device) -> int | None:
     """CUDA: peak bytes held by the caching allocator since the last reset (None on CPU)."""
     return int(torch.cuda.max_memory_reserved(device)) if device.type == "cuda" else None
+
+
+CPU_OOM = ("DefaultCPUAllocator: can't allocate memory", "DefaultCPUAllocator: not enough memory")  # c10's words
+
+
+def out_of_memory(e: BaseException) -> bool:
+    """Whether an exception is an allocation failure: CUDA's OutOfMemoryError, Python's MemoryError, or the
+    RuntimeError that torch's CPU allocator raises."""
+    return (isinstance(e, (torch.OutOfMemoryError, MemoryError))
+            or isinstance(e, RuntimeError) and any(text in str(e) for text in CPU_OOM))
+
+
+@contextlib.contextmanager
+def refuse_out_of_memory(what: str) -> Iterator[None]:
+    """An allocation failure inside the block becomes one LstmbenchError sentence (for commands, not runs:
+    a run's becomes an `oom` row)."""
+    try:
+        yield
+    except Exception as e:  # noqa: BLE001 - only allocation failures are translated; the rest go up unchanged
+        if not out_of_memory(e):
+            raise
+        raise LstmbenchError(f"{what}: out of memory: {' '.join(str(e).split())[:200]}") from None
 
 
 def memory_bytes(device: str) -> int:

@@ -140,8 +140,8 @@ def row_problem(row: Any) -> str | None:
         types = tuple(t for name in allowed for t in _TYPES.get(name, ()))
         if isinstance(value, bool) and bool not in types or not isinstance(value, types):
             return f"{key} is {_quote(value)}, not {' or '.join(_NAMES.get(a, a) for a in allowed)}"
-        if row["status"] == "ok" and isinstance(value, float) and not math.isfinite(value):
-            return f"{key} is {value} in an ok row (a measured number must be finite)"
+        if row["status"] == "ok" and not all(math.isfinite(v) for v in _floats(value)):
+            return f"{key} is {_quote(value)} in an ok row (a measured number must be finite)"
     if row["schema_version"] < 1:
         return f"schema_version is {row['schema_version']}, not a version (1 or more)"
     if not SUITE_NAME.fullmatch(row["suite"]):
@@ -173,6 +173,12 @@ def _field_types() -> dict[str, tuple[str, ...]]:
         text = str(f.type)
         names[f.name] = tuple(part.strip().split("[")[0] for part in text.split("|"))
     return names
+
+
+def _floats(value: Any) -> list[float]:
+    """The floats of a number or a flat list of numbers (the windows' tokens/s)."""
+    items = value if isinstance(value, list) else [value]
+    return [v for v in items if isinstance(v, float)]
 
 
 def _quote(value: Any) -> str:

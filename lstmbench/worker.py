@@ -233,28 +233,19 @@ def die_with_parent(parent: int) -> None:
 def guarded(suite: Suite, spec: StrategySpec, seed: int, device: str, progress: Progress | None,
             group: Any = None) -> RunRecord | None:
     """run_one, with any failure turned into a failure record. None on DDP ranks other than 0."""
-    import torch
-
-    from .probes import resolve_device
+    from .probes import out_of_memory, resolve_device
     from .train import run_one
 
     try:
         return run_one(suite, spec, seed, resolve_device(device), progress, group)
     except RunFailed as e:
         return failure_record(suite, spec, seed, device, e.kind, str(e))
-    except torch.OutOfMemoryError as e:
-        return failure_record(suite, spec, seed, device, "oom", _one_line(e))
-    except MemoryError as e:
-        return failure_record(suite, spec, seed, device, "oom", _one_line(e) or "MemoryError")
     except Exception as e:  # noqa: BLE001 - any failure becomes a row; the suite goes on
-        if isinstance(e, RuntimeError) and any(text in str(e) for text in CPU_OOM):
-            return failure_record(suite, spec, seed, device, "oom", _one_line(e))
+        if out_of_memory(e):  # on a GPU, or torch's CPU allocator
+            return failure_record(suite, spec, seed, device, "oom", _one_line(e) or type(e).__name__)
         where = traceback.extract_tb(e.__traceback__)[-1]
         return failure_record(suite, spec, seed, device, "error",
                               f"{type(e).__name__}: {_one_line(e)} (at {where.filename}:{where.lineno})")
-
-
-CPU_OOM = ("DefaultCPUAllocator: can't allocate memory", "DefaultCPUAllocator: not enough memory")  # c10's words
 
 
 def failure_record(suite: Suite, spec: StrategySpec, seed: int, device: str, status: str, error: str) -> RunRecord:

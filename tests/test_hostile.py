@@ -313,3 +313,15 @@ def test_hostile_yaml_is_one_line_exit_2_within_bounds(tmp_path_factory, case):
         assert r.stderr.startswith("Error: ") and r.stderr.count("\n") == 1
     assert len(r.stderr) <= len("Error: \n") + MAX_MESSAGE
     assert seconds < 10 and peak < 64 * 2**20, (seconds, peak)
+
+
+def test_an_allocation_failure_inside_verify_is_one_sentence(at, monkeypatch):
+    """A model small enough to pass the memory floor can still fail to allocate its activations."""
+    def fails(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: not enough memory: you "
+                           "tried to allocate 68719476736 bytes.")
+
+    monkeypatch.setattr("lstmbench.verify.verify_suite", fails)
+    code, stderr = at({"s.yaml": BASE}, "verify", "s.yaml")
+    assert (code, stderr) == (2, "Error: verify: out of memory: [enforce fail at alloc_cpu.cpp:117] data. "
+                                 "DefaultCPUAllocator: not enough memory: you tried to allocate 68719476736 bytes.\n")

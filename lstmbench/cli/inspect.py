@@ -9,6 +9,7 @@ import click
 from tabulate import tabulate
 
 from ..data import check_data
+from ..probes import refuse_out_of_memory
 from ..runner import check_memory, plan_runs, preflight
 from ..strategies import CHOICE_HELP, DESCRIPTIONS, describe
 from ..suite import expand_sweep, load_suite
@@ -63,7 +64,8 @@ def verify_cmd(suite_file: str, overrides: tuple[str, ...], batches: int, nproc:
 
     suite = load_suite(suite_file, overrides)
     check_memory(suite, "cpu")  # the reference runs on the CPU, in float64
-    verdicts = verify_suite(suite, batches=batches)
+    with refuse_out_of_memory("verify"):
+        verdicts = verify_suite(suite, batches=batches)
     click.echo(tabulate(verdict_table(verdicts), headers="keys", tablefmt="pipe", disable_numparse=True))
     click.echo(f"\nAll {len(verdicts)} strategies verified: {tally([v.verdict for v in verdicts])}.")
     bad = [v.strategy for v in verdicts if v.verdict == MISMATCH]
@@ -73,7 +75,8 @@ def verify_cmd(suite_file: str, overrides: tuple[str, ...], batches: int, nproc:
     except TimedPathUnavailable as e:
         click.echo(f"\nOn the timed path: skipped: {e}.")
     else:
-        timed = verify_timed(suite, batches=batches)
+        with refuse_out_of_memory("verify on the timed path"):
+            timed = verify_timed(suite, batches=batches)
         where = f"{device.type}, {timed[0].check.precision}"
         click.echo(f"\nOn the timed path ({device.type}, train.amp {suite.train.amp}): each strategy's batched loss "
                    "and gradients against its own per-sequence reference in float64")
