@@ -1,7 +1,7 @@
 """The length planner: what each strategy would do to a suite's data, without training anything."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +12,8 @@ from .strategies import Strategy, note_for
 from .suite import IDEAL, PRESETS, Suite, apply_override, suite_from_dict
 
 DATA_SUFFIXES = (".csv", ".tsv", ".jsonl")
+# Why 8: fp16/bf16 tensor cores on NVIDIA GPUs want dimensions that are multiples of 8.
+PAD_MULTIPLE = 8
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,10 @@ class StrategyPlan:
     real_tokens: int
     padded_tokens: int
     largest_shape: tuple[int, int]  # (batch, time) of the batch with the most padded positions
+    # distinct (batch, time) shapes of the epoch: each costs a backend a one-off set-up the first time it is seen
+    # (cuDNN autotuning, oneDNN primitive creation, torch.compile recompilation)
+    distinct_shapes: int
+    shapes_at_multiple: int | None  # the same with pad_multiple PAD_MULTIPLE; None where it does not apply (reshape)
     note: str
     planned_wait: float | None = None  # DDP (launch.nproc > 1): rank time waiting for the slowest, from padded cells
 
@@ -48,14 +54,17 @@ class Plan:
     stats: LengthStats
     strategies: list[StrategyPlan]
 
-    def table(self) -> list[dict[str, str | int]]:
-        """One row a strategy, as `lstmbench lengths` shows it (planned wait % for a DDP plan)."""
-        rows: list[dict[str, str | int]] = []
+    def table(self) -> list[dict[str, str | int | None]]:
+        """One row a strategy, as `lstmbench lengths` shows it (planned wait % for a DDP plan; None, shown as -,
+        where pad_multiple does not apply)."""
+        rows: list[dict[str, str | int | None]] = []
         for p in self.strategies:
             rows.append({"strategy": p.strategy, "computes": p.note, "batches": p.batches,
                          "pad %": f"{100 * p.pad_fraction:.1f}", "real tokens": f"{p.real_tokens:,}",
                          "padded tokens": f"{p.padded_tokens:,}",
-                         "largest batch": f"{p.largest_shape[0]} x {p.largest_shape[1]}"})
+                         "largest batch": f"{p.largest_shape[0]} x {p.largest_shape[1]}",
+                         "shapes": p.distinct_shapes,
+                         f"shapes with pad_multiple {PAD_MULTIPLE}": p.shapes_at_multiple})
             if p.planned_wait is not None:
                 rows[-1]["planned wait %"] = f"{100 * p.planned_wait:.1f}"
         return rows
@@ -77,8 +86,14 @@ def plan_suite(suite: Suite, seed: int | None = None) -> Plan:
         real = sum(strategy.real_tokens(data, idx) for idx in batches)
         padded = sum(b * t for b, t in shapes)
         wait = planned_wait_fraction(strategy, data, steps) if world > 1 else None
+        # pad_multiple rounds the time axis of padding global/batch/truncate; the ideal's reshape has none to round.
+        # A strategy that sets its own pad_multiple still gets the count at PAD_MULTIPLE, as the header says.
+        aligned = None
+        if spec.padding != "reshape":
+            at_multiple = Strategy(replace(spec, pad_multiple=PAD_MULTIPLE))
+            aligned = len({at_multiple.shape(data, idx) for idx in batches})
         plans.append(StrategyPlan(spec.name, len(batches), real, padded, max(shapes, key=lambda s: s[0] * s[1]),
-                                  note_for(spec, suite) or "exact", wait))
+                                  len(set(shapes)), aligned, note_for(spec, suite) or "exact", wait))
     return Plan(suite.name, seed, lengths, length_stats(lengths), plans)
 
 

@@ -15,8 +15,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 2  # bump when a stored key changes meaning or disappears; readers refuse newer files
+SCHEMA_VERSION = 3  # bump when a stored key changes meaning or disappears; readers refuse newer files
 # 2: efficiency divides by the run's own unpadded reference (1: by the seed's ideal run); windows, position
+# 3: warm-up on batches set aside for it; train_time_s is steady state (first occurrences of shapes at their
+#    steady time, their cost in shape_warmup_s); on CUDA, step times from events and no synchronisation per step
 
 STATUSES = ("ok", "error", "diverged", "oom", "crashed")
 
@@ -39,15 +41,22 @@ class RunRecord:
     epochs: int = 0
     batch_size: int = 0
     steps: int = 0  # optimizer steps, all timed (warm-up ran on a scratch copy of the model)
-    warmup_steps: int = 0  # untimed steps on a scratch copy: the first N batches plus one of every new shape
+    warmup_steps: int = 0  # untimed steps on batches set aside for warm-up (another shuffle of the training set)
+    warmup_time_s: float | None = None  # their seconds: the run's start-up (first allocations, first kernels)
+    shape_warmup_s: float | None = None  # what first occurrences of batch shapes cost over their steady time
+    train_time_cold_s: float | None = None  # training time as a first run pays it: + the shapes' first costs
     distinct_shapes: int | None = None  # distinct (batch, time) shapes among the timed steps
     lstm_kernel: str | None = None  # cudnn | miopen | onednn | generic: the LSTM implementation that ran
     real_tokens: int | None = None  # non-padding tokens fed to the model (after truncation)
     padded_tokens: int | None = None  # batch x time summed over steps: every position computed or padded
     pad_fraction: float | None = None
-    train_time_s: float | None = None  # sum of step times: batch preparation + forward + backward + update
+    train_time_s: float | None = None  # steady-state step time: batch preparation + forward + backward + update
     data_time_s: float | None = None  # batch preparation (collate, copy to device) within train_time_s
     data_time_fraction: float | None = None
+    data_wait_s: float | None = None  # seconds the loop waited for its batches (with loader workers: not prep)
+    loader_workers: int = 0  # train.loader: 0 = batches collated in the training process
+    loader_pin_memory: bool = False
+    loader_prefetch_factor: int = 2
     samples_per_s: float | None = None
     tokens_per_s: float | None = None  # real tokens per second of train_time_s
     step_time_median_s: float | None = None
@@ -62,7 +71,8 @@ class RunRecord:
     final_loss: float | None = None  # mean training loss over the last epoch
     curve: list = field(default_factory=list)  # [train_time_s, step, eval_accuracy] every eval_every steps
     target_accuracy: float | None = None
-    time_to_target_s: float | None = None  # training time at the first evaluation reaching the target
+    time_to_target_s: float | None = None  # steady-state training time at the first evaluation reaching the target
+    time_to_target_cold_s: float | None = None  # the same, with what new shapes cost until then (a first run's)
     efficiency: float | None = None  # tokens_per_s / reference_tokens_per_s: the run against its own batches unpadded
     reference_tokens_per_s: float | None = None  # the run's first epoch of batches, each cut into equal unpadded rows
     reference_window_tokens_per_s: list = field(default_factory=list)  # the reference's windows
@@ -79,6 +89,8 @@ class RunRecord:
     amp: str = "none"  # autocast precision: bf16 | fp16 | none
     cudnn_benchmark: bool | None = None
     compiled: bool | None = None  # trained through torch.compile
+    compile_graphs: int | None = None  # torch.compile: graphs compiled, recompilations for new shapes included
+    compile_graph_breaks: int | None = None  # torch.compile: graph breaks (Dynamo leaves the LSTM eager)
     eval_time_s: float | None = None  # not part of train_time_s
     world_size: int = 1  # processes training the run (DDP when > 1); batch_size is per process
     deal: str = ""  # DDP: per_rank (each rank batches its own shard) | balanced (batches dealt by cost)

@@ -145,6 +145,7 @@ def _section(suite: str, suite_hash: str, device: str, rows: pd.DataFrame, machi
         acc, acc_sd = mean_std(good["eval_accuracy"].dropna())
         exact, exact_sd = mean_std(good["eval_accuracy_exact"].dropna())
         reached = _column(good, "time_to_target_s").dropna()
+        reached_cold = _column(good, "time_to_target_cold_s").dropna()
         records.append({
             "strategy": name,
             "computes": computes(mine["computation_note"].iloc[-1], good),
@@ -161,6 +162,8 @@ def _section(suite: str, suite_hash: str, device: str, rows: pd.DataFrame, machi
             "pad_fraction": spread(good["pad_fraction"]).median,
             "data_time_fraction": spread(good["data_time_fraction"]).median,
             "train_time_s": spread(good["train_time_s"]).median,
+            "train_time_cold_s": spread(_column(good, "train_time_cold_s").dropna()).median,
+            "distinct_shapes": spread(_column(good, "distinct_shapes").dropna()).median,
             "step_time_median_s": spread(_column(good, "step_time_median_s")).median,
             "peak_mem_mib": spread(good["peak_mem_bytes"]).median / 2**20,
             "run_mem_mib": spread(good["peak_mem_bytes"] - good["baseline_rss_bytes"]).median / 2**20
@@ -168,6 +171,7 @@ def _section(suite: str, suite_hash: str, device: str, rows: pd.DataFrame, machi
             "eval_accuracy": acc, "eval_accuracy_sd": acc_sd,
             "eval_accuracy_exact": exact, "eval_accuracy_exact_sd": exact_sd,
             "time_to_target_s": spread(reached).median, "reached_target": len(reached),
+            "time_to_target_cold_s": spread(reached_cold).median,
             "world_size": int(_column(good, "world_size").fillna(1).max()) if len(good) else 1,
             "straggler_wait_fraction": spread(_column(good, "straggler_wait_fraction").dropna()).median,
             "planned_wait_fraction": spread(_column(good, "planned_wait_fraction").dropna()).median,
@@ -284,10 +288,13 @@ def format_table(summary: pd.DataFrame) -> pd.DataFrame:
         "accuracy, own path": [pm(m, s) for m, s in zip(summary["eval_accuracy"], summary["eval_accuracy_sd"])],
         "accuracy, exact": [pm(m, s) for m, s in zip(summary["eval_accuracy_exact"],
                                                       summary["eval_accuracy_exact_sd"])],
-        "time to target s": ["-" if n == 0 else f"{t:.2f}" + ("" if n == k else f" ({n}/{k})")
-                             for t, n, k in zip(summary["time_to_target_s"], summary["reached_target"],
-                                                summary["runs_ok"])],
-        "train s": ["-" if np.isnan(x) else f"{x:.2f}" for x in summary["train_time_s"]],
+        "shapes": ["-" if np.isnan(x) else f"{x:.0f}" for x in summary["distinct_shapes"]],
+        "time to target s, warm / cold": ["-" if n == 0 else _warm_cold(t, c) + ("" if n == k else f" ({n}/{k})")
+                                          for t, c, n, k in zip(summary["time_to_target_s"],
+                                                                summary["time_to_target_cold_s"],
+                                                                summary["reached_target"], summary["runs_ok"])],
+        "train s, warm / cold": [_warm_cold(w, c) for w, c in zip(summary["train_time_s"],
+                                                                   summary["train_time_cold_s"])],
     })
     if "world_size" in summary and (summary["world_size"] > 1).any():  # a DDP section
         at = out.columns.get_loc("kernel") + 1
@@ -296,6 +303,13 @@ def format_table(summary: pd.DataFrame) -> pd.DataFrame:
         out.insert(at + 2, "straggler wait %", [_pct(x) for x in summary["straggler_wait_fraction"]])
         out.insert(at + 3, "planned wait %", [_pct(x) for x in summary["planned_wait_fraction"]])
     return out
+
+
+def _warm_cold(warm: float, cold: float) -> str:
+    """Steady state, and what a first run pays with every new batch shape's set-up (rows before schema 3: warm)."""
+    if np.isnan(warm):
+        return "-"
+    return f"{warm:.2f}" + ("" if np.isnan(cold) else f" / {cold:.2f}")
 
 
 def _mem(peak: float, run: float) -> str:

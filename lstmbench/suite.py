@@ -127,6 +127,20 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class LoaderConfig:
+    """How each training batch reaches the model: in the training process, or from a torch DataLoader's
+    worker processes, as a user's loop builds it (a batch sampler over the plan, a collate_fn that pads)."""
+
+    workers: int = 0  # 0 = collate in the training process, no DataLoader: what stored results measured
+    pin_memory: bool = False  # DataLoader's default; pinned host memory lets the copy to a GPU run async
+    prefetch_factor: int = 2  # DataLoader's default: batches each worker prepares ahead (workers > 0 only)
+
+    def check(self, at: At) -> None:
+        at.nonnegative("workers", self.workers)
+        at.positive("prefetch_factor", self.prefetch_factor)
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     batch_size: int = 32  # sequences per step (token_budget strategies vary it later)
     epochs: int = 3  # enough for mask/pack to learn the marker task to >= 0.9
@@ -136,8 +150,9 @@ class TrainConfig:
     eval_every: int = 0  # evaluate every N steps for the accuracy-vs-time curve; 0 = only at the end
     target_accuracy: float = 0.0  # time_to_target_s is the training time to reach it; 0 = no target
     amp: str = "none"  # autocast: bf16 | fp16 (CUDA only, with a loss scaler) | none; full precision by default
-    cudnn_benchmark: bool = True  # cuDNN autotunes per shape; warm-up sees every shape, so it stays off the clock
+    cudnn_benchmark: bool = True  # cuDNN autotunes per new shape: that cost is in shape_warmup_s, not the steady figures
     compile: bool = False  # torch.compile the model; off by default: compile time and recompiles per shape
+    loader: LoaderConfig = field(default_factory=LoaderConfig)  # the input pipeline; default: in-process
 
     CHOICES = {"amp": ("none", "bf16", "fp16")}
 
@@ -295,6 +310,8 @@ class Suite:
         # still match the suite that made them
         if d["launch"] == dataclasses.asdict(LaunchConfig()):
             d.pop("launch")
+        if d["train"]["loader"] == dataclasses.asdict(LoaderConfig()):
+            d["train"].pop("loader")
         for spec in d["strategies"]:
             if spec["deal"] == "per_rank":
                 spec.pop("deal")

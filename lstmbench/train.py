@@ -22,9 +22,11 @@ from .machine import MachineWatch
 from .model import LSTMClassifier, correct_of, loss_of, model_for, weights_checksum
 from .probes import (Clock, KernelProbe, peak_memory_bytes, peak_memory_reserved_bytes, reset_peak_memory,
                      rss_bytes)
-from .ranks import Steps, plan_ranks, planned_wait_fraction
+from .ranks import plan_ranks, planned_wait_fraction
 from .records import RunRecord, collect_env, identity
 from .strategies import Batch, Strategy, exact_strategy, note_for
+from .loader import batches, row_fields as loader_fields
+from .timing import StepTimer, cold_warm
 from .verify import check_run
 from .suite import StrategySpec, Suite
 
@@ -69,9 +71,13 @@ def run_one(suite: Suite, spec: StrategySpec, seed: int, device: torch.device,
         net, ready = wrap(net, device)
 
     initial = copy.deepcopy(model.state_dict())  # the seeded weights: put back after warm-up, and the reference's
-    warmup = warmup_steps(strategy, train, steps, suite.train.warmup_steps)
-    _warm_up(model, net, strategy, train, [plan[s] for s in warmup], device, suite.train.lr, precision,
-             [scales[s] for s in warmup] if scales else None, initial)
+    # warm-up on batches set aside for it (another shuffle of the same examples), not the ones then timed: the
+    # timed steps pay for the shapes warm-up did not see, as a user's run does (shape_warmup_s measures it)
+    warm = plan_ranks(strategy, train, suite.train.batch_size, 1, seed + WARMUP_SEED, world)[:suite.train.warmup_steps]
+    warm_scales = [world / sum(strategy.scored(train, idx) for idx in step) for step in warm] if group else None
+    warm_timer = StepTimer(device, synchronous=bool(group))
+    _warm_up(model, net, strategy, train, [step[rank] for step in warm], device, suite.train.lr, precision,
+             warm_scales, initial, warm_timer)
     if weights_checksum(model) != checksum:
         raise RunFailed("error", "warm-up left the model's weights changed; the run would not be comparable")
     optimizer = torch.optim.Adam(model.parameters(), lr=suite.train.lr)
@@ -79,44 +85,53 @@ def run_one(suite: Suite, spec: StrategySpec, seed: int, device: torch.device,
     reset_peak_memory(device)
 
     clock = Clock(device)
+    timer = StepTimer(device, synchronous=bool(group))  # CUDA: events, no synchronisation inside a segment
     watch = MachineWatch.start(device)  # what else ran on the machine during the timed steps
     eval_bs = suite.eval_batch_size
     every = 0 if is_ideal else suite.train.eval_every
     model.train()
-    step_times, data_times, compute_times, losses, curve, step_tokens = [], [], [], [], [], []
+    data_times, compute_times, losses, evals, step_tokens = [], [], [], [], []
     real_tokens = padded_tokens = 0
-    for step, idx in enumerate(plan):
-        with out_of_memory_as_row(step, strategy.shape(train, idx)):
-            t0 = clock.now()
-            if ready:
-                ready.start(t0)
-            batch = strategy.collate(train, idx).to(device)
-            t1 = clock.now()
-            loss = train_step(net, optimizer, batch, strategy.readout, precision, scales[step] if scales else None)
-            t2 = clock.now()
-        value = loss.item()
-        if not math.isfinite(value):
-            raise RunFailed("diverged", f"training loss became {value} at step {step}" +
-                            (f" on rank {rank}" if group else ""))
-        step_times.append(t2 - t0)
-        data_times.append(t1 - t0)
-        if ready:
-            compute_times.append(ready.compute_s())
-        losses.append(value)
-        real_tokens += batch.real_tokens
-        padded_tokens += batch.padded_tokens
-        step_tokens.append(batch.real_tokens)
-        if every and (step + 1) % every == 0 and step + 1 < len(plan):  # between steps: off the clock
+    ends = [s for s in range(every, len(plan), every)] if every else []
+    feed = batches(strategy, train, plan, device, suite.train.loader)  # in-process, or a DataLoader's workers
+    for start, end in zip([0] + ends, ends + [len(plan)]):  # segments: the steps between two evaluations
+        with timer.segment():
+            for step in range(start, end):
+                idx = plan[step]
+                with out_of_memory_as_row(step, strategy.shape(train, idx)):
+                    t0 = timer.mark()
+                    if ready:
+                        ready.start(t0)
+                    batch, wait = next(feed)  # host time waited for the batch (collate and copy, or workers)
+                    data_times.append(wait)
+                    loss = train_step(net, optimizer, batch, strategy.readout, precision,
+                                      scales[step] if scales else None)
+                    timer.step(t0, timer.mark())
+                losses.append(loss.detach())
+                if not timer.events:  # a host clock: the loss is ready, check it now
+                    _check_finite(losses[-1:], step, rank if group else None)
+                if ready:
+                    compute_times.append(ready.compute_s())
+                real_tokens += batch.real_tokens
+                padded_tokens += batch.padded_tokens
+                step_tokens.append(batch.real_tokens)
+                if progress:
+                    progress(step + 1, len(plan))
+        if timer.events:  # one look at the segment's losses, after its synchronisation
+            _check_finite(losses[start:end], start, rank if group else None)
+        if end < len(plan):  # between segments: off the clock
             if rank == 0:
                 accuracy, _ = evaluate(evaluated, strategy, held_out, eval_bs, device, precision)
-                curve.append([float(sum(step_times)), step + 1, accuracy])
+                evals.append((end, accuracy))
             if group:
                 group.barrier()  # the other ranks wait here, not inside the next step's all-reduce
-        if progress:
-            progress(step + 1, len(plan))
+    feed.close()  # a DataLoader's workers end here, off the clock
+    losses = torch.stack(losses).float().tolist()
+    step_times = timer.step_times()
     peak, peak_reserved = peak_memory_bytes(device), peak_memory_reserved_bytes(device)  # training only
     machine = watch.stop()
-    train_time = float(sum(step_times))
+    segments = timer.segment_times()
+    raw_time = float(sum(t for _, t in segments))  # CUDA: wall time between synchronisations; CPU: the steps'
     data_time = float(sum(data_times))
     ranks = reference = None
     if group:
@@ -125,13 +140,19 @@ def run_one(suite: Suite, spec: StrategySpec, seed: int, device: torch.device,
         if rank != 0:
             return None
         losses = list(ranks.losses)
-        train_time, data_time = ranks.train_time_s, ranks.data_time_s
+        raw_time, data_time = ranks.train_time_s, ranks.data_time_s
         real_tokens, padded_tokens, peak = ranks.real_tokens, ranks.padded_tokens, ranks.peak_mem_bytes
         # each step: the union's real tokens over its slowest rank's time
         step_tokens = [sum(strategy.real_tokens(train, idx) for idx in step) for step in steps]
-        windows = window_rates(step_tokens, list(ranks.step_times))
-    else:
-        windows = window_rates(step_tokens, step_times)
+        step_times = list(ranks.step_times)
+        segments = [(n, float(sum(step_times[a:n]))) for a, (n, _) in zip([0] + [n for n, _ in segments], segments)]
+    all_steps = warm + steps  # every rank's shapes of a step make its key: a new shape on any rank is paid by all
+    cw = cold_warm(warm_timer.step_times(), step_times,
+                   [tuple(strategy.shape(train, idx) for idx in step) for step in all_steps],
+                   [sum(int(np.prod(strategy.shape(train, idx))) for idx in step) for step in all_steps])
+    train_time = raw_time - cw.timed_extra()  # steady state: the first occurrences at their steady time
+    windows = window_rates(step_tokens, cw.timed_steady)
+    if not group:
         if not is_ideal:  # after the peak memory was read: the reference's copy is not the run's memory
             reference = measure_reference(model, initial, strategy, train, plan[:len(plan) // suite.train.epochs],
                                           device, suite.train.lr, suite.train.amp)
@@ -141,14 +162,19 @@ def run_one(suite: Suite, spec: StrategySpec, seed: int, device: torch.device,
     if not is_ideal:
         accuracy, _ = evaluate(evaluated, strategy, held_out, eval_bs, device, precision)
         accuracy_exact, loss_exact = evaluate(evaluated, exact_strategy(), held_out, eval_bs, device, precision)
-        curve.append([train_time, len(plan), accuracy])
+        evals.append((len(plan), accuracy))
     eval_time = clock.now() - t_eval
+    # the curve at each evaluation: steady-state seconds so far, and (cold) what a user's first run paid by then
+    elapsed = dict(zip([n for n, _ in segments], np.cumsum([t for _, t in segments]).tolist()))
+    curve = [[elapsed[n] - cw.timed_extra(n), n, acc] for n, acc in evals]
+    cold = [[elapsed[n] + cw.warmup_extra, n, acc] for n, acc in evals]
 
     steps_per_epoch = len(plan) // suite.train.epochs
-    quantiles = np.quantile(ranks.step_times if ranks else step_times, [0.1, 0.5, 0.9])
+    quantiles = np.quantile(cw.timed_steady, [0.1, 0.5, 0.9])
     return RunRecord(
         **identity(suite, spec, seed, device.type, note_for(spec, suite)), status="ok",
-        steps=len(plan), warmup_steps=len(warmup),
+        steps=len(plan), warmup_steps=len(warm), warmup_time_s=float(sum(warm_timer.step_times())),
+        shape_warmup_s=cw.shape_warmup_s, train_time_cold_s=raw_time + cw.warmup_extra,
         distinct_shapes=len({strategy.shape(train, idx) for step in steps for idx in step}), lstm_kernel=kernel,
         real_tokens=real_tokens, padded_tokens=padded_tokens, pad_fraction=1 - real_tokens / padded_tokens,
         train_time_s=train_time, data_time_s=data_time, data_time_fraction=data_time / train_time,
@@ -160,8 +186,11 @@ def run_one(suite: Suite, spec: StrategySpec, seed: int, device: torch.device,
         eval_accuracy=accuracy, eval_accuracy_exact=accuracy_exact, eval_loss_exact=loss_exact,
         curve=curve, target_accuracy=suite.train.target_accuracy or None,
         time_to_target_s=time_to_target(curve, suite.train.target_accuracy),
+        time_to_target_cold_s=time_to_target(cold, suite.train.target_accuracy),
         final_loss=float(np.mean(losses[-steps_per_epoch:])), init_checksum=checksum,
         threads=torch.get_num_threads(), eval_time_s=eval_time, window_tokens_per_s=windows,
+        **(compile_counts() if suite.train.compile else {}), **loader_fields(suite.train.loader),
+        data_wait_s=float(sum(data_times)) if not ranks else None,
         **({"verified": check.verdict, "verify_loss_rel_error": check.loss_rel_error,
             "verify_grad_rel_error": check.grad_rel_error, "verify_tolerance": check.tolerance,
             "verify_precision": check.precision} if check else {}),
@@ -170,6 +199,8 @@ def run_one(suite: Suite, spec: StrategySpec, seed: int, device: torch.device,
         env={**collect_env(_device_name(device), torch.get_num_threads()), **machine},
     )
 
+
+WARMUP_SEED = 2**32  # warm-up batches: the plan of seed + 2**32, a shuffle no real seed (< 2**32) makes
 
 WINDOWS = 8  # a run's timed steps cut into 8 consecutive windows, each a throughput measurement of its own:
 # enough to see a transient disturbance or a drift within the run (pyperf takes 3 values a process), few
@@ -244,23 +275,6 @@ def time_to_target(curve: list[list[float]], target: float) -> float | None:
     return next((t for t, _, accuracy in curve if accuracy >= target), None)
 
 
-def warmup_steps(strategy: Strategy, data: Dataset, steps: Steps, count: int) -> list[int]:
-    """The first `count` steps, then every step that brings some rank a batch shape it has not seen: a new
-    shape can make a backend re-plan or autotune (cuDNN benchmark, oneDNN primitives), which must not land
-    in the clock. The same steps on every rank, so DDP's all-reduces pair up."""
-    if not count:
-        return []
-    chosen = list(range(min(count, len(steps))))
-    seen = [{strategy.shape(data, step[r]) for step in steps[:count]} for r in range(len(steps[0]))]
-    for s in range(count, len(steps)):
-        shapes = [strategy.shape(data, idx) for idx in steps[s]]
-        if any(shape not in seen[r] for r, shape in enumerate(shapes)):
-            chosen.append(s)
-            for r, shape in enumerate(shapes):
-                seen[r].add(shape)
-    return chosen
-
-
 class Precision:
     """Autocast (train.amp: bf16 | fp16 | none) and, for fp16, a gradient scaler."""
 
@@ -315,17 +329,37 @@ def probe_kernel(model: LSTMClassifier, strategy: Strategy, data: Dataset, idx: 
 
 def _warm_up(model: LSTMClassifier, net: torch.nn.Module, strategy: Strategy, data: Dataset,
              plan: list[np.ndarray], device: torch.device, lr: float, precision: Precision,
-             scales: list[float] | None, saved: dict[str, torch.Tensor]) -> None:
+             scales: list[float] | None, saved: dict[str, torch.Tensor], timer: StepTimer) -> None:
     """Untimed steps on the model itself (so compiled graphs and kernel caches are the ones the timed loop
-    uses), then its seeded weights (`saved`, a copy taken before) are put back: every strategy still trains
-    from the same start."""
+    uses), each step's time kept in `timer` (what the run's start and its first shapes cost), then the seeded
+    weights (`saved`, a copy taken before) are put back: every strategy still trains from the same start."""
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    for i, idx in enumerate(plan):
-        with out_of_memory_as_row(-len(plan) + i, strategy.shape(data, idx)):  # negative: a warm-up step
-            train_step(net, optimizer, strategy.collate(data, idx).to(device), strategy.readout, precision,
-                       scales[i] if scales else None)
+    with timer.segment():
+        for i, idx in enumerate(plan):
+            with out_of_memory_as_row(-len(plan) + i, strategy.shape(data, idx)):  # negative: a warm-up step
+                start = timer.mark()
+                train_step(net, optimizer, strategy.collate(data, idx).to(device), strategy.readout, precision,
+                           scales[i] if scales else None)
+                timer.step(start, timer.mark())
     model.load_state_dict(saved)
-    Clock(device).now()  # drain the queue before the timed loop
+
+
+def compile_counts() -> dict[str, int]:
+    """What torch.compile made of the run (its cost is in warmup_time_s and shape_warmup_s): the graphs it
+    compiled (one more per recompilation for a new shape) and its graph breaks (Dynamo does not trace an LSTM:
+    it breaks there and runs the module eagerly)."""
+    from torch._dynamo.utils import counters
+
+    return {"compile_graphs": int(counters["stats"]["unique_graphs"]),
+            "compile_graph_breaks": int(sum(counters["graph_break"].values()))}
+
+
+def _check_finite(losses: list[torch.Tensor], first: int, rank: int | None) -> None:
+    """A training loss that is NaN or infinite ends the run as `diverged`, naming the step."""
+    for k, value in enumerate(torch.stack(losses).float().tolist()):
+        if not math.isfinite(value):
+            raise RunFailed("diverged", f"training loss became {value} at step {first + k}" +
+                            (f" on rank {rank}" if rank is not None else ""))
 
 
 @torch.no_grad()

@@ -6,7 +6,7 @@ from click.testing import CliRunner
 
 from lstmbench.cli import main
 from lstmbench.data import make_data
-from lstmbench.planner import histogram, length_stats, plan_suite
+from lstmbench.planner import PAD_MULTIPLE, histogram, length_stats, plan_suite
 from lstmbench.strategies import Strategy, plan_epochs
 from lstmbench.suite import load_suite
 
@@ -23,10 +23,41 @@ def test_plan_matches_collated_batches(tiny_file):
         assert p.real_tokens == sum(b.real_tokens for b in batches)
         assert p.padded_tokens == sum(b.padded_tokens for b in batches)
         assert p.largest_shape == max((tuple(b.tokens.shape) for b in batches), key=lambda s: s[0] * s[1])
+        assert p.distinct_shapes == len({tuple(b.tokens.shape) for b in batches})
     by = {p.strategy: p for p in plan.strategies}
     assert by["ideal"].pad_fraction == 0 and by["naive"].pad_fraction > by["mask"].pad_fraction
     assert by["mask"].pad_fraction == by["pack"].pad_fraction > by["bucket"].pad_fraction
     assert by["naive"].note == "reads the output after the padding" and by["mask"].note == "exact"
+
+
+def test_distinct_shapes_of_fixed_lengths_are_one_or_two(tiny_file):
+    fixed = "data.lengths={dist: fixed, length: 12}"
+    by = {p.strategy: p for p in plan_suite(load_suite(tiny_file, [fixed])).strategies}  # 96 = 6 x 16
+    assert {n: (p.distinct_shapes, p.shapes_at_multiple) for n, p in by.items()} == {
+        "ideal": (1, None), "naive": (1, 1), "truncate": (1, 1), "mask": (1, 1), "pack": (1, 1), "bucket": (1, 1)}
+    plan = plan_suite(load_suite(tiny_file, [fixed, "train.batch_size=20", "strategies=[naive, mask, bucket, "
+                                             "{token_budget: {max_tokens: 100}}, boundaries, sorted_pack]"]))
+    shapes = {p.strategy: p.distinct_shapes for p in plan.strategies}
+    assert shapes == {"ideal": 2, "naive": 2, "mask": 2, "bucket": 2, "token_budget": 1, "boundaries": 2,
+                      "sorted_pack": 2}  # 96 = 4 x 20 + 16: the short last batch; token_budget: 12 x 8 exactly
+
+
+def test_pad_multiple_8_leaves_fewer_shapes():
+    from pathlib import Path
+
+    packing = Path(__file__).resolve().parents[1] / "suites" / "packing.yaml"  # lognormal lengths, 64 batches
+    plan = plan_suite(load_suite(packing))
+    assert PAD_MULTIPLE == 8
+    by = {p.strategy: (p.distinct_shapes, p.shapes_at_multiple) for p in plan.strategies}
+    assert by == {"ideal": (29, None), "naive": (1, 1), "truncate": (1, 1), "mask": (54, 28), "pack": (54, 28),
+                  "bucket": (63, 21), "bucket-mask": (63, 21), "token_budget": (30, 30)}
+    for p in plan.strategies:
+        assert p.distinct_shapes <= p.batches
+        assert p.shapes_at_multiple is None or p.shapes_at_multiple <= p.distinct_shapes
+    # a strategy with its own pad_multiple: the column still counts at 8, as its header says
+    own = plan_suite(load_suite(packing, ["strategies=[{name: m64, batching: random, padding: batch, readout: mask, "
+                                          "pad_multiple: 64}]"])).strategies[1]
+    assert (own.distinct_shapes, own.shapes_at_multiple) == (6, 28)  # its own: widths in steps of 64
 
 
 def test_stats_and_histogram():
@@ -56,6 +87,10 @@ def test_cli_lengths_of_a_data_file(tmp_path):
     lines = r.stdout.splitlines()
     assert lines[0] == "data: 32 training sequences (seed 0)"  # a fifth (8) held out
     assert any(line.startswith("| naive ") for line in lines)
+    header = next(line for line in lines if line.startswith("| strategy"))
+    assert header.replace(" ", "").endswith("|largestbatch|shapes|shapeswithpad_multiple8|")
+    ideal = next(line for line in lines if line.startswith("| ideal "))
+    assert ideal.replace(" ", "").endswith("|-|")  # the ideal's reshape has no padded time axis to round
     r = CliRunner().invoke(main, ["lengths", str(tmp_path / "none.csv")])
     assert r.exit_code == 2 and r.stderr == f"Error: {tmp_path / 'none.csv'}: data.path: " \
                                              f"{tmp_path / 'none.csv'}: no such file\n"

@@ -127,8 +127,8 @@ def test_efficiency_time_to_target_and_ranking():
     assert s.loc["mask", "time_to_target_s"] == 1.5 and s.loc["mask", "reached_target"] == 2
     table = section.table().set_index("strategy")
     assert table.loc["mask", "vs unpadded (same batches)"] == "60% [range 60-60%]"
-    assert table.loc["mask", "time to target s"] == "1.50 (2/3)"
-    assert table.loc["naive", "time to target s"] == "-"
+    assert table.loc["mask", "time to target s, warm / cold"] == "1.50 (2/3)"
+    assert table.loc["naive", "time to target s, warm / cold"] == "-"
     assert table.loc["mask", "kernel"] == "onednn"
     assert report.ranking(section.summary, 0.9) == [
         "Time to accuracy 0.9 (median training seconds over the runs that reached it):",
@@ -214,3 +214,11 @@ def test_exact_comes_from_the_runs_checks_not_a_table():
     old = rows().drop(columns=["verified"])  # rows of an lstmbench that did not check in the run
     table = report.build_reports(old)[0].sections[0].table().set_index("strategy")
     assert table.loc["mask", "computes"] == "exact (not checked in the runs)"
+
+
+def test_warm_and_cold_times_side_by_side():
+    from lstmbench.report import _warm_cold
+
+    assert _warm_cold(1.5, 1.8) == "1.50 / 1.80"
+    assert _warm_cold(1.5, float("nan")) == "1.50"  # a row before schema 3: steady state only
+    assert _warm_cold(float("nan"), float("nan")) == "-"

@@ -124,8 +124,9 @@ def _verify_ranks(suite: Any, ranks: int, batches: int) -> list[dict[str, Any]]:
 @translate_errors
 def lengths_cmd(suite_file: str, overrides: tuple[str, ...], seed: int | None) -> None:
     """What padding would cost, in a second: length statistics, a histogram, and for each strategy the
-    padding fraction, batches and largest batch shape of one epoch. Nothing is trained. SUITE_FILE may also
-    be a .csv, .tsv or .jsonl data file (columns text and label; --set data.text_column=... to change).
+    padding fraction, batches, largest batch shape and distinct batch shapes of one epoch (and how many
+    pad_multiple 8 would leave). Nothing is trained. SUITE_FILE may also be a .csv, .tsv or .jsonl data file
+    (columns text and label; --set data.text_column=... to change).
 
     Example: lstmbench lengths suites/real.yaml --set train.batch_size=128
     """
@@ -145,7 +146,7 @@ def lengths_cmd(suite_file: str, overrides: tuple[str, ...], seed: int | None) -
     if suite.launch.nproc > 1:
         click.echo(f"\nOne epoch on {suite.launch.nproc} DDP ranks ({suite.train.batch_size} sequences a rank a step); "
                    "planned wait % = rank time spent waiting for the slowest rank, if time went with padded cells.")
-    click.echo("\n" + tabulate(plan.table(), headers="keys", tablefmt="pipe"))
+    click.echo("\n" + tabulate(plan.table(), headers="keys", tablefmt="pipe", missingval="-"))
 
 
 @main.command()
