@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from lstmbench.cli import MAX_MESSAGE, main
 from lstmbench.probes import cpu_bf16_lstm
+from lstmbench.records import SCHEMA_VERSION
 
 BASE = """name: tiny
 seeds: [0]
@@ -188,7 +189,8 @@ CASES = {
         "missing; skipped)\n"),
     "a row of a newer schema": (
         {"r/tiny/a.jsonl": lines(ROWS + [{**ROWS[0], "schema_version": 99}])}, ["report", "r"],
-        "Error: r/tiny/a.jsonl:4: schema_version 99 is newer than this lstmbench reads (2); upgrade lstmbench\n"),
+        f"Error: r/tiny/a.jsonl:4: schema_version 99 is newer than this lstmbench reads ({SCHEMA_VERSION}); upgrade "
+        "lstmbench\n"),
     "a suite name that climbs out of the folder": (
         {"r/tiny/a.jsonl": lines(ROWS + [{**ROWS[0], "suite": "../../x"}])}, ["export", "r", "-o", "x.json"],
         "Warning: r/tiny/a.jsonl:4: suite is \"../../x\", not a suite name (letters, digits, '_', '.', '-'); "
