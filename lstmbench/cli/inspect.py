@@ -15,6 +15,7 @@ from ..strategies import CHOICE_HELP, DESCRIPTIONS, describe
 from ..suite import expand_sweep, load_suite
 from . import EXIT_RUNS_FAILED, count, main, translate_errors
 
+
 def _point(point: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in point.items())
 

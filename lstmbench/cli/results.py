@@ -9,6 +9,7 @@ import click
 
 from . import EXIT_REGRESSION, main, translate_errors
 
+
 @main.command(name="report")
 @click.argument("paths", nargs=-1, type=click.Path())
 @click.option("--out", default=None, help="Write each suite's report to OUT/<suite>/ "

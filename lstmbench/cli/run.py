@@ -13,6 +13,7 @@ from ..runner import parse_shard, plan_runs, run_suite, shard_of
 from ..suite import expand_sweep, load_suite
 from . import EXIT_INTERRUPTED, EXIT_RUNS_FAILED, count, main, translate_errors
 
+
 @main.command()
 @click.argument("suite_file", type=click.Path(dir_okay=False))
 @click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), help="Override the suite's device.")
