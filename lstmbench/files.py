@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from .errors import LstmbenchError
+from .schema import short
 
 KIB, MIB, GIB = 2**10, 2**20, 2**30
 MAX_SUITE_BYTES = 1 * MIB  # a suite is a page of YAML; a megabyte is generous and still reads instantly
@@ -127,7 +128,7 @@ class _Loader(yaml.SafeLoader):
                 if key in seen:
                     first = seen[key].start_mark
                     raise yaml.constructor.ConstructorError(
-                        None, None, f"the key {_short(key_node.value)!r} is given twice in one mapping (first "
+                        None, None, f"the key {short(key_node.value)} is given twice in one mapping (first "
                                     f"at line {first.line + 1}); the later would silently replace the first",
                         key_node.start_mark)
                 seen[key] = key_node
@@ -176,7 +177,3 @@ def count_values(value: Any) -> int:
         elif isinstance(node, list):
             stack += node
     return count
-
-
-def _short(text: str, limit: int = 40) -> str:
-    return text if len(text) <= limit else text[:limit] + "..."

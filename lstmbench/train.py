@@ -20,8 +20,8 @@ from .ddp import Group, RankTimes, rank_device, wrap
 from .errors import RunFailed
 from .machine import MachineWatch
 from .model import LSTMClassifier, correct_of, loss_of, model_for, weights_checksum
-from .probes import (Clock, KernelProbe, peak_memory_bytes, peak_memory_reserved_bytes, reset_peak_memory,
-                     rss_bytes)
+from .probes import (Clock, KernelProbe, out_of_memory, peak_memory_bytes, peak_memory_reserved_bytes,
+                     reset_peak_memory, rss_bytes)
 from .ranks import plan_ranks, planned_wait_fraction
 from .records import RunRecord, collect_env, identity
 from .strategies import Batch, Strategy, exact_strategy, note_for
@@ -146,10 +146,10 @@ def run_one(suite: Suite, spec: StrategySpec, seed: int, device: torch.device,
         step_tokens = [sum(strategy.real_tokens(train, idx) for idx in step) for step in steps]
         step_times = list(ranks.step_times)
         segments = [(n, float(sum(step_times[a:n]))) for a, (n, _) in zip([0] + [n for n, _ in segments], segments)]
-    all_steps = warm + steps  # every rank's shapes of a step make its key: a new shape on any rank is paid by all
-    cw = cold_warm(warm_timer.step_times(), step_times,
-                   [tuple(strategy.shape(train, idx) for idx in step) for step in all_steps],
-                   [sum(int(np.prod(strategy.shape(train, idx))) for idx in step) for step in all_steps])
+    # every rank's shapes of a step make its key: a new shape on any rank is paid by all
+    keys = [tuple(strategy.shape(train, idx) for idx in step) for step in warm + steps]
+    warm_times = warm_timer.step_times()
+    cw = cold_warm(warm_times, step_times, keys, [sum(b * t for b, t in key) for key in keys])
     train_time = raw_time - cw.timed_extra()  # steady state: the first occurrences at their steady time
     windows = window_rates(step_tokens, cw.timed_steady)
     if not group:
@@ -173,9 +173,9 @@ def run_one(suite: Suite, spec: StrategySpec, seed: int, device: torch.device,
     quantiles = np.quantile(cw.timed_steady, [0.1, 0.5, 0.9])
     return RunRecord(
         **identity(suite, spec, seed, device.type, note_for(spec, suite)), status="ok",
-        steps=len(plan), warmup_steps=len(warm), warmup_time_s=float(sum(warm_timer.step_times())),
+        steps=len(plan), warmup_steps=len(warm), warmup_time_s=float(sum(warm_times)),
         shape_warmup_s=cw.shape_warmup_s, train_time_cold_s=raw_time + cw.warmup_extra,
-        distinct_shapes=len({strategy.shape(train, idx) for step in steps for idx in step}), lstm_kernel=kernel,
+        distinct_shapes=len({shape for key in keys[len(warm):] for shape in key}), lstm_kernel=kernel,
         real_tokens=real_tokens, padded_tokens=padded_tokens, pad_fraction=1 - real_tokens / padded_tokens,
         train_time_s=train_time, data_time_s=data_time, data_time_fraction=data_time / train_time,
         samples_per_s=len(train) * suite.train.epochs / train_time, tokens_per_s=real_tokens / train_time,
@@ -310,10 +310,13 @@ def train_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: Ba
 
 @contextlib.contextmanager
 def out_of_memory_as_row(step: int, shape: tuple[int, int]) -> Iterator[None]:
-    """An out-of-memory error becomes an `oom` row naming the batch shape that did not fit."""
+    """An out-of-memory error (on a GPU, or torch's CPU allocator) becomes an `oom` row naming the batch shape
+    that did not fit."""
     try:
         yield
-    except torch.OutOfMemoryError as e:
+    except Exception as e:  # noqa: BLE001 - only allocation failures are translated; the rest go up unchanged
+        if not out_of_memory(e):
+            raise
         first = str(e).strip().splitlines()[0] if str(e).strip() else "out of memory"
         raise RunFailed("oom", f"out of memory at step {step} on a batch of shape {shape}: {first}") from None
 

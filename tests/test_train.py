@@ -174,3 +174,19 @@ def test_the_ideal_can_be_switched_off(tiny_file):
 
     off = load_suite(tiny_file, ["seeds=[0]", "strategies=[mask]", "ideal=false"])
     assert [p.spec.name for p in plan_runs(off)] == ["mask"]
+
+
+def test_a_cpu_allocation_failure_in_a_step_names_the_batch_shape(tiny_file, monkeypatch):
+    import lstmbench.train as train_module
+    from lstmbench.errors import RunFailed
+
+    def fails(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: not enough memory: you "
+                           "tried to allocate 17179869184 bytes.")
+
+    suite = load_suite(tiny_file, ["train.warmup_steps=0"])
+    monkeypatch.setattr(train_module, "train_step", fails)
+    with pytest.raises(RunFailed) as e:
+        run_one(suite, suite.strategies[2], 0, CPU)
+    assert e.value.kind == "oom"
+    assert str(e.value).startswith("out of memory at step 0 on a batch of shape (16, ")
