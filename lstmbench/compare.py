@@ -1,7 +1,8 @@
 """Compare: a baseline result set against a current one -> verdicts, regression sentences, an exit code.
 
 The gate controls its false-alarm rate over the whole comparison:
-- Gated metrics: throughput and time to target (primary), peak memory (memory). Each is tested one-sided, in
+- Gated metrics: throughput and time to target (primary), training memory (memory: `train_mem_bytes`, or for
+  rows before schema 4 the peak, `peak_mem_bytes`). Each is tested one-sided, in
   its own wrong direction, with a t-test on logarithms: paired by seed where both sets ran the seed (for
   throughput, each seed's log ratio is the median over its aligned windows of training steps, which shrugs
   off a disturbance that hit part of a run), else Welch's test. Benjamini-Hochberg's correction runs over
@@ -48,7 +49,8 @@ class Metric:
 METRICS: tuple[Metric, ...] = (
     Metric("tokens_per_s", True, "count", "primary"),  # samples_per_s is the same quantity: not tested twice
     Metric("time_to_target_s", False, "seconds", "primary"),  # over the seeds that reached it on both sides
-    Metric("peak_mem_bytes", False, "bytes", "memory"),
+    Metric("train_mem_bytes", False, "bytes", "memory"),  # training's tensors (schema 4 on)
+    Metric("peak_mem_bytes", False, "bytes", "memory"),  # tested only where train_mem_bytes cannot be
     Metric("eval_accuracy", True, "fraction", "quality"),
     Metric("eval_accuracy_exact", True, "fraction", "quality"),
     Metric("efficiency", True, "ratio", "secondary"),
@@ -240,7 +242,9 @@ def compare_frames(base_all: pd.DataFrame, cur_all: pd.DataFrame, threshold: flo
         result.lost += _target_lost(name, b, c)
         for metric in METRICS:
             change = _change(name, metric, b, c, threshold, alpha)
-            if change is not None:
+            if change is not None and not (metric.name == "peak_mem_bytes" and result.changes
+                                           and result.changes[-1].metric.name == "train_mem_bytes"
+                                           and result.changes[-1].group == name):
                 result.changes.append(change)
     _adjust(result.changes)
     result.few_runs = sorted({c.group for c in result.changes if c.metric.family in GATED and not c.testable})

@@ -160,12 +160,15 @@ class RankTimes:
     padded_tokens: int
     padded_by_rank: list[int]  # each rank's padded cells: its share of the work
     peak_mem_bytes: int  # the largest rank's
+    train_mem_bytes: int  # the largest rank's
     losses: np.ndarray  # [steps] the loss of the whole step: the mean over the union of the ranks' batches
 
     @classmethod
     def gather(cls, group: Group, step_times: list[float], compute: list[float], data_times: list[float],
-               real_tokens: int, padded_tokens: int, peak: int, checksum: str, losses: list[float]) -> "RankTimes":
-        rows = group.gather((step_times, compute, sum(data_times), real_tokens, padded_tokens, peak, checksum,
+               real_tokens: int, padded_tokens: int, memory: tuple[int, int], checksum: str,
+               losses: list[float]) -> "RankTimes":
+        """`memory`: the rank's (peak, training tensor) bytes."""
+        rows = group.gather((step_times, compute, sum(data_times), real_tokens, padded_tokens, memory, checksum,
                              losses))
         checksums = {row[6] for row in rows}
         if len(checksums) != 1:  # every rank built the model from the same seed; DDP would hide a difference
@@ -174,7 +177,7 @@ class RankTimes:
         union_losses = np.mean([r[7] for r in rows], axis=0)
         return cls(np.array([r[0] for r in rows]), np.array([r[1] for r in rows]), np.array([r[2] for r in rows]),
                    sum(r[3] for r in rows), sum(r[4] for r in rows), [int(r[4]) for r in rows],
-                   max(r[5] for r in rows), union_losses)
+                   max(r[5][0] for r in rows), max(r[5][1] for r in rows), union_losses)
 
     @property
     def train_time_s(self) -> float:

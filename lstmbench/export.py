@@ -26,8 +26,8 @@ from .records import variant_of
 FORMAT_VERSION = "5.1.0"  # the pytest-benchmark JSON layout this writes (unchanged from 3.x to 5.x)
 GROUP_KEYS = ("suite", "strategy", "device")
 REQUIRED = (*GROUP_KEYS, "status", "seed", "train_time_s", "steps")
-EXTRA = ("tokens_per_s", "samples_per_s", "peak_mem_bytes", "eval_accuracy", "eval_accuracy_exact",
-         "efficiency", "time_to_target_s")
+EXTRA = ("tokens_per_s", "samples_per_s", "train_mem_bytes", "peak_mem_bytes", "eval_accuracy",
+         "eval_accuracy_exact", "efficiency", "time_to_target_s")
 
 
 def to_pytest_benchmark(rows: pd.DataFrame, source: str = "results") -> dict[str, Any]:

@@ -4,12 +4,15 @@ from __future__ import annotations
 import contextlib
 import os
 import resource
+import sys
 import time
+import weakref
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 from .errors import LstmbenchError
 
@@ -56,7 +59,12 @@ def peak_memory_bytes(device: torch.device) -> int:
     and torch itself (see `rss_bytes` at the run's start for what was resident before it began)."""
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
-    return _status_bytes("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    return _status_bytes("VmHWM") or max_rss_bytes()
+
+
+def max_rss_bytes() -> int:
+    """getrusage's peak resident set size, in bytes: macOS gives bytes, Linux and the BSDs KiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
 
 
 def peak_memory_reserved_bytes(device: torch.device) -> int | None:
@@ -109,6 +117,46 @@ def _status_bytes(field: str) -> int:
     except (OSError, ValueError, IndexError):
         pass
     return 0
+
+
+class TensorMemory(TorchDispatchMode):
+    """The bytes of tensor storage alive, and their peak, while the block runs: every storage an op dispatched
+    inside the block returns is counted once, from its creation until torch frees it (a finalizer on the
+    storage, which torch keeps alive as long as anything, autograd's saved tensors included, holds it).
+    `hold` adds what was alive before (weights, gradients, optimizer state, the batch).
+
+    This counts what a training step allocates as tensors, exactly and the same on every machine; not
+    counted: a kernel's private scratch that never becomes a tensor, and the allocator's own overhead."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bytes: dict[int, int] = {}  # storage -> its bytes, while alive
+        self.live = self.peak = 0
+
+    def hold(self, tensors: Iterable[object]) -> None:
+        for t in tensors:
+            if isinstance(t, torch.Tensor):
+                self._count(t)
+
+    def _count(self, t: torch.Tensor) -> None:
+        storage = t.untyped_storage()
+        key = storage._cdata  # the C++ storage: views and in-place results share it
+        if key in self.bytes:
+            return
+        self.bytes[key] = storage.nbytes()
+        self.live += self.bytes[key]
+        self.peak = max(self.peak, self.live)
+        weakref.finalize(storage, self._free, key)
+
+    def _free(self, key: int) -> None:
+        self.live -= self.bytes.pop(key)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        out = func(*args, **(kwargs or {}))
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor) and not t.is_meta:
+                self._count(t)
+        return out
 
 
 class KernelProbe(TorchDispatchMode):

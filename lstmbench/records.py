@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 3  # bump when a stored key changes meaning or disappears; readers refuse newer files
+SCHEMA_VERSION = 4  # bump when a stored key changes meaning or disappears; readers refuse newer files
 # 2: efficiency divides by the run's own unpadded reference (1: by the seed's ideal run); windows, position
 # 3: warm-up on batches set aside for it; train_time_s is steady state (first occurrences of shapes at their
 #    steady time, their cost in shape_warmup_s); on CUDA, step times from events and no synchronisation per step
@@ -62,7 +62,8 @@ class RunRecord:
     step_time_median_s: float | None = None
     step_time_p10_s: float | None = None
     step_time_p90_s: float | None = None
-    peak_mem_bytes: int | None = None  # CUDA peak allocated; CPU: the run process's peak RSS during the run
+    peak_mem_bytes: int | None = None  # CUDA peak allocated; CPU: the run process's peak RSS; timed steps only
+    train_mem_bytes: int | None = None  # tensor memory of training at its peak (CUDA allocated; CPU counted)
     peak_mem_reserved_bytes: int | None = None  # CUDA: peak held by the caching allocator; null on CPU
     baseline_rss_bytes: int | None = None  # resident memory when the run began, before data and model
     eval_accuracy: float | None = None  # the strategy's own inference path (what deploying it gives)

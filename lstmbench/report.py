@@ -165,7 +165,9 @@ def _section(suite: str, suite_hash: str, device: str, rows: pd.DataFrame, machi
             "train_time_cold_s": spread(_column(good, "train_time_cold_s").dropna()).median,
             "distinct_shapes": spread(_column(good, "distinct_shapes").dropna()).median,
             "step_time_median_s": spread(_column(good, "step_time_median_s")).median,
+            "train_mem_mib": spread(_column(good, "train_mem_bytes").dropna()).median / 2**20,
             "peak_mem_mib": spread(good["peak_mem_bytes"]).median / 2**20,
+            "reserved_mem_mib": spread(_column(good, "peak_mem_reserved_bytes").dropna()).median / 2**20,
             "run_mem_mib": spread(good["peak_mem_bytes"] - good["baseline_rss_bytes"]).median / 2**20
             if device == "cpu" else np.nan,
             "eval_accuracy": acc, "eval_accuracy_sd": acc_sd,
@@ -252,7 +254,11 @@ def _notes(rows: pd.DataFrame, ok: pd.DataFrame) -> list[str]:
                  "tokens cut into equal rows (no padding, same examples and batch sizes), measured in the same "
                  "process right after training; the median over seeds and its interval. Accuracy is mean ± sd over "
                  "seeds: 'own path' through the strategy's inference path, 'exact' the same weights evaluated per "
-                 "sequence.")
+                 "sequence. train MiB: the tensors of training at their peak (weights, gradients, Adam state, the "
+                 "batch, activations): on CUDA the allocator's peak over the timed steps, on CPU counted op by op "
+                 "over a step of the largest batches. peak MiB: on CPU the process's peak resident memory over the "
+                 "timed steps (+ what the run added to Python and torch), on CUDA the allocator's reserved peak; "
+                 "evaluations are left out of both.")
     return notes
 
 
@@ -284,7 +290,9 @@ def format_table(summary: pd.DataFrame) -> pd.DataFrame:
         "vs unpadded (same batches)": summary["efficiency_text"],
         "pad %": [_pct(x) for x in summary["pad_fraction"]],
         "data prep %": [_pct(x, 2) for x in summary["data_time_fraction"]],
-        "peak MiB": [_mem(p, r) for p, r in zip(summary["peak_mem_mib"], summary["run_mem_mib"])],
+        "train MiB": [_mib(x) for x in summary["train_mem_mib"]],
+        "peak MiB": [_mem(p, r, v) for p, r, v in zip(summary["peak_mem_mib"], summary["run_mem_mib"],
+                                                      summary["reserved_mem_mib"])],
         "accuracy, own path": [pm(m, s) for m, s in zip(summary["eval_accuracy"], summary["eval_accuracy_sd"])],
         "accuracy, exact": [pm(m, s) for m, s in zip(summary["eval_accuracy_exact"],
                                                       summary["eval_accuracy_exact_sd"])],
@@ -312,8 +320,15 @@ def _warm_cold(warm: float, cold: float) -> str:
     return f"{warm:.2f}" + ("" if np.isnan(cold) else f" / {cold:.2f}")
 
 
-def _mem(peak: float, run: float) -> str:
-    """Peak, and on CPU what the run added to the process (the rest is Python and torch)."""
+def _mib(x: float) -> str:
+    return "-" if np.isnan(x) else f"{x:,.1f}" if x < 10 else f"{x:,.0f}"
+
+
+def _mem(peak: float, run: float, reserved: float) -> str:
+    """CPU: the process's peak, and what the run added to it (the rest is Python and torch). CUDA: the caching
+    allocator's reserved peak (what fragmentation costs beyond the allocated peak), else the allocated one."""
+    if not np.isnan(reserved):
+        return _mib(reserved) + " reserved"
     if np.isnan(peak):
         return "-"
     return f"{peak:,.0f}" + ("" if np.isnan(run) else f" (+{run:,.0f})")

@@ -20,8 +20,8 @@ from .ddp import Group, RankTimes, rank_device, wrap
 from .errors import RunFailed
 from .machine import MachineWatch
 from .model import LSTMClassifier, correct_of, loss_of, model_for, weights_checksum
-from .probes import (Clock, KernelProbe, out_of_memory, peak_memory_bytes, peak_memory_reserved_bytes,
-                     reset_peak_memory, rss_bytes)
+from .probes import (Clock, KernelProbe, TensorMemory, out_of_memory, peak_memory_bytes,
+                     peak_memory_reserved_bytes, reset_peak_memory, rss_bytes)
 from .ranks import plan_ranks, planned_wait_fraction
 from .records import RunRecord, collect_env, identity
 from .strategies import Batch, Strategy, exact_strategy, note_for
@@ -90,7 +90,7 @@ def run_one(suite: Suite, spec: StrategySpec, seed: int, device: torch.device,
     eval_bs = suite.eval_batch_size
     every = 0 if is_ideal else suite.train.eval_every
     model.train()
-    data_times, compute_times, losses, evals, step_tokens = [], [], [], [], []
+    data_times, compute_times, losses, evals, step_tokens, peaks = [], [], [], [], [], []
     real_tokens = padded_tokens = 0
     ends = [s for s in range(every, len(plan), every)] if every else []
     feed = batches(strategy, train, plan, device, suite.train.loader)  # in-process, or a DataLoader's workers
@@ -119,16 +119,22 @@ def run_one(suite: Suite, spec: StrategySpec, seed: int, device: torch.device,
                     progress(step + 1, len(plan))
         if timer.events:  # one look at the segment's losses, after its synchronisation
             _check_finite(losses[start:end], start, rank if group else None)
+        peaks.append((peak_memory_bytes(device), peak_memory_reserved_bytes(device) or 0))  # before evaluating
         if end < len(plan):  # between segments: off the clock
             if rank == 0:
                 accuracy, _ = evaluate(evaluated, strategy, held_out, eval_bs, device, precision)
                 evals.append((end, accuracy))
             if group:
                 group.barrier()  # the other ranks wait here, not inside the next step's all-reduce
+            reset_peak_memory(device)  # the evaluation's memory is not the training's
     feed.close()  # a DataLoader's workers end here, off the clock
     losses = torch.stack(losses).float().tolist()
     step_times = timer.step_times()
-    peak, peak_reserved = peak_memory_bytes(device), peak_memory_reserved_bytes(device)  # training only
+    peak, peak_reserved = max(p for p, _ in peaks), (max(r for _, r in peaks) if device.type == "cuda" else None)
+    # CUDA: the allocator's peak over the timed steps; CPU: the tensors of the largest batches' steps, counted
+    train_mem = peak if device.type == "cuda" else max(
+        step_memory_bytes(model, optimizer, strategy, train, idx, precision)
+        for idx in {id(i): i for i in (costliest, max(plan, key=lambda i: strategy.real_tokens(train, i)))}.values())
     machine = watch.stop()
     segments = timer.segment_times()
     raw_time = float(sum(t for _, t in segments))  # CUDA: wall time between synchronisations; CPU: the steps'
@@ -136,12 +142,13 @@ def run_one(suite: Suite, spec: StrategySpec, seed: int, device: torch.device,
     ranks = reference = None
     if group:
         ranks = RankTimes.gather(group, step_times, compute_times, data_times, real_tokens, padded_tokens,
-                                 peak, checksum, losses)
+                                 (peak, train_mem), checksum, losses)
         if rank != 0:
             return None
         losses = list(ranks.losses)
         raw_time, data_time = ranks.train_time_s, ranks.data_time_s
-        real_tokens, padded_tokens, peak = ranks.real_tokens, ranks.padded_tokens, ranks.peak_mem_bytes
+        real_tokens, padded_tokens = ranks.real_tokens, ranks.padded_tokens
+        peak, train_mem = ranks.peak_mem_bytes, ranks.train_mem_bytes
         # each step: the union's real tokens over its slowest rank's time
         step_tokens = [sum(strategy.real_tokens(train, idx) for idx in step) for step in steps]
         step_times = list(ranks.step_times)
@@ -181,7 +188,7 @@ def run_one(suite: Suite, spec: StrategySpec, seed: int, device: torch.device,
         samples_per_s=len(train) * suite.train.epochs / train_time, tokens_per_s=real_tokens / train_time,
         step_time_median_s=float(quantiles[1]), step_time_p10_s=float(quantiles[0]),
         step_time_p90_s=float(quantiles[2]),
-        peak_mem_bytes=peak, peak_mem_reserved_bytes=peak_reserved,
+        peak_mem_bytes=peak, peak_mem_reserved_bytes=peak_reserved, train_mem_bytes=train_mem,
         baseline_rss_bytes=baseline_rss,
         eval_accuracy=accuracy, eval_accuracy_exact=accuracy_exact, eval_loss_exact=loss_exact,
         curve=curve, target_accuracy=suite.train.target_accuracy or None,
@@ -306,6 +313,22 @@ def train_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: Ba
         loss.backward()
         optimizer.step()
     return loss
+
+
+def step_memory_bytes(model: LSTMClassifier, optimizer: torch.optim.Optimizer, strategy: Strategy, data: Dataset,
+                      idx: np.ndarray, precision: Precision) -> int:
+    """CPU: the peak tensor memory of one training step on the batch `idx`, counted by TensorMemory: the weights,
+    gradients and Adam state as the run left them, the batch, and all the step allocates. On copies of the model
+    and optimizer (the run's are left as they are), eager, off the clock."""
+    model = copy.deepcopy(model)
+    optim = torch.optim.Adam(model.parameters(), lr=optimizer.defaults["lr"])
+    optim.load_state_dict(optimizer.state_dict())
+    batch = strategy.collate(data, idx)
+    with TensorMemory() as memory:
+        memory.hold([*model.parameters(), *(p.grad for p in model.parameters()), batch.tokens, batch.lengths,
+                     batch.labels, *(t for state in optim.state.values() for t in state.values())])
+        train_step(model, optim, batch, strategy.readout, precision)
+    return memory.peak
 
 
 @contextlib.contextmanager
