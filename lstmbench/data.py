@@ -3,8 +3,8 @@
 The synthetic task: a marker token is planted at a uniform position in half of the sequences; the label
 is "marker present". The evidence can sit anywhere, so truncation loses accuracy in proportion to the
 sequences longer than its cut, and a readout after the padding has to carry it across the padding.
-Real sources (`sources.py`) are split with the seed, tokenised with a vocabulary built on the training
-split, or (time series) z-normalised with the training split's statistics.
+Real sources (`sources.py`) are split with the seed (or keep their own held-out file), tokenised with a
+vocabulary built on the training split, or (time series) z-normalised with the training split's statistics.
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import numpy as np
 from . import sources
 from .errors import SuiteError
 from .files import MAX_LENGTHS_BYTES, Unreadable, read_text
+from .schema import short
 from .suite import MAX_PADDED_CELLS, MAX_SEQUENCE, DataConfig, Lengths, Suite
 
 PAD = 0  # the padding index; never a real token
@@ -85,7 +86,7 @@ def make_data(cfg: DataConfig, seed: int, origin: str = "") -> Splits:
             return _dataset(*parts[:4], width=width, vocab_size=cfg.vocab_size, tags=(parts[4:] or [None])[0])
 
         return Splits(split(train), split(held_out))
-    if cfg.source == "ucr":
+    if cfg.source in ("ucr", "series"):
         return _series(cfg, rng, origin)
     if cfg.source == "reviews":
         texts, labels = sources.read_reviews(origin)
@@ -122,12 +123,43 @@ def _texts(cfg: DataConfig, texts: list[str], labels: list[str], rng: np.random.
 
 
 def _series(cfg: DataConfig, rng: np.random.Generator, origin: str) -> Splits:
-    """UCR sets keep their official train/test split; train_size/eval_size subsample it with the seed."""
-    train_x, train_y, test_x, test_y = sources.read_ucr(cfg.dataset, origin)
+    """Time series. UCR sets keep their official train/test split, and `series` with an eval_path its two
+    files: train_size/eval_size subsample each with the seed. `series` without one splits its file as text
+    is split."""
+    if cfg.source == "ucr":
+        train_x, train_y, test_x, test_y = sources.read_ucr(cfg.dataset, origin)
+    else:
+        train_x, train_y = _series_file(cfg, "path", origin)
+        if not cfg.eval_path:
+            test_idx, train_idx = _split(len(train_x), cfg, rng, origin)
+            return _normalised((train_x, train_y, train_idx), (train_x, train_y, test_idx), origin)
+        test_x, test_y = _series_file(cfg, "eval_path", origin)
+        if test_x[0].shape[1] != train_x[0].shape[1]:
+            names = [sources.resolve(p, origin) for p in (cfg.eval_path, cfg.path)]
+            raise SuiteError(origin, "data.eval_path", f"{names[0]}: {sources.feature_count(test_x[0].shape[1])} "
+                                                       f"where {names[1]} has {train_x[0].shape[1]}; every sequence "
+                                                       "needs the same features")
     train_idx = rng.permutation(len(train_x))[:cfg.train_size or None]
     test_idx = rng.permutation(len(test_x))[:cfg.eval_size or None]
+    return _normalised((train_x, train_y, train_idx), (test_x, test_y, test_idx), origin)
+
+
+def _series_file(cfg: DataConfig, key: str, origin: str) -> tuple[list[np.ndarray], list[str]]:
+    """The user's series file named by data.path or data.eval_path; the training file needs two classes."""
+    path = sources.resolve(getattr(cfg, key), origin)
+    x, y = sources.read_series(path, cfg.label_column, origin, f"data.{key}")
+    if key == "path" and len(set(y)) < 2:
+        raise SuiteError(origin, "data.path", f"{path}: every sequence has the label {short(y[0])}; a classifier "
+                                              "needs at least 2 classes")
+    return x, y
+
+
+def _normalised(train: tuple, held_out: tuple, origin: str) -> Splits:
+    """Datasets of the sequences (series, labels, indices) picked for each split, z-normalised per feature
+    with the training split's mean and std; classes are the sorted labels of both."""
+    (train_x, train_y, train_idx), (test_x, test_y, test_idx) = train, held_out
     stacked = np.concatenate([train_x[i] for i in train_idx])
-    mean, std = stacked.mean(axis=0), stacked.std(axis=0) + 1e-8
+    mean, std = stacked.mean(axis=0), stacked.std(axis=0) + 1e-8  # + 1e-8: a constant feature becomes 0
     classes = {c: i for i, c in enumerate(sorted(set(train_y) | set(test_y)))}
     width = max(len(s) for s in [*(train_x[i] for i in train_idx), *(test_x[i] for i in test_idx)])
     _check_size(len(train_idx) + len(test_idx), width, stacked.shape[1], origin)

@@ -52,10 +52,11 @@ def read_bytes(path: str | os.PathLike, limit: int, what: str) -> bytes:
         raise Unreadable(f"{name}: no such file") from None
     except OSError as e:
         raise Unreadable(f"{name}: cannot read: {e.strerror or e}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):  # before fdopen, which refuses a folder with a traceback of its own
+        os.close(fd)
+        raise Unreadable(f"{name}: {kind(info.st_mode)}, not a regular file; {what} must be a regular file")
     with os.fdopen(fd, "rb") as f:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise Unreadable(f"{name}: {kind(info.st_mode)}, not a regular file; {what} must be a regular file")
         if info.st_size > limit:
             raise Unreadable(f"{name}: {size(info.st_size)}, over the limit of {size(limit)} for {what}")
         os.set_blocking(fd, True)

@@ -1,7 +1,9 @@
 """Stage 4, the model: the one LSTM classifier every strategy shares, its seeded init and checksum."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import warnings
 
 import torch
 from torch import nn
@@ -17,7 +19,8 @@ class LSTMClassifier(nn.Module):
 
     `readout` picks that state, and is the only place strategies differ inside the model:
       last: the last time step of the padded batch (h_n of a padded run: what a naive model reads)
-      mask: each sequence's true last step gathered from the padded output (reverse direction: step 0)
+      mask: each sequence's true last step gathered from the padded output; a bidirectional LSTM runs its
+            reverse direction over each sequence reversed within its length (`_both_directions`): exact
       pack: h_n of a PackedSequence run: exact per sequence, in both directions
     """
 
@@ -44,15 +47,14 @@ class LSTMClassifier(nn.Module):
         elif readout == "last":
             _, (h_n, _) = self.lstm(x)
             state = self._last_layer(h_n)
+        elif readout == "mask" and self.directions == 2:
+            end = (lengths.to(x.device) - 1).view(-1, 1)  # both directions, in their running order, end there
+            state = torch.cat([_take(out, end).squeeze(1) for out in self._both_directions(x, lengths)], dim=1)
         elif readout == "mask":
             out, _ = self.lstm(x)
             hidden = self.lstm.hidden_size
             end = (lengths.to(out.device) - 1).view(-1, 1, 1).expand(-1, 1, hidden)
-            forward_state = out[:, :, :hidden].gather(1, end).squeeze(1)
-            if self.directions == 1:
-                state = forward_state
-            else:  # the reverse direction ends at step 0, after it has run over the padding
-                state = torch.cat([forward_state, out[:, 0, hidden:]], dim=1)
+            state = out[:, :, :hidden].gather(1, end).squeeze(1)
         else:
             raise ValueError(f"unknown readout {readout!r}")
         return self.head(state)
@@ -63,11 +65,73 @@ class LSTMClassifier(nn.Module):
             packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=readout == "pack_sorted")
             out, _ = pad_packed_sequence(self.lstm(packed)[0], batch_first=True, total_length=x.shape[1])
             return out
+        if readout == "mask" and self.directions == 2:
+            ahead, behind = self._both_directions(x, lengths)
+            return torch.cat([ahead, _take(behind, within_length_reversal(lengths, x.shape[1], x.device))], dim=2)
         return self.lstm(x)[0]  # mask and last alike; the labels decide which steps are scored
+
+    def _both_directions(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The last layer's two directions over a right-padded batch, exactly as each sequence alone: layer by
+        layer, the forward direction over the batch as is, the reverse direction over each sequence reversed
+        within its length (Keras' reverse_sequence), so that its padding, too, comes after its true end. Each
+        direction is one fused-kernel call (oneDNN, cuDNN) on the nn.LSTM's own parameters. Both [B, T, H], in
+        their own running order: the reverse direction's step t is the sequence's step length - 1 - t."""
+        lstm = self.lstm
+        flip = within_length_reversal(lengths, x.shape[1], x.device)
+        zeros = x.new_zeros(1, x.shape[0], lstm.hidden_size)
+        for layer in range(lstm.num_layers):
+            ahead = self._direction(x, (zeros, zeros), layer, "")
+            behind = self._direction(_take(x, flip), (zeros, zeros), layer, "_reverse")
+            if layer + 1 < lstm.num_layers:  # the next layer reads both directions in the sequence's own order
+                x = torch.cat([ahead, _take(behind, flip)], dim=2)
+                if self.training and lstm.dropout:  # where and when nn.LSTM applies it: between layers, training
+                    x = F.dropout(x, lstm.dropout, training=True)
+        return ahead, behind
+
+    def _direction(self, x: torch.Tensor, hx: tuple[torch.Tensor, torch.Tensor], layer: int,
+                   suffix: str) -> torch.Tensor:
+        """One direction of one layer as a unidirectional one-layer LSTM: the op nn.LSTM itself calls, so the
+        same kernel choice (oneDNN for float32 on CPU, cuDNN on CUDA, else the generic loop) and autocast."""
+        lstm = self.lstm
+        names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh") if lstm.bias else ("weight_ih", "weight_hh")
+        weights = [getattr(lstm, f"{name}_l{layer}{suffix}") for name in names]
+        if x.device.type == "cuda":  # cuDNN copies the weights of all but layer 0's forward direction (not at the
+            with warnings.catch_warnings():  # start of the module's flat buffer) for the call, cheaply, and warns
+                warnings.filterwarnings("ignore", message="RNN module weights are not part of single contiguous")
+                return torch._VF.lstm(x, hx, weights, lstm.bias, 1, 0.0, self.training, False, True)[0]
+        return torch._VF.lstm(x, hx, weights, lstm.bias, 1, 0.0, self.training, False, True)[0]
 
     def _last_layer(self, h_n: torch.Tensor) -> torch.Tensor:
         """h_n is [layers * directions, B, H]; the last layer's directions, concatenated."""
         return torch.cat(list(h_n[-self.directions:]), dim=1)
+
+
+def within_length_reversal(lengths: torch.Tensor, width: int, device: torch.device) -> torch.Tensor:
+    """[B, width] int64: the time index that reverses each row's first `length` steps and leaves its padding
+    where it is. Its own inverse: taking it twice gives the batch back."""
+    steps = torch.arange(width, device=device)
+    ends = lengths.to(device).view(-1, 1)
+    return torch.where(steps < ends, ends - 1 - steps, steps)
+
+
+def _take(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """x [B, T, D] at time index [B, K]: [B, K, D]."""
+    return x.gather(1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+
+
+class Precision:
+    """Autocast (train.amp: bf16 | fp16 | none) and, for fp16, a gradient scaler."""
+
+    DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+    def __init__(self, device_type: str, amp: str):
+        self.device_type, self.amp = device_type, amp
+        self.scaler = torch.amp.GradScaler(device_type) if amp == "fp16" else None
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp == "none":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=self.DTYPES[self.amp])
 
 
 def build_model(cfg: ModelConfig, vocab_size: int, num_classes: int, seed: int,
@@ -92,8 +156,13 @@ def loss_of(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean")
 
 def correct_of(logits: torch.Tensor, labels: torch.Tensor) -> int:
     """Correct predictions: of sequences, or of scored steps."""
+    return int(hits_of(logits, labels).sum())
+
+
+def hits_of(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """[B] int64: each sequence's correct predictions (1 or 0; the tag task: its correct scored steps)."""
     hits = logits.argmax(-1) == labels
-    return int((hits & (labels != IGNORE)).sum()) if logits.dim() == 3 else int(hits.sum())
+    return (hits & (labels != IGNORE)).sum(dim=1) if logits.dim() == 3 else hits.long()
 
 
 def weights_checksum(model: nn.Module) -> str:

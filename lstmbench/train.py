@@ -19,7 +19,8 @@ from .data import Dataset, make_data
 from .ddp import Group, RankTimes, rank_device, wrap
 from .errors import RunFailed
 from .machine import MachineWatch
-from .model import LSTMClassifier, correct_of, loss_of, model_for, weights_checksum
+from .evaluation import accuracy_by_length, evaluate, resolution, time_to_target
+from .model import LSTMClassifier, Precision, loss_of, model_for, weights_checksum
 from .probes import (Clock, KernelProbe, TensorMemory, out_of_memory, peak_memory_bytes,
                      peak_memory_reserved_bytes, reset_peak_memory, rss_bytes)
 from .ranks import plan_ranks, planned_wait_fraction
@@ -88,9 +89,13 @@ def run_one(suite: Suite, spec: StrategySpec, seed: int, device: torch.device,
     timer = StepTimer(device, synchronous=bool(group))  # CUDA: events, no synchronisation inside a segment
     watch = MachineWatch.start(device)  # what else ran on the machine during the timed steps
     eval_bs = suite.eval_batch_size
-    every = 0 if is_ideal else suite.train.eval_every
+    per_epoch = len(plan) // suite.train.epochs
+    until = suite.train.until_target and not is_ideal  # the ideal has no accuracy: it runs every epoch
+    # until the target: evaluations 8 times an epoch unless the suite says, so the time to it is read finely
+    every = 0 if is_ideal else suite.train.eval_every or (max(1, per_epoch // 8) if until else 0)
+    target, cap = suite.train.target_accuracy, suite.train.max_time_s
     model.train()
-    data_times, compute_times, losses, evals, step_tokens, peaks = [], [], [], [], [], []
+    data_times, compute_times, losses, evals, step_tokens, peaks, eval_times = [], [], [], [], [], [], []
     real_tokens = padded_tokens = 0
     ends = [s for s in range(every, len(plan), every)] if every else []
     feed = batches(strategy, train, plan, device, suite.train.loader)  # in-process, or a DataLoader's workers
@@ -122,12 +127,18 @@ def run_one(suite: Suite, spec: StrategySpec, seed: int, device: torch.device,
         peaks.append((peak_memory_bytes(device), peak_memory_reserved_bytes(device) or 0))  # before evaluating
         if end < len(plan):  # between segments: off the clock
             if rank == 0:
+                t_eval = clock.now()
                 accuracy, _ = evaluate(evaluated, strategy, held_out, eval_bs, device, precision)
                 evals.append((end, accuracy))
+                eval_times.append(clock.now() - t_eval)
             if group:
                 group.barrier()  # the other ranks wait here, not inside the next step's all-reduce
             reset_peak_memory(device)  # the evaluation's memory is not the training's
+            if until and (accuracy >= target or cap and sum(t for _, t in timer.segment_times()) >= cap):
+                plan, steps = plan[:end], steps[:end]  # MLPerf's rule: the run ends at the target, or at the cap
+                break
     feed.close()  # a DataLoader's workers end here, off the clock
+    periodic_eval_s = float(sum(eval_times))
     losses = torch.stack(losses).float().tolist()
     step_times = timer.step_times()
     peak, peak_reserved = max(p for p, _ in peaks), (max(r for _, r in peaks) if device.type == "cuda" else None)
@@ -161,22 +172,25 @@ def run_one(suite: Suite, spec: StrategySpec, seed: int, device: torch.device,
     windows = window_rates(step_tokens, cw.timed_steady)
     if not group:
         if not is_ideal:  # after the peak memory was read: the reference's copy is not the run's memory
-            reference = measure_reference(model, initial, strategy, train, plan[:len(plan) // suite.train.epochs],
-                                          device, suite.train.lr, suite.train.amp)
+            reference = measure_reference(model, initial, strategy, train, plan[:per_epoch], device,
+                                          suite.train.lr, suite.train.amp)
 
     t_eval = clock.now()
-    accuracy = accuracy_exact = loss_exact = None
+    accuracy = accuracy_exact = loss_exact = by_length = None
     if not is_ideal:
-        accuracy, _ = evaluate(evaluated, strategy, held_out, eval_bs, device, precision)
+        accuracy, _, hits = evaluate(evaluated, strategy, held_out, eval_bs, device, precision, per_example=True)
+        if not evals or evals[-1][0] != len(plan):  # a run stopped at its target was just evaluated there
+            evals.append((len(plan), accuracy))
+            eval_times.append(clock.now() - t_eval)
+        by_length = accuracy_by_length(held_out, hits)
         accuracy_exact, loss_exact = evaluate(evaluated, exact_strategy(), held_out, eval_bs, device, precision)
-        evals.append((len(plan), accuracy))
     eval_time = clock.now() - t_eval
     # the curve at each evaluation: steady-state seconds so far, and (cold) what a user's first run paid by then
     elapsed = dict(zip([n for n, _ in segments], np.cumsum([t for _, t in segments]).tolist()))
     curve = [[elapsed[n] - cw.timed_extra(n), n, acc] for n, acc in evals]
     cold = [[elapsed[n] + cw.warmup_extra, n, acc] for n, acc in evals]
-
-    steps_per_epoch = len(plan) // suite.train.epochs
+    with_eval = [[t + sum(eval_times[:k + 1]), n, acc] for k, (t, n, acc) in enumerate(cold)]  # MLPerf's clock
+    reached = time_to_target(curve, target)
     quantiles = np.quantile(cw.timed_steady, [0.1, 0.5, 0.9])
     return RunRecord(
         **identity(suite, spec, seed, device.type, note_for(spec, suite)), status="ok",
@@ -185,17 +199,20 @@ def run_one(suite: Suite, spec: StrategySpec, seed: int, device: torch.device,
         distinct_shapes=len({shape for key in keys[len(warm):] for shape in key}), lstm_kernel=kernel,
         real_tokens=real_tokens, padded_tokens=padded_tokens, pad_fraction=1 - real_tokens / padded_tokens,
         train_time_s=train_time, data_time_s=data_time, data_time_fraction=data_time / train_time,
-        samples_per_s=len(train) * suite.train.epochs / train_time, tokens_per_s=real_tokens / train_time,
+        samples_per_s=sum(len(i) for step in steps for i in step) / train_time,
+        tokens_per_s=real_tokens / train_time,
         step_time_median_s=float(quantiles[1]), step_time_p10_s=float(quantiles[0]),
         step_time_p90_s=float(quantiles[2]),
         peak_mem_bytes=peak, peak_mem_reserved_bytes=peak_reserved, train_mem_bytes=train_mem,
         baseline_rss_bytes=baseline_rss,
         eval_accuracy=accuracy, eval_accuracy_exact=accuracy_exact, eval_loss_exact=loss_exact,
-        curve=curve, target_accuracy=suite.train.target_accuracy or None,
-        time_to_target_s=time_to_target(curve, suite.train.target_accuracy),
-        time_to_target_cold_s=time_to_target(cold, suite.train.target_accuracy),
-        final_loss=float(np.mean(losses[-steps_per_epoch:])), init_checksum=checksum,
-        threads=torch.get_num_threads(), eval_time_s=eval_time, window_tokens_per_s=windows,
+        curve=curve, target_accuracy=target or None, time_to_target_s=reached,
+        reached_target=None if not target or is_ideal else reached is not None,
+        time_to_target_cold_s=time_to_target(cold, target),
+        time_to_target_with_eval_s=time_to_target(with_eval, target),
+        time_to_target_resolution_s=resolution(curve, target), accuracy_by_length=by_length or [],
+        final_loss=float(np.mean(losses[-per_epoch:])), init_checksum=checksum, threads=torch.get_num_threads(),
+        eval_time_s=eval_time, eval_periodic_time_s=periodic_eval_s, window_tokens_per_s=windows,
         **(compile_counts() if suite.train.compile else {}), **loader_fields(suite.train.loader),
         data_wait_s=float(sum(data_times)) if not ranks else None,
         **({"verified": check.verdict, "verify_loss_rel_error": check.loss_rel_error,
@@ -273,28 +290,6 @@ def check_batch(plan: list[np.ndarray], lengths: np.ndarray, size: int = CHECKED
     longest = int(lengths.argmax())
     batch = next((idx for idx in plan if longest in idx), np.array([longest]))
     return np.array([longest] + [int(i) for i in batch if i != longest][:size - 1])
-
-
-def time_to_target(curve: list[list[float]], target: float) -> float | None:
-    """Training seconds at the first evaluation that reached `target` (MLPerf's score); None if none did."""
-    if not target:
-        return None
-    return next((t for t, _, accuracy in curve if accuracy >= target), None)
-
-
-class Precision:
-    """Autocast (train.amp: bf16 | fp16 | none) and, for fp16, a gradient scaler."""
-
-    DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-    def __init__(self, device_type: str, amp: str):
-        self.device_type, self.amp = device_type, amp
-        self.scaler = torch.amp.GradScaler(device_type) if amp == "fp16" else None
-
-    def autocast(self) -> contextlib.AbstractContextManager:
-        if self.amp == "none":
-            return contextlib.nullcontext()
-        return torch.autocast(self.device_type, dtype=self.DTYPES[self.amp])
 
 
 def train_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: Batch, readout: str,
@@ -386,25 +381,6 @@ def _check_finite(losses: list[torch.Tensor], first: int, rank: int | None) -> N
         if not math.isfinite(value):
             raise RunFailed("diverged", f"training loss became {value} at step {first + k}" +
                             (f" on rank {rank}" if rank is not None else ""))
-
-
-@torch.no_grad()
-def evaluate(model: torch.nn.Module, strategy: Strategy, data: Dataset, batch_size: int,
-             device: torch.device, precision: Precision | None = None) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) over `data` through `strategy`'s padding and readout, in the
-    precision it trained with (what deploying it gives)."""
-    was_training = model.training
-    model.eval()
-    correct, loss_sum = 0, 0.0
-    for batch in strategy.eval_batches(data, batch_size):
-        batch = batch.to(device)
-        with precision.autocast() if precision else contextlib.nullcontext():
-            logits = model(batch.tokens, batch.lengths, strategy.readout).float()
-        loss_sum += loss_of(logits, batch.labels, reduction="sum").item()
-        correct += correct_of(logits, batch.labels)
-    model.train(was_training)
-    scored = int(data.lengths.sum()) if data.tagged else len(data)  # tag: every real step, truncated or not
-    return correct / scored, loss_sum / scored
 
 
 def _device_name(device: torch.device) -> str:

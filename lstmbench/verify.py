@@ -2,8 +2,8 @@
 
 Each strategy is held to a per-sequence reference of its own claim (`Claim`): an exact strategy to each
 sequence run alone and unpadded; truncation to each sequence cut to max_len, alone; the readout `last` to each
-sequence alone but padded to its batch's width and read at the last padded step; a bidirectional masked
-readout to each sequence padded likewise, forward state at its true end, reverse state at step 0. Twice:
+sequence alone but padded to its batch's width and read at the last padded step (a masked readout, in either
+direction, is exact: the model runs the reverse direction within each sequence's length). Twice:
 `verify_suite` in float64 on the generic kernel (the arithmetic), `check_run` on a run's own device,
 precision and kernel (what is timed), against a float64 reference on the CPU.
 """
@@ -65,12 +65,13 @@ PLAIN = Claim()  # each sequence alone, whole, unpadded: what an exact strategy 
 
 
 def claim_of(spec: StrategySpec, bidirectional: bool = False, tag: bool = False) -> Claim:
-    """The claim, from the spec alone (never from the strategy's code, which is what is checked)."""
+    """The claim, from the spec alone (never from the strategy's code, which is what is checked). Only `last`
+    runs padded: a masked readout claims exactness, bidirectional or not."""
     if spec.padding == "reshape":
         return Claim(rows=True)
     last = spec.readout == "last"
     return Claim(cut=spec.max_len if spec.padding == "truncate" else 0,
-                 padded=last or (spec.readout == "mask" and bidirectional),
+                 padded=last,
                  read_padded_end=last and not tag, pad_label=0 if last and tag else IGNORE)
 
 

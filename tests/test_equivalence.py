@@ -52,12 +52,12 @@ def test_strategies_that_change_the_computation_differ_and_are_labelled(name):
     assert computation_note(_strategy(name).spec) != ""
 
 
-def test_bidirectional_pack_is_exact_but_mask_is_not():
-    cfg = ModelConfig(embed_dim=8, hidden_size=12, bidirectional=True)
-    assert all(r.holds(1e-10) for r in _check("pack", cfg, torch.float64))
-    mask = _check("mask", cfg, torch.float64)
-    assert all(r.grad_rel_error > 1e-3 for r in mask)
-    assert computation_note(_strategy("mask").spec, bidirectional=True) != ""
+@pytest.mark.parametrize("name", ["pack", "mask", "bucket-mask", "token_budget"])
+@pytest.mark.parametrize("layers", [1, 2])
+def test_bidirectional_pack_and_mask_are_exact(name, layers):
+    cfg = ModelConfig(embed_dim=8, hidden_size=12, num_layers=layers, bidirectional=True)
+    assert all(r.holds(1e-10) for r in _check(name, cfg, torch.float64))
+    assert computation_note(_strategy(name).spec, bidirectional=True) == ""
 
 
 def test_reference_is_not_trivially_satisfied():

@@ -127,6 +127,10 @@ CASES = {
         ["validate", "s.yaml"],
         "Error: s.yaml: data.path: d.csv: a FIFO (named pipe), not a regular file; a data file must be a regular "
         "file\n"),
+    "data.path is a folder": (
+        {"d.csv/x": "", "s.yaml": BASE.replace("data: {", "data: {source: text, path: d.csv, ")},
+        ["validate", "s.yaml"],
+        "Error: s.yaml: data.path: d.csv: a folder, not a regular file; a data file must be a regular file\n"),
     "lengths.file is a FIFO": (
         {"l.txt": None, "s.yaml": BASE.replace("lengths: {", "lengths: {dist: empirical, file: l.txt, ")},
         ["validate", "s.yaml"],

@@ -61,7 +61,7 @@ def _error(tmp_path: Path, suite: dict | str, overrides: tuple = ()) -> str:
     (lambda d: d["train"].update(batch_sise=3),
      "s.yaml: train.batch_sise: unknown key (did you mean 'batch_size'?); valid: amp, batch_size, compile, "
      "cudnn_benchmark, epochs, "
-     "eval_batch_size, eval_every, loader, lr, target_accuracy, warmup_steps"),
+     "eval_batch_size, eval_every, loader, lr, max_time_s, target_accuracy, until_target, warmup_steps"),
     (lambda d: d["strategies"].append("packed"),
      "s.yaml: strategies[5]: unknown strategy 'packed' (did you mean 'pack'?); valid: boundaries, bucket, mask, naive, pack, "
      "sorted_pack, token_budget, truncate"),
@@ -100,7 +100,8 @@ def _error(tmp_path: Path, suite: dict | str, overrides: tuple = ()) -> str:
      "s.yaml: data.train_size: (train_size + eval_size) x the longest length = 40,000,001,920 tokens of padded "
      "matrix, over the limit of 268,435,456 (2 GiB)"),
     (lambda d: d["train"].update({"\n": 1}), "s.yaml: train.'\\n': unknown key; valid: amp, batch_size, compile, "
-     "cudnn_benchmark, epochs, eval_batch_size, eval_every, loader, lr, target_accuracy, warmup_steps"),
+     "cudnn_benchmark, epochs, eval_batch_size, eval_every, loader, lr, max_time_s, target_accuracy, until_target, "
+     "warmup_steps"),
     (lambda d: d.update(model=[1]), "s.yaml: model: must be a mapping, got a list"),
     (lambda d: d.update(launch={"nproc": 0}), "s.yaml: launch.nproc: must be > 0, got 0"),
     (lambda d: d.update(launch={"nprocs": 2}), "s.yaml: launch.nprocs: unknown key (did you mean 'nproc'?); "

@@ -27,8 +27,8 @@ def test_expand_gives_one_variant_per_combination(tiny_file):
     ("{train.batch_size: [8, 0]}",
      "sweep.train.batch_size: must be > 0, got 0 (in the variant {'train.batch_size': 0})"),
     ("{train.bogus: [1]}", "sweep.train.bogus: unknown key; valid: amp, batch_size, compile, cudnn_benchmark, "
-                           "epochs, eval_batch_size, eval_every, loader, lr, target_accuracy, warmup_steps (in the variant "
-                           "{'train.bogus': 1})"),
+                           "epochs, eval_batch_size, eval_every, loader, lr, max_time_s, target_accuracy, until_target, "
+                           "warmup_steps (in the variant {'train.bogus': 1})"),
     ("{train.lr: 0.1}", "sweep.train.lr: must be a non-empty list of values, got 0.1"),
     ("{a: [1], b: [1], c: [1]}", "sweep: varies at most two keys, got 3"),
     ("[1, 2]", "sweep: must be a mapping of key paths to lists of values, got a list"),

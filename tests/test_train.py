@@ -32,6 +32,7 @@ def test_record_is_complete_and_consistent(tiny_records):
         assert set(REQUIRED_KEYS) <= set(row) and row["schema_version"] == SCHEMA_VERSION
         assert r.status == "ok" and r.error == ""
         optional = {"efficiency", "target_accuracy", "time_to_target_s", "time_to_target_cold_s", "compile_graphs",
+                    "time_to_target_with_eval_s", "time_to_target_resolution_s", "reached_target",
                 "compile_graph_breaks", "peak_mem_reserved_bytes",  # runner, target, CUDA
                 "straggler_wait_fraction", "planned_wait_fraction", "position"}  # DDP only; the runner's
         assert [k for k, v in row.items() if v is None and k not in optional] == [], name
