@@ -38,7 +38,8 @@ CHOICE_HELP = {
                 "batch": "pad to the longest sequence of the batch",
                 "truncate": "cut to max_len, then pad to the batch's longest"},
     "readout": {"last": "the output at the last (possibly padded) step: changes the computation",
-                "mask": "the output at each sequence's true last step (exact for unidirectional LSTMs)",
+                "mask": "the output at each sequence's true last step (exact; a bidirectional reverse direction "
+                        "runs within each length)",
                 "pack": "a PackedSequence: the LSTM never sees padding",
                 "pack_sorted": "the batch sorted by length, packed with enforce_sorted=True (no sort inside)"},
     "options": {"pad_multiple": "round the padded time axis up to a multiple of N (with padding batch/global/"

@@ -121,7 +121,7 @@ class ModelConfig:
     embed_dim: int = 32  # small: the LSTM, not the embedding, is what the strategies change
     hidden_size: int = 64
     num_layers: int = 1
-    bidirectional: bool = False  # a masked readout is not exact for the reverse direction
+    bidirectional: bool = False  # both directions; the masked readout stays exact (reverse runs within each length)
     dropout: float = 0.0  # between LSTM layers only; 0 keeps strategies' trajectories comparable
 
     def check(self, at: At) -> None:
@@ -155,7 +155,7 @@ class TrainConfig:
     eval_batch_size: int = 0  # 0 = batch_size
     eval_every: int = 0  # evaluate every N steps for the accuracy-vs-time curve; 0 = only at the end
     target_accuracy: float = 0.0  # time_to_target_s is the training time to reach it; 0 = no target
-    until_target: bool = False  # MLPerf's rule: stop at the first evaluation reaching the target; epochs = a maximum
+    until_target: bool = False  # MLPerf's rule: stop at the first evaluation at the target (epochs: a maximum)
     max_time_s: float = 0.0  # with until_target: stop a run once its training time passes this (0 = no cap)
     amp: str = "none"  # autocast: bf16 | fp16 (CUDA only, with a loss scaler) | none; full precision by default
     cudnn_benchmark: bool = True  # cuDNN autotunes per new shape: that cost is in shape_warmup_s, not the steady figures
