@@ -66,13 +66,9 @@ def plots(section: Section) -> dict[str, bytes]:
         target = section.config.get("train", {}).get("target_accuracy")
         if target:
             ax.axhline(target, color="k", ls="--", lw=0.8, label=f"target {target:g}")
-        ax.set_xlabel("training time, s (evaluation excluded)")
-        ax.set_ylabel("held-out accuracy, own path")
-        ax.set_ylim(0, 1.02)
-        ax.legend(fontsize=8, loc="lower right")
-        ax.grid(alpha=0.3)
-        ax.set_title(_wrap(f"Accuracy against training time (one line per run): {section.title}"), fontsize=10)
-        out["time_to_accuracy"] = _png(fig)
+        out["time_to_accuracy"] = _accuracy_png(fig, ax, "training time, s (evaluation excluded)",
+                                                "held-out accuracy, own path", "lower right",
+                                                f"Accuracy against training time (one line per run): {section.title}")
 
     by_length = _accuracy_by_length(section.rows, names)
     if by_length:
@@ -80,15 +76,11 @@ def plots(section: Section) -> dict[str, bytes]:
         for i, (name, (centre, accuracy)) in enumerate(by_length.items()):
             ax.plot(centre, accuracy, color=f"C{i}", marker="o", ms=3, label=name)
         ax.set_xscale("log")
-        ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())  # 10, 100: not 10^1
-        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        ax.set_xlabel("sequence length (held-out set, bins of about a tenth each; log scale)")
-        ax.set_ylabel("held-out accuracy, own path (mean over runs)")
-        ax.set_ylim(0, 1.02)
-        ax.legend(fontsize=8, loc="lower left")
-        ax.grid(alpha=0.3)
-        ax.set_title(_wrap(f"Accuracy by length: {section.title}"), fontsize=10)
-        out["accuracy_by_length"] = _png(fig)
+        for axis in (ax.xaxis.set_major_formatter, ax.xaxis.set_minor_formatter):
+            axis(matplotlib.ticker.FormatStrFormatter("%g"))  # 3, 10, 20: not 3x10^0
+        out["accuracy_by_length"] = _accuracy_png(
+            fig, ax, "sequence length (held-out set, bins of about a tenth each; log scale)",
+            "held-out accuracy, own path (mean over runs)", "lower left", f"Accuracy by length: {section.title}")
 
     if "world_size" in s and (s["world_size"] > 1).any():
         fig, ax = plt.subplots(figsize=(7, 4))
@@ -137,6 +129,17 @@ def crossover_plot(report: SuiteReport) -> bytes:
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     ax.set_title(_wrap(f"Crossover: {report.suite}"), fontsize=10)
+    return _png(fig)
+
+
+def _accuracy_png(fig: plt.Figure, ax: plt.Axes, xlabel: str, ylabel: str, legend: str, title: str) -> bytes:
+    """The finish of a chart of accuracy (0 to 1) against something: labels, legend, grid, title; PNG bytes."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(0, 1.02)
+    ax.legend(fontsize=8, loc=legend)
+    ax.grid(alpha=0.3)
+    ax.set_title(_wrap(title), fontsize=10)
     return _png(fig)
 
 
