@@ -54,6 +54,9 @@ def run_one(suite: Suite, spec: StrategySpec, seed: int, device: torch.device,
     model.to(device)
     precision = Precision(device.type, suite.train.amp)
     steps = plan_ranks(strategy, train, suite.train.batch_size, suite.train.epochs, seed, world)
+    per_epoch = len(steps) // suite.train.epochs
+    if is_ideal and suite.train.until_target:  # it has no target to reach: one epoch measures its speed
+        steps = steps[:per_epoch]
     plan = [step[rank] for step in steps]
     # DDP averages the ranks' gradients; scaling each rank's summed loss by world / (the step's count over
     # all ranks) makes the average the gradient of the mean over the union of the ranks' batches
@@ -89,8 +92,7 @@ def run_one(suite: Suite, spec: StrategySpec, seed: int, device: torch.device,
     timer = StepTimer(device, synchronous=bool(group))  # CUDA: events, no synchronisation inside a segment
     watch = MachineWatch.start(device)  # what else ran on the machine during the timed steps
     eval_bs = suite.eval_batch_size
-    per_epoch = len(plan) // suite.train.epochs
-    until = suite.train.until_target and not is_ideal  # the ideal has no accuracy: it runs every epoch
+    until = suite.train.until_target and not is_ideal  # the ideal has no accuracy to reach
     # until the target: evaluations 8 times an epoch unless the suite says, so the time to it is read finely
     every = 0 if is_ideal else suite.train.eval_every or (max(1, per_epoch // 8) if until else 0)
     target, cap = suite.train.target_accuracy, suite.train.max_time_s
