@@ -9,6 +9,7 @@ vocabulary built on the training split, or (time series) z-normalised with the t
 from __future__ import annotations
 
 import functools
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,6 +73,17 @@ class Splits:
         """The longest sequence of either split: what naive padding pads every batch to."""
         return int(max(self.train.lengths.max(), self.eval.lengths.max()))
 
+    def checksum(self) -> str:
+        """sha256 prefix over both splits' sequences, labels and tags (the padded matrix is made from the
+        sequences): equal checksums, equal data."""
+        h = hashlib.sha256()
+        for data in (self.train, self.eval):
+            for array in (data.tokens, data.offsets, data.labels, data.padded_tags):
+                if array is not None:
+                    h.update(f"{array.dtype}{array.shape}".encode())
+                    h.update(np.ascontiguousarray(array).tobytes())
+        return h.hexdigest()[:16]
+
 
 def make_data(cfg: DataConfig, seed: int, origin: str = "") -> Splits:
     """The same `seed` gives the same train and eval sets, whatever the strategy. `origin` is the suite
@@ -97,8 +109,13 @@ def make_data(cfg: DataConfig, seed: int, origin: str = "") -> Splits:
 
 
 def _texts(cfg: DataConfig, texts: list[str], labels: list[str], rng: np.random.Generator, origin: str) -> Splits:
-    eval_idx, train_idx = _split(len(texts), cfg, rng, origin)
     tokenised = [sources.tokenize(t, cfg.tokenize) for t in texts]
+    if cfg.max_length:  # before the split: both splits come from the same filtered set
+        kept = [i for i, tokens in enumerate(tokenised) if len(tokens) <= cfg.max_length]
+        if not kept:
+            raise SuiteError(origin, "data.max_length", f"is {cfg.max_length}: no example is that short")
+        tokenised, texts, labels = [tokenised[i] for i in kept], [texts[i] for i in kept], [labels[i] for i in kept]
+    eval_idx, train_idx = _split(len(texts), cfg, rng, origin)
     empty = [i for i in np.concatenate([train_idx, eval_idx]) if not tokenised[i]]
     if empty:
         raise SuiteError(origin, "data", f"{len(empty)} examples have no tokens after {cfg.tokenize} "

@@ -15,10 +15,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 4  # bump when a stored key changes meaning or disappears; readers refuse newer files
+SCHEMA_VERSION = 5  # bump when a stored key changes meaning or disappears; readers refuse newer files
 # 2: efficiency divides by the run's own unpadded reference (1: by the seed's ideal run); windows, position
 # 3: warm-up on batches set aside for it; train_time_s is steady state (first occurrences of shapes at their
 #    steady time, their cost in shape_warmup_s); on CUDA, step times from events and no synchronisation per step
+# 4: train_mem_bytes; peaks exclude evaluations
+# 5: the unpadded reference times a sample of the first epoch's batches (reference_steps of them), not all;
+#    eval_accuracy_exact through the fused masked path (was packing); data_checksum, start_method, until_stable
 
 STATUSES = ("ok", "error", "diverged", "oom", "crashed")
 
@@ -81,7 +84,7 @@ class RunRecord:
     efficiency: float | None = None  # tokens_per_s / reference_tokens_per_s: the run against its own batches unpadded
     reference_tokens_per_s: float | None = None  # the run's first epoch of batches, each cut into equal unpadded rows
     reference_window_tokens_per_s: list = field(default_factory=list)  # the reference's windows
-    reference_steps: int | None = None  # timed steps of the reference (one epoch of the run's plan)
+    reference_steps: int | None = None  # timed steps of the reference: a sample of the first epoch
     window_tokens_per_s: list = field(default_factory=list)  # tokens/s of consecutive windows of the timed steps
     position: int | None = None  # where the run came in its seed's shuffled order of strategies (0 = first)
     verified: str | None = None  # the run's own check on its timed path: equivalent | differs as designed | MISMATCH
@@ -90,6 +93,8 @@ class RunRecord:
     verify_tolerance: float | None = None  # fitted to the precision the run trains in
     verify_precision: str | None = None  # float32 | tf32 | bf16 | fp16: the arithmetic the check ran in
     init_checksum: str = ""  # sha256 prefix of the initial weights: equal across strategies of a seed
+    data_checksum: str = ""  # sha256 prefix of the seed's train and held-out data as the run loaded it
+    start_method: str = ""  # how the run's process began: forkserver | spawn | inline | torchrun
     threads: int = 0
     amp: str = "none"  # autocast precision: bf16 | fp16 | none
     cudnn_benchmark: bool | None = None
@@ -105,6 +110,9 @@ class RunRecord:
     rank_padded_tokens: list = field(default_factory=list)  # DDP: each rank's padded cells (batch x time summed)
     straggler_wait_fraction: float | None = None  # DDP: share of rank step time spent waiting for the slowest
     planned_wait_fraction: float | None = None  # DDP: the same, estimated from the plan's padded cells alone
+    until_stable: str = ""  # --until-stable: "stable" on the run after which the strategy's throughput was
+    # within the tolerance (no more seeds for it), "limit" on its run at --max-seeds while still outside it
+    until_stable_percent: float | None = None  # that tolerance, +-% of the median
     shard: str = ""  # K/N when the run came from `lstmbench run --shard K/N`
     sweep: dict[str, Any] = field(default_factory=dict)  # a swept suite's point: key path -> value
     config: dict[str, Any] = field(default_factory=dict)  # the resolved suite, for the report and reruns
@@ -320,3 +328,34 @@ def _cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+@dataclass(frozen=True)
+class Overhead:
+    """What `lstmbench run` cost beyond what its rows measured (starting runs, data, warm-up, checks, the
+    unpadded reference, memory counting): the wall time against the rows' training and evaluation time."""
+    wall_s: float
+    train_s: float  # train_time_cold_s summed: the timed steps, with the first shapes at what they cost
+    eval_s: float  # eval_time_s + eval_periodic_time_s summed
+
+    @property
+    def ratio(self) -> float:
+        return self.wall_s / (self.train_s + self.eval_s)
+
+    def sentence(self) -> str:
+        busy = self.train_s + self.eval_s
+        return (f"harness overhead: {1 - busy / self.wall_s:.0%} of wall time (wall {self.wall_s:,.1f} s; training "
+                f"{self.train_s:,.1f} s and evaluation {self.eval_s:,.1f} s in the rows: {self.ratio:.2f}x)")
+
+
+def harness_overhead(rows: list[dict[str, Any]], wall_s: float) -> Overhead | None:
+    """None when no run succeeded (nothing was measured to compare the wall time with)."""
+    ok = [r for r in rows if r.get("status") == "ok"]
+    train = sum(_number(r.get("train_time_cold_s")) for r in ok)
+    evals = sum(_number(r.get("eval_time_s")) + _number(r.get("eval_periodic_time_s")) for r in ok)
+    return Overhead(wall_s, train, evals) if ok and train + evals > 0 and wall_s > 0 else None
+
+
+def _number(value: Any) -> float:
+    """A row's seconds, 0 for a missing or NaN value (pandas writes NaN for null)."""
+    return float(value) if isinstance(value, (int, float)) and value == value else 0.0

@@ -1,12 +1,13 @@
 """The suite runner: plans the runs (interleaved by seed), runs each, hands each record on at once."""
 from __future__ import annotations
 
-import functools
+import itertools
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
+from .datacache import SeedData
 from .errors import LstmbenchError, SuiteError
 from .model import training_bytes
 from .probes import cpu_bf16_lstm, memory_bytes, resolve_device
@@ -28,12 +29,31 @@ def plan_runs(suite: Suite, done: Iterable[tuple[str, int]] = ()) -> list[Planne
     strategy is always first (after a cold start) or always last (on a warmed-up machine). Runs in `done`
     ((strategy, seed) pairs that already have an ok row) are left out; the others keep their positions."""
     skip = set(done)
+    return [r for seed in suite.seeds for r in seed_runs(suite, seed) if (r.spec.name, seed) not in skip]
+
+
+def seed_runs(suite: Suite, seed: int) -> list[PlannedRun]:
+    """One seed's runs, in the order that seed shuffles them into."""
     specs = ([IDEAL] if suite.ideal else []) + list(suite.strategies)
-    runs = []
-    for seed in suite.seeds:
-        order = np.random.default_rng([seed, 0x0DE5]).permutation(len(specs))
-        runs += [PlannedRun(specs[i], seed, k) for k, i in enumerate(order) if (specs[i].name, seed) not in skip]
-    return runs
+    order = np.random.default_rng([seed, 0x0DE5]).permutation(len(specs))
+    return [PlannedRun(specs[i], seed, k) for k, i in enumerate(order)]
+
+
+MIN_STABLE_SEEDS = 3  # fewer runs say nothing about spread: two equal values could be luck
+
+
+@dataclass(frozen=True)
+class UntilStable:
+    """`run --until-stable P --max-seeds N` (pyperf's calibration, applied to seeds): seeds are added, every
+    strategy still unstable running each, until each strategy's throughput interval lies within +-P% of its
+    median (stats.stable) or N seeds are done."""
+    percent: float
+    max_seeds: int
+
+    def seeds(self, suite: Suite) -> Iterator[int]:
+        """The suite's seeds, then the next unused ones, N in all."""
+        extra = itertools.count(max(suite.seeds) + 1)
+        yield from itertools.islice(itertools.chain(suite.seeds, extra), self.max_seeds)
 
 
 def preflight(suite: Suite) -> str:
@@ -83,35 +103,74 @@ def shard_of(plans: list[list[PlannedRun]], k: int, n: int) -> list[list[Planned
 def run_suite(suite: Suite, isolate: bool = True, done: Mapping[tuple[str, int], float] | None = None,
               on_start: Callable[[PlannedRun, int, int], None] | None = None,
               on_progress: Callable[[int, int], None] | None = None,
-              runs: list[PlannedRun] | None = None, group: Any = None) -> Iterator[RunRecord]:
+              runs: list[PlannedRun] | None = None, group: Any = None, start: str | None = None,
+              until_stable: UntilStable | None = None) -> Iterator[RunRecord]:
     """Yield one record per planned run, as each ends; the caller stores it before the next starts.
 
     `done` maps (strategy, seed) of runs already stored (ok, same suite hash) to their tokens/s: they are
     not run again (`--resume`).
     `runs` (default: all of plan_runs) says which to run. With `group` (this process is a rank of a torchrun
     job the user started), every rank runs every planned run in that group; rank 0 gets the records.
+    `start`: how isolated runs begin (worker.START_METHODS; default forkserver where there is one).
+    `until_stable`: seeds are added until every strategy's throughput is stable (`runs` is then not used).
+    Each seed's data is made once, here, and handed to its runs (datacache); DDP ranks make their own.
     Checks the device at once (not at the first run), so a suite asking for an absent GPU fails early."""
     device = preflight(suite)
-    if group is not None:
-        run: Callable[..., RunRecord | None] = functools.partial(guarded, group=group)
-    elif suite.launch.nproc > 1:
-        if not isolate:
-            raise SuiteError(suite.origin, "launch.nproc", f"is {suite.launch.nproc}: a DDP job needs its own "
-                                                           "processes, which --inline does not start")
-        run = run_torchrun
-    else:
-        run = run_isolated if isolate else run_inline
+    if suite.launch.nproc > 1 and not isolate and group is None:
+        raise SuiteError(suite.origin, "launch.nproc", f"is {suite.launch.nproc}: a DDP job needs its own "
+                                                       "processes, which --inline does not start")
     done = done or {}
     runs = plan_runs(suite, done) if runs is None else [r for r in runs if (r.spec.name, r.seed) not in done]
 
-    def records() -> Iterator[RunRecord]:
-        for i, planned in enumerate(runs):
-            if on_start:
-                on_start(planned, i, len(runs))
-            record = run(suite, planned.spec, planned.seed, device, on_progress)
-            if record is None:  # a rank other than 0: the record is rank 0's to store
-                continue
-            record.position = planned.position
-            yield record
+    def execute(planned: PlannedRun, cache: SeedData) -> RunRecord | None:
+        spec, seed = planned.spec, planned.seed
+        if group is not None:
+            return guarded(suite, spec, seed, device, on_progress, group=group)
+        if suite.launch.nproc > 1:
+            record = run_torchrun(suite, spec, seed, device, on_progress)
+            record.start_method = "torchrun"
+            return record
+        if not isolate:
+            return run_inline(suite, spec, seed, device, on_progress, data=cache.splits(suite, seed))
+        folder = cache.folder(suite, seed)
+        return run_isolated(suite, spec, seed, device, on_progress, str(folder) if folder else None, start)
 
-    return records()
+    def records() -> Iterator[RunRecord]:
+        with SeedData() as cache:
+            for i, planned in enumerate(runs):
+                if on_start:
+                    on_start(planned, i, len(runs))
+                record = execute(planned, cache)
+                if record is None:  # a rank other than 0: the record is rank 0's to store
+                    continue
+                record.position = planned.position
+                yield record
+
+    def stable_records() -> Iterator[RunRecord]:
+        from .stats import stable  # scipy: imported only when asked for, not by every `run`
+
+        values: dict[str, list[float]] = {}
+        seeds = list(until_stable.seeds(suite))
+        active = {r.spec.name for r in seed_runs(suite, seeds[0])}
+        i = 0
+        with SeedData() as cache:
+            for n, seed in enumerate(seeds, 1):
+                for planned in [r for r in seed_runs(suite, seed) if r.spec.name in active]:
+                    if on_start:
+                        on_start(planned, i, len(active) * (len(seeds) - n + 1) + i)
+                    i += 1
+                    record = execute(planned, cache)
+                    record.position = planned.position
+                    if record.status == "ok":
+                        values.setdefault(record.strategy, []).append(record.tokens_per_s)
+                    if stable(values.get(record.strategy, []), until_stable.percent / 100, MIN_STABLE_SEEDS):
+                        record.until_stable = "stable"
+                        active.discard(record.strategy)
+                    elif n == len(seeds):
+                        record.until_stable = "limit"
+                    record.until_stable_percent = until_stable.percent
+                    yield record
+                if not active:
+                    return
+
+    return stable_records() if until_stable else records()

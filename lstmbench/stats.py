@@ -94,6 +94,13 @@ def median_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> 
     return Interval(n, float(np.median(a)), float(a[k - 1]), float(a[n - k]), order_coverage(n, k) if n > 1 else 0.0)
 
 
+def stable(values: Sequence[float], tolerance: float, min_runs: int) -> bool:
+    """`--until-stable`: at least `min_runs` values, and their median's interval (the range below 6 runs,
+    the 95% CI from 6) within +-tolerance (a fraction) of the median."""
+    iv = median_interval(values)
+    return iv.n >= min_runs and iv.median * (1 - tolerance) <= iv.low and iv.high <= iv.median * (1 + tolerance)
+
+
 def runs_for_ci(confidence: float = CONFIDENCE) -> int:
     """The fewest runs whose range covers the median with `confidence` (6 for 95%)."""
     return next(n for n in range(2, 100) if order_coverage(n, 1) >= confidence)

@@ -78,6 +78,7 @@ class DataConfig:
     tokenize: str = "char"  # text, reviews: char | word (a regex: runs of word characters, punctuation)
     min_freq: int = 1  # text, reviews: rarer tokens of the training split become out-of-vocabulary (1)
     max_vocab: int = 0  # text, reviews: keep the most frequent; 0 = all
+    max_length: int = 0  # text, reviews: leave out examples longer than this many tokens; 0 = keep all
     dataset: str = ""  # ucr: JapaneseVowels | PLAID
 
     CHOICES = {"source": ("synthetic", "text", "reviews", "ucr", "series"), "task": ("classify", "tag"),
@@ -88,6 +89,9 @@ class DataConfig:
         at.nonnegative("eval_size", self.eval_size)
         at.positive("min_freq", self.min_freq)
         at.nonnegative("max_vocab", self.max_vocab)
+        at.nonnegative("max_length", self.max_length)
+        if self.max_length and self.source not in ("text", "reviews"):
+            at.fail("max_length", f"leaves out long texts (source text or reviews), not {self.source} data")
         if self.source == "text" and not self.path:
             at.fail("path", "is required with source: text (a .csv, .tsv or .jsonl file)")
         if self.source == "ucr" and not self.dataset:
@@ -325,8 +329,9 @@ class Suite:
         # still match the suite that made them
         if d["launch"] == dataclasses.asdict(LaunchConfig()):
             d.pop("launch")
-        if not d["data"]["eval_path"]:
-            d["data"].pop("eval_path")
+        for key in ("eval_path", "max_length"):
+            if not d["data"][key]:
+                d["data"].pop(key)
         if d["train"]["loader"] == dataclasses.asdict(LoaderConfig()):
             d["train"].pop("loader")
         for key, default in (("until_target", False), ("max_time_s", 0.0)):

@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
-from .data import Dataset, make_data
+from .data import Dataset, Splits, make_data
 from .ddp import Group, RankTimes, rank_device, wrap
 from .errors import RunFailed
 from .machine import MachineWatch
@@ -35,9 +35,11 @@ Progress = Callable[[int, int], None]  # (steps done, steps in all)
 
 
 def run_one(suite: Suite, spec: StrategySpec, seed: int, device: torch.device,
-            progress: Progress | None = None, group: Group | None = None) -> RunRecord | None:
+            progress: Progress | None = None, group: Group | None = None, data: Splits | None = None,
+            ) -> RunRecord | None:
     """One run. With a `group` (a DDP job), every rank trains its own column of the distributed plan and
-    rank 0 returns the record of the whole job; the other ranks return None."""
+    rank 0 returns the record of the whole job; the other ranks return None. `data`: the seed's splits, made
+    once for all its runs (datacache); without it, the run makes them."""
     if suite.threads:
         torch.set_num_threads(suite.threads)
     torch.backends.cudnn.benchmark = suite.train.cudnn_benchmark
@@ -47,7 +49,7 @@ def run_one(suite: Suite, spec: StrategySpec, seed: int, device: torch.device,
     baseline_rss = rss_bytes()
     strategy = Strategy(spec)
     is_ideal = spec.padding == "reshape"  # the reference trains on scrambled rows: its accuracy means nothing
-    splits = make_data(suite.data, seed, suite.origin)
+    splits = data if data is not None else make_data(suite.data, seed, suite.origin)
     train, held_out = splits.train, splits.eval
     model = model_for(suite.model, train, seed)
     checksum = weights_checksum(model)
@@ -174,8 +176,8 @@ def run_one(suite: Suite, spec: StrategySpec, seed: int, device: torch.device,
     windows = window_rates(step_tokens, cw.timed_steady)
     if not group:
         if not is_ideal:  # after the peak memory was read: the reference's copy is not the run's memory
-            reference = measure_reference(model, initial, strategy, train, plan[:per_epoch], device,
-                                          suite.train.lr, suite.train.amp)
+            reference = measure_reference(model, initial, strategy, train, reference_sample(plan, per_epoch),
+                                          device, suite.train.lr, suite.train.amp)
 
     t_eval = clock.now()
     accuracy = accuracy_exact = loss_exact = by_length = None
@@ -213,7 +215,8 @@ def run_one(suite: Suite, spec: StrategySpec, seed: int, device: torch.device,
         time_to_target_cold_s=time_to_target(cold, target),
         time_to_target_with_eval_s=time_to_target(with_eval, target),
         time_to_target_resolution_s=resolution(curve, target), accuracy_by_length=by_length or [],
-        final_loss=float(np.mean(losses[-per_epoch:])), init_checksum=checksum, threads=torch.get_num_threads(),
+        final_loss=float(np.mean(losses[-per_epoch:])), init_checksum=checksum,
+        data_checksum=splits.checksum(), threads=torch.get_num_threads(),
         eval_time_s=eval_time, eval_periodic_time_s=periodic_eval_s, window_tokens_per_s=windows,
         **(compile_counts() if suite.train.compile else {}), **loader_fields(suite.train.loader),
         data_wait_s=float(sum(data_times)) if not ranks else None,
@@ -254,12 +257,25 @@ class Reference:
                 "reference_steps": self.steps, "efficiency": tokens_per_s / self.tokens_per_s}
 
 
+REFERENCE_SHARE = 0.125  # the unpadded reference times at most 1/8 as many steps as the run did (and warms up
+# on at most as many again), so it adds at most ~1/4 of the run's step count, at the cheaper unpadded cost
+REFERENCE_MIN_STEPS = 16  # but at least this many (or the whole first epoch): fewer would make a noisy figure
+
+
+def reference_sample(plan: list[np.ndarray], per_epoch: int) -> list[np.ndarray]:
+    """The batches the reference times: spread evenly over the run's first epoch, so that their mix of
+    lengths is the epoch's."""
+    epoch = plan[:per_epoch]
+    k = min(len(epoch), max(REFERENCE_MIN_STEPS, math.ceil(REFERENCE_SHARE * len(plan))))
+    return [epoch[i] for i in np.linspace(0, len(epoch) - 1, k).round().astype(int)] if k < len(epoch) else epoch
+
+
 def measure_reference(model: torch.nn.Module, initial: dict[str, torch.Tensor], strategy: Strategy,
                       data: Dataset, plan: list[np.ndarray], device: torch.device, lr: float,
                       amp: str) -> Reference:
     """What the same batches cost with no padding at all, measured in the run's own process right after its
     training (so the machine's state is the run's): one untimed step of every new shape, then every batch of
-    the plan timed. A copy of the model, put back to the seeded weights: the run's trained model is untouched."""
+    `plan` (reference_sample's) timed. A copy of the model, put back to the seeded weights: the run's trained model is untouched."""
     net = copy.deepcopy(model)
     precision = Precision(device.type, amp)
     batches = [strategy.unpadded(data, idx) for idx in plan]

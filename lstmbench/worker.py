@@ -1,7 +1,10 @@
-"""The process model: each run happens in a fresh child process (spawn), so its memory and timing are its own.
+"""The process model: each run happens in a fresh child process, so its memory and timing are its own.
 
-The child sends progress messages and, at the end, one record (or a failure record); a child that dies
-without a word becomes a `crashed` record. The parent never holds model tensors.
+The child is forked from a forkserver that has already imported torch and lstmbench (so a run starts in
+milliseconds, not the seconds of a fresh interpreter's imports); the server has run no torch operation, so
+no thread pool or device state is inherited. `spawn` (a fresh interpreter per run) remains, where there is
+no forkserver or on request. The child sends progress and, at the end, one record (or a failure record); a
+child that dies without a word becomes a `crashed` record. The parent never holds model tensors.
 """
 from __future__ import annotations
 
@@ -28,25 +31,45 @@ from .suite import StrategySpec, Suite
 Progress = Callable[[int, int], None]
 
 
+START_METHODS = ("forkserver", "spawn")
+PRELOAD = ["lstmbench.train"]  # imports torch and every module a run uses; runs no torch operation
+
+
+def default_start() -> str:
+    """forkserver where the platform has it (Linux, macOS), else spawn."""
+    return "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+
+
+def _context(start: str) -> Any:
+    ctx = mp.get_context(start)
+    if start == "forkserver":
+        ctx.set_forkserver_preload(PRELOAD)  # read when the server starts (the first run); later calls do nothing
+    return ctx
+
+
 def run_isolated(suite: Suite, spec: StrategySpec, seed: int, device: str,
-                 progress: Progress | None = None) -> RunRecord:
-    ctx = mp.get_context("spawn")
+                 progress: Progress | None = None, data_dir: str | None = None,
+                 start: str | None = None) -> RunRecord:
+    """The run in a child process of its own. `data_dir`: the seed's data, made once (datacache); `start`:
+    forkserver (default where available) or spawn."""
+    start = start or default_start()
+    ctx = _context(start)
     messages = ctx.Queue()  # carries only the final record: a queue's feeder thread must not run mid-step
     steps = ctx.Array("l", 2, lock=False)  # (done, total), written by the child, polled here
-    child = ctx.Process(target=_child, args=(suite, spec, seed, device, messages, steps, os.getpid()),
-                        daemon=True)
+    child = ctx.Process(target=_child, args=(suite, spec, seed, device, messages, steps, os.getpid(), data_dir,
+                                             start), daemon=True)
     _start_deaf_to_ctrl_c(child)
     try:
         while True:
             try:
-                return RunRecord(**messages.get(timeout=0.25))
+                return _started(RunRecord(**messages.get(timeout=0.25)), start)
             except queue.Empty:
                 if progress and steps[1]:
                     progress(steps[0], steps[1])
                 if not child.is_alive() and messages.empty():
-                    return failure_record(suite, spec, seed, device, "crashed",
-                                          f"the run's process died with exit code {child.exitcode} "
-                                          "before reporting")
+                    return _started(failure_record(suite, spec, seed, device, "crashed",
+                                                   f"the run's process died with exit code {child.exitcode} "
+                                                   "before reporting"), start)
     except BaseException:  # Ctrl-C (or any error here): the run is abandoned, and its process with it
         child.kill()
         raise
@@ -55,6 +78,11 @@ def run_isolated(suite: Suite, spec: StrategySpec, seed: int, device: str,
         if child.is_alive():
             child.kill()
             child.join()
+
+
+def _started(record: RunRecord, start: str) -> RunRecord:
+    record.start_method = start
+    return record
 
 
 def _start_deaf_to_ctrl_c(child: Any) -> None:
@@ -201,43 +229,57 @@ def _last_error(log: Path) -> str:
 
 
 def run_inline(suite: Suite, spec: StrategySpec, seed: int, device: str,
-               progress: Progress | None = None) -> RunRecord:
-    """Same as run_isolated but in this process (tests, debugging): faster to start, memory not isolated."""
-    return guarded(suite, spec, seed, device, progress)
+               progress: Progress | None = None, data: Any = None) -> RunRecord:
+    """Same as run_isolated but in this process (tests, debugging): faster to start, memory not isolated.
+    `data`: the seed's splits, made once."""
+    record = guarded(suite, spec, seed, device, progress, data=data)
+    record.start_method = "inline"
+    return record
 
 
 def _child(suite: Suite, spec: StrategySpec, seed: int, device: str, messages: Any, steps: Any,
-           parent: int) -> None:
-    die_with_parent(parent)
+           parent: int, data_dir: str | None, start: str) -> None:
+    die_with_parent(parent, forked_by_server=start == "forkserver")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it kills this process
 
     def progress(done: int, total: int) -> None:  # two stores into shared memory: no syscall, no thread
         steps[0], steps[1] = done, total
 
-    record = guarded(suite, spec, seed, device, progress)
+    data = None
+    if data_dir:
+        from .datacache import load
+
+        data = load(data_dir)
+    record = guarded(suite, spec, seed, device, progress, data=data)
     messages.put(record.to_dict())
 
 
-def die_with_parent(parent: int) -> None:
-    """Linux: have the kernel kill this run if `lstmbench run` is killed (kill -9 leaves no time to clean up)."""
+def die_with_parent(parent: int, forked_by_server: bool = False) -> None:
+    """Linux: have the kernel kill this run if `lstmbench run` is killed (kill -9 leaves no time to clean up).
+    A run forked by the forkserver dies with the server, and the server ends when `lstmbench run` does."""
     if not sys.platform.startswith("linux"):
         return
     try:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         return
-    if os.getppid() != parent:  # the parent died before prctl took effect
+    if forked_by_server:  # its parent is the server: check that `lstmbench run` itself is still there
+        try:
+            os.kill(parent, 0)
+        except ProcessLookupError:
+            os._exit(1)
+    elif os.getppid() != parent:  # the parent died before prctl took effect
         os._exit(1)
 
 
 def guarded(suite: Suite, spec: StrategySpec, seed: int, device: str, progress: Progress | None,
-            group: Any = None) -> RunRecord | None:
+            group: Any = None, data: Any = None) -> RunRecord | None:
     """run_one, with any failure turned into a failure record. None on DDP ranks other than 0."""
     from .probes import out_of_memory, resolve_device
     from .train import run_one
 
     try:
-        return run_one(suite, spec, seed, resolve_device(device), progress, group)
+        return run_one(suite, spec, seed, resolve_device(device), progress, group, data)
     except RunFailed as e:
         return failure_record(suite, spec, seed, device, e.kind, str(e))
     except Exception as e:  # noqa: BLE001 - any failure becomes a row; the suite goes on

@@ -3,13 +3,17 @@ from __future__ import annotations
 
 import json
 import sys
+import time
+from dataclasses import dataclass
 from typing import Any
 
 import click
 from tqdm import tqdm
 
 from ..data import check_data
-from ..runner import parse_shard, plan_runs, run_suite, shard_of
+from ..errors import LstmbenchError
+from ..records import harness_overhead
+from ..runner import MIN_STABLE_SEEDS, UntilStable, parse_shard, plan_runs, run_suite, seed_runs, shard_of
 from ..suite import expand_sweep, load_suite
 from . import EXIT_INTERRUPTED, EXIT_RUNS_FAILED, count, main, translate_errors
 
@@ -28,9 +32,17 @@ from . import EXIT_INTERRUPTED, EXIT_RUNS_FAILED, count, main, translate_errors
               help="Train each run as a DDP job of N processes started by torchrun (sets launch.nproc).")
 @click.option("--shard", default=None, metavar="K/N",
               help="Run only the K-th of N slices of the suite's runs (e.g. one task of a SLURM array).")
+@click.option("--until-stable", type=click.FloatRange(0, min_open=True), default=None, metavar="P",
+              help="Add seeds (every strategy still unstable runs each) until every strategy's tokens/s "
+                   "interval is within +-P% of its median, or --max-seeds seeds are done.")
+@click.option("--max-seeds", type=click.IntRange(MIN_STABLE_SEEDS), default=10, show_default=True,
+              help="With --until-stable: the most seeds, the suite's own included.")
+@click.option("--spawn", is_flag=True, help="Start each run from a fresh interpreter instead of the forkserver "
+                                            "that has torch imported (slower to start; for comparison).")
 @translate_errors
 def run(suite_file: str, device: str | None, out: str, overrides: tuple[str, ...], inline: bool,
-        resume: bool, nproc: int | None, shard: str | None) -> None:
+        resume: bool, nproc: int | None, shard: str | None, until_stable: float | None, max_seeds: int,
+        spawn: bool) -> None:
     """Train every strategy of SUITE_FILE once per seed and append one row per run.
 
     Example: lstmbench run suites/packing.yaml --set seeds=[0]
@@ -45,18 +57,41 @@ def run(suite_file: str, device: str | None, out: str, overrides: tuple[str, ...
     world = torchrun_world()
     if world:  # the launcher decides the world size
         overrides += (f"launch.nproc={world}",)
+    stable = None
+    if until_stable is not None:
+        clash = next((flag for flag, on in (("--shard", shard), ("--resume", resume), ("torchrun", world)) if on),
+                     None)
+        if clash:
+            raise LstmbenchError(f"--until-stable decides the seeds as it goes, which {clash} cannot share; "
+                                 "run it alone")
+        stable = UntilStable(until_stable, max_seeds)
+    elif max_seeds != 10:
+        raise LstmbenchError("--max-seeds limits --until-stable; give --until-stable P too")
     suite = load_suite(suite_file, overrides, device)
+    options = Options(inline, resume, shard, slice_, "spawn" if spawn else None, stable)
     if not world:
-        return _run(suite, out, inline, resume, shard, slice_)
+        return _run(suite, out, options)
     try:
-        return _run(suite, out, inline, resume, shard, slice_, _join_torchrun(suite))
+        return _run(suite, out, options, _join_torchrun(suite))
     finally:
         leave_group()
 
 
-def _run(suite: Any, out: str, inline: bool, resume: bool, shard: str | None, slice_: tuple[int, int] | None,
-         group: Any = None) -> None:
+@dataclass(frozen=True)
+class Options:
+    inline: bool
+    resume: bool
+    shard: str | None
+    slice: tuple[int, int] | None
+    start: str | None  # None: the worker's default (forkserver where there is one)
+    until_stable: UntilStable | None
+
+
+def _run(suite: Any, out: str, options: Options, group: Any = None) -> None:
     from .. import report, storage
+
+    inline, resume, shard, slice_ = options.inline, options.resume, options.shard, options.slice
+    began = time.perf_counter()
 
     variants = expand_sweep(suite)  # the suite itself unless it sweeps keys
     for variant in variants:
@@ -86,9 +121,11 @@ def _run(suite: Any, out: str, inline: bool, resume: bool, shard: str | None, sl
 
     # made before any run starts, so a device that is not there fails the command at once
     streams = [run_suite(v, isolate=not inline, done=d, on_start=on_start, on_progress=on_progress, runs=r,
-                         group=group) for v, d, r in zip(variants, done, runs)]
+                         group=group, start=options.start, until_stable=options.until_stable)
+               for v, d, r in zip(variants, done, runs)]
     records = (record for stream in streams for record in stream)
-    total = sum(len(r) for r in runs)
+    stable = options.until_stable
+    total = sum(len(r) for r in runs) if not stable else len(seed_runs(suite, 0)) * stable.max_seeds * len(variants)
     full = sum(len(p) for p in planned)
     if resume:
         click.echo(f"Resuming: {full - total} runs already have ok rows (configuration "
@@ -99,6 +136,9 @@ def _run(suite: Any, out: str, inline: bool, resume: bool, shard: str | None, sl
     run_file = storage.new_run_file(out, suite.name)  # the folder proven writable before the first run
     everything = len(plan_runs(suite)) * len(variants)
     left = "" if total == everything else f" ({total} to run{f', shard {shard}' if slice_ else ''})"
+    if stable:
+        left = (f", then more seeds until each strategy's tokens/s is within +-{stable.percent:g}% of its median "
+                f"(at most {stable.max_seeds} seeds)")
     click.echo(f"{suite.name}: {count(suite, everything, len(variants))}{left}; rows go to {run_file.path}",
                err=True)
     failed = finished = 0
@@ -133,11 +173,17 @@ def _run(suite: Any, out: str, inline: bool, resume: bool, shard: str | None, sl
         click.echo(f"Interrupted: {finished} finished run(s) kept in {run_file.path}", err=True)
         sys.exit(EXIT_INTERRUPTED)
     bar.close()
+    wall = time.perf_counter() - began
     loaded = storage.load_rows([run_file.path])
     for suite_report in report.build_reports(loaded.rows):
         for section in suite_report.sections:
             click.echo(section.table().to_markdown(index=False))
+        if stable:
+            click.echo(suite_report.stability())
     click.echo(f"\n{finished} rows appended to {run_file.path}; `lstmbench report` makes tables and plots.")
+    cost = harness_overhead(loaded.rows.to_dict("records"), wall)
+    if cost:
+        click.echo(cost.sentence())
     if failed:
         click.echo(f"Error: {failed} of {finished} runs failed; their rows carry the status and error.", err=True)
         sys.exit(EXIT_RUNS_FAILED)
