@@ -234,6 +234,17 @@ def _notes(rows: pd.DataFrame, ok: pd.DataFrame) -> list[str]:
     else:
         notes.append("WARNING: initial weights differ between strategies of the same seed; the runs are not "
                      "comparable.")
+    data_sums = _column(ok, "data_checksum").replace("", np.nan)
+    if data_sums.notna().any():  # rows since schema 5 carry the data they trained on
+        if all(data_sums[ok["seed"] == s].nunique() <= 1 for s in seeds):
+            notes.append(f"Training and held-out data identical across strategies for each seed (data_checksum per "
+                         f"seed: {', '.join(data_sums.groupby(ok['seed']).first().dropna())}).")
+        else:
+            notes.append("WARNING: the data differ between strategies of the same seed (data_checksum); the runs "
+                         "are not comparable.")
+    stability = stability_note(ok)
+    if stability:
+        notes.append(stability)
     env = ok["env"].iloc[-1] if len(ok) else {}
     if env:
         notes.append(f"Measured on {env.get('cpu')} ({env.get('threads')} threads), device {env.get('device_name')}, "
@@ -257,9 +268,9 @@ def _notes(rows: pd.DataFrame, ok: pd.DataFrame) -> list[str]:
                  f"it states (order statistics, no distribution assumed): a 95% CI needs {runs_for_ci()} or more runs; "
                  "with fewer it is the range of the runs, which covers the median 1 - 2 x 0.5^n of the time (75% at "
                  f"3 runs, 87.5% at 4). 'unstable' marks an IQR over {UNSTABLE_IQR:.0%} of the median. vs unpadded "
-                 "= the run's tokens/s / the tokens/s of its own first epoch of batches with every batch's real "
-                 "tokens cut into equal rows (no padding, same examples and batch sizes), measured in the same "
-                 "process right after training; the median over seeds and its interval. Accuracy is mean ± sd over "
+                 "= the run's tokens/s / the tokens/s of a sample of its own first epoch's batches (an eighth of its "
+                 "steps, at least 16, spread over the epoch) with every batch's real tokens cut into equal rows (no "
+                 "padding, same examples and batch sizes), measured in the same process right after training; the median over seeds and its interval. Accuracy is mean ± sd over "
                  "seeds: 'own path' through the strategy's inference path, 'exact' the same weights evaluated per "
                  "sequence. train MiB: the tensors of training at their peak (weights, gradients, Adam state, the "
                  "batch, activations): on CUDA the allocator's peak over the timed steps, on CPU counted op by op "
@@ -267,6 +278,25 @@ def _notes(rows: pd.DataFrame, ok: pd.DataFrame) -> list[str]:
                  "timed steps (+ what the run added to Python and torch), on CUDA the allocator's reserved peak; "
                  "evaluations are left out of both.")
     return notes
+
+
+def stability_note(ok: pd.DataFrame) -> str:
+    """`run --until-stable`: which strategies' throughput became stable, after how many seeds, and which ran
+    out of seeds first. '' when the rows were not made so."""
+    marks = _column(ok, "until_stable").fillna("")
+    if not (marks != "").any():
+        return ""
+    percent = _column(ok, "until_stable_percent").dropna()
+    runs = ok.groupby("strategy")["seed"].nunique()
+    last = ok[marks != ""].groupby("strategy")["until_stable"].last()
+    stable = [f"{s} ({runs[s]} seeds)" for s in last.index if last[s] == "stable"]
+    limit = [f"{s} ({runs[s]} seeds)" for s in last.index if last[s] == "limit"]
+    text = f"Until stable (tokens/s within +-{percent.iloc[-1]:g}% of the median):"
+    if stable:
+        text += f" stable: {', '.join(stable)}."
+    if limit:
+        text += f" Not stable at the seed limit: {', '.join(limit)}."
+    return text
 
 
 def _median_missed(good: pd.DataFrame, column: str, aimed: pd.Series) -> float:

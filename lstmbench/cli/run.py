@@ -178,8 +178,8 @@ def _run(suite: Any, out: str, options: Options, group: Any = None) -> None:
     for suite_report in report.build_reports(loaded.rows):
         for section in suite_report.sections:
             click.echo(section.table().to_markdown(index=False))
-        if stable:
-            click.echo(suite_report.stability())
+    if stable:
+        click.echo(report.stability_note(loaded.rows[loaded.rows["status"] == "ok"]))
     click.echo(f"\n{finished} rows appended to {run_file.path}; `lstmbench report` makes tables and plots.")
     cost = harness_overhead(loaded.rows.to_dict("records"), wall)
     if cost:
