@@ -69,7 +69,8 @@ class SeedData:
         if self._root is None:
             shm = Path("/dev/shm")
             base = shm if shm.is_dir() and os.access(shm, os.W_OK) and _free(shm) > ROOM * size else None
-            self._root = Path(tempfile.mkdtemp(prefix="lstmbench-data-", dir=base))
+            _remove_orphans(Path(base or tempfile.gettempdir()))
+            self._root = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=base))
         return self._root
 
     def _drop(self) -> None:
@@ -83,6 +84,28 @@ class SeedData:
         if self._root is not None:
             shutil.rmtree(self._root, ignore_errors=True)
             self._root = None
+
+
+PREFIX = "lstmbench-data-"
+
+
+def _remove_orphans(base: Path) -> None:
+    """Caches left by an `lstmbench run` that was killed (kill -9 leaves it no time to clean up): folders
+    whose process is gone."""
+    for folder in base.glob(f"{PREFIX}*-*"):
+        pid = folder.name[len(PREFIX):].split("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _free(path: Path) -> int:

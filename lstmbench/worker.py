@@ -32,7 +32,9 @@ Progress = Callable[[int, int], None]
 
 
 START_METHODS = ("forkserver", "spawn")
-PRELOAD = ["lstmbench.train"]  # imports torch and every module a run uses; runs no torch operation
+# what the server imports (and runs no torch operation): torch and every module a run uses, and torch._dynamo,
+# which torch imports on the first use of a dispatch mode (the run's kernel probe): 1.7-2 s a run otherwise
+PRELOAD = ["lstmbench.train", "torch._dynamo"]
 
 
 def default_start() -> str:

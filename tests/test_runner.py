@@ -158,3 +158,35 @@ def test_until_stable_refuses_what_it_cannot_share(tiny_file):
     assert r.exit_code == 2 and "0.0 is not in the range x>0" in r.output
     r = run("--until-stable", "5", "--max-seeds", "2")
     assert r.exit_code == 2 and "--max-seeds" in r.output
+
+
+def test_a_killed_runs_cache_is_removed_by_the_next(tiny, tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    from lstmbench import datacache
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    monkeypatch.setattr(datacache.tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(datacache, "ROOM", float("inf"))  # not /dev/shm: the test's own folder
+    orphan = tmp_path / f"{datacache.PREFIX}{dead}-abc"
+    orphan.mkdir()
+    mine = tmp_path / f"{datacache.PREFIX}{os.getpid()}-keep"
+    mine.mkdir()
+    with SeedData() as cache:
+        assert cache.folder(tiny, 0).parent.parent == tmp_path
+        assert not orphan.exists() and mine.exists()
+
+
+def test_report_names_stable_and_limited_strategies():
+    import pandas as pd
+
+    from lstmbench.report import stability_note
+
+    rows = pd.DataFrame([{"strategy": s, "seed": k, "until_stable": mark, "until_stable_percent": 3.0}
+                         for s, marks in (("mask", ["", "", "stable"]), ("pack", ["", "", "", "limit"]))
+                         for k, mark in enumerate(marks)])
+    assert stability_note(rows) == ("Until stable (tokens/s within +-3% of the median): stable: mask (3 seeds). "
+                                    "Not stable at the seed limit: pack (4 seeds).")
+    assert stability_note(rows.assign(until_stable="")) == ""
