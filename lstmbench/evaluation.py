@@ -13,7 +13,7 @@ from .model import Precision, correct_of, hits_of, loss_of
 from .strategies import Strategy
 
 
-@torch.no_grad()
+@torch.inference_mode()  # no autograd bookkeeping at all (no_grad still tracks versions)
 def evaluate(model: torch.nn.Module, strategy: Strategy, data: Dataset, batch_size: int, device: torch.device,
              precision: Precision | None = None, per_example: bool = False) -> Any:
     """(accuracy, mean cross-entropy) over `data` through `strategy`'s padding and readout, in the
