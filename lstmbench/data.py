@@ -219,6 +219,20 @@ def from_sequences(sequences: list, labels, num_classes: int = 2, width: int = 0
                     vocab_size)
 
 
+def from_pairs(sequences: list[np.ndarray], labels: list, width: int) -> Dataset:
+    """A Dataset of one batch of a user's (sequence, label) pairs, padded to `width` (batching.collate): token
+    ids ([T] integers) or features ([T, F] floats); a label per sequence (kept in its own dtype) or, for
+    tagging, one per step (int64, IGNORE on padding)."""
+    lengths = np.array([len(s) for s in sequences], dtype=np.int64)
+    features = sequences[0].ndim == 2
+    tokens = np.concatenate([s.astype(np.float32 if features else np.int64, copy=False) for s in sequences])
+    tagged = labels[0].ndim == 1
+    tags = np.concatenate([y.astype(np.int64, copy=False) for y in labels]) if tagged else None
+    per_sequence = np.zeros(len(lengths), dtype=np.int64) if tagged else np.stack(labels)
+    vocab = 0 if features else int(tokens.max(initial=0)) + 1
+    return _dataset(tokens, per_sequence, lengths, 0, width, vocab, tags)
+
+
 def _dataset(tokens: np.ndarray, labels: np.ndarray, lengths: np.ndarray, num_classes: int, width: int,
              vocab_size: int = 0, tags: np.ndarray | None = None) -> Dataset:
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)

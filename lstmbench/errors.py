@@ -25,3 +25,7 @@ class RunFailed(LstmbenchError):
     def __init__(self, kind: str, message: str):
         self.kind = kind
         super().__init__(message)
+
+
+class BatchingError(LstmbenchError, ValueError):
+    """A bad argument to the public batching API (lstmbench.batching): a ValueError, as Python code expects."""

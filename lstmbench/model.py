@@ -20,7 +20,7 @@ class LSTMClassifier(nn.Module):
     `readout` picks that state, and is the only place strategies differ inside the model:
       last: the last time step of the padded batch (h_n of a padded run: what a naive model reads)
       mask: each sequence's true last step gathered from the padded output; a bidirectional LSTM runs its
-            reverse direction over each sequence reversed within its length (`_both_directions`): exact
+            reverse direction over each sequence reversed within its length (`both_directions`): exact
       pack: h_n of a PackedSequence run: exact per sequence, in both directions
     """
 
@@ -49,12 +49,10 @@ class LSTMClassifier(nn.Module):
             state = self._last_layer(h_n)
         elif readout == "mask" and self.directions == 2:
             end = (lengths.to(x.device) - 1).view(-1, 1)  # both directions, in their running order, end there
-            state = torch.cat([_take(out, end).squeeze(1) for out in self._both_directions(x, lengths)], dim=1)
+            directions = both_directions(self.lstm, x, lengths)
+            state = torch.cat([_take(out, end).squeeze(1) for out in directions], dim=1)
         elif readout == "mask":
-            out, _ = self.lstm(x)
-            hidden = self.lstm.hidden_size
-            end = (lengths.to(out.device) - 1).view(-1, 1, 1).expand(-1, 1, hidden)
-            state = out[:, :, :hidden].gather(1, end).squeeze(1)
+            state = last_step(self.lstm(x)[0], lengths)
         else:
             raise ValueError(f"unknown readout {readout!r}")
         return self.head(state)
@@ -66,44 +64,57 @@ class LSTMClassifier(nn.Module):
             out, _ = pad_packed_sequence(self.lstm(packed)[0], batch_first=True, total_length=x.shape[1])
             return out
         if readout == "mask" and self.directions == 2:
-            ahead, behind = self._both_directions(x, lengths)
+            ahead, behind = both_directions(self.lstm, x, lengths)
             return torch.cat([ahead, _take(behind, within_length_reversal(lengths, x.shape[1], x.device))], dim=2)
         return self.lstm(x)[0]  # mask and last alike; the labels decide which steps are scored
-
-    def _both_directions(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The last layer's two directions over a right-padded batch, exactly as each sequence alone: layer by
-        layer, the forward direction over the batch as is, the reverse direction over each sequence reversed
-        within its length (Keras' reverse_sequence), so that its padding, too, comes after its true end. Each
-        direction is one fused-kernel call (oneDNN, cuDNN) on the nn.LSTM's own parameters. Both [B, T, H], in
-        their own running order: the reverse direction's step t is the sequence's step length - 1 - t."""
-        lstm = self.lstm
-        flip = within_length_reversal(lengths, x.shape[1], x.device)
-        zeros = x.new_zeros(1, x.shape[0], lstm.hidden_size)
-        for layer in range(lstm.num_layers):
-            ahead = self._direction(x, (zeros, zeros), layer, "")
-            behind = self._direction(_take(x, flip), (zeros, zeros), layer, "_reverse")
-            if layer + 1 < lstm.num_layers:  # the next layer reads both directions in the sequence's own order
-                x = torch.cat([ahead, _take(behind, flip)], dim=2)
-                if self.training and lstm.dropout:  # where and when nn.LSTM applies it: between layers, training
-                    x = F.dropout(x, lstm.dropout, training=True)
-        return ahead, behind
-
-    def _direction(self, x: torch.Tensor, hx: tuple[torch.Tensor, torch.Tensor], layer: int,
-                   suffix: str) -> torch.Tensor:
-        """One direction of one layer as a unidirectional one-layer LSTM: the op nn.LSTM itself calls, so the
-        same kernel choice (oneDNN for float32 on CPU, cuDNN on CUDA, else the generic loop) and autocast."""
-        lstm = self.lstm
-        names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh") if lstm.bias else ("weight_ih", "weight_hh")
-        weights = [getattr(lstm, f"{name}_l{layer}{suffix}") for name in names]
-        if x.device.type == "cuda":  # cuDNN copies the weights of all but layer 0's forward direction (not at the
-            with warnings.catch_warnings():  # start of the module's flat buffer) for the call, cheaply, and warns
-                warnings.filterwarnings("ignore", message="RNN module weights are not part of single contiguous")
-                return torch._VF.lstm(x, hx, weights, lstm.bias, 1, 0.0, self.training, False, True)[0]
-        return torch._VF.lstm(x, hx, weights, lstm.bias, 1, 0.0, self.training, False, True)[0]
 
     def _last_layer(self, h_n: torch.Tensor) -> torch.Tensor:
         """h_n is [layers * directions, B, H]; the last layer's directions, concatenated."""
         return torch.cat(list(h_n[-self.directions:]), dim=1)
+
+
+def last_step(output: torch.Tensor, lengths: torch.Tensor, bidirectional: bool = False) -> torch.Tensor:
+    """[B, H]: each sequence's output at its true last step, from a batch-first [B, T, H] LSTM output over a
+    right-padded batch (the masked readout). Unidirectional: exact, whatever follows in the padding. With
+    `bidirectional`, `output` is [B, T, 2H] in sequence order (both_directions', or a packed run's): the forward
+    half at step length - 1, the reverse half at step 0 (where the reverse direction ends)."""
+    ends = (lengths.to(output.device) - 1).view(-1, 1)
+    if not bidirectional:
+        return _take(output, ends).squeeze(1)
+    hidden = output.shape[-1] // 2
+    return torch.cat([_take(output[..., :hidden], ends).squeeze(1), output[:, 0, hidden:]], dim=1)
+
+
+def both_directions(lstm: nn.LSTM, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A bidirectional batch-first nn.LSTM's last layer, both directions, over a right-padded batch x [B, T, F],
+    exactly as each sequence alone: layer by layer, the forward direction over the batch as is, the reverse
+    direction over each sequence reversed within its length (Keras' reverse_sequence), so that its padding, too,
+    comes after its true end. Each direction is one fused-kernel call (oneDNN, cuDNN) on the nn.LSTM's own
+    parameters. Both [B, T, H], in their own running order: the reverse direction's step t is the sequence's
+    step length - 1 - t. Dropout between layers as nn.LSTM applies it (when lstm.training)."""
+    flip = within_length_reversal(lengths, x.shape[1], x.device)
+    zeros = x.new_zeros(1, x.shape[0], lstm.hidden_size)
+    for layer in range(lstm.num_layers):
+        ahead = _direction(lstm, x, (zeros, zeros), layer, "")
+        behind = _direction(lstm, _take(x, flip), (zeros, zeros), layer, "_reverse")
+        if layer + 1 < lstm.num_layers:  # the next layer reads both directions in the sequence's own order
+            x = torch.cat([ahead, _take(behind, flip)], dim=2)
+            if lstm.training and lstm.dropout:  # where and when nn.LSTM applies it: between layers, training
+                x = F.dropout(x, lstm.dropout, training=True)
+    return ahead, behind
+
+
+def _direction(lstm: nn.LSTM, x: torch.Tensor, hx: tuple[torch.Tensor, torch.Tensor], layer: int,
+               suffix: str) -> torch.Tensor:
+    """One direction of one layer as a unidirectional one-layer LSTM: the op nn.LSTM itself calls, so the
+    same kernel choice (oneDNN for float32 on CPU, cuDNN on CUDA, else the generic loop) and autocast."""
+    names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh") if lstm.bias else ("weight_ih", "weight_hh")
+    weights = [getattr(lstm, f"{name}_l{layer}{suffix}") for name in names]
+    if x.device.type == "cuda":  # cuDNN copies the weights of all but layer 0's forward direction (not at the
+        with warnings.catch_warnings():  # start of the module's flat buffer) for the call, cheaply, and warns
+            warnings.filterwarnings("ignore", message="RNN module weights are not part of single contiguous")
+            return torch._VF.lstm(x, hx, weights, lstm.bias, 1, 0.0, lstm.training, False, True)[0]
+    return torch._VF.lstm(x, hx, weights, lstm.bias, 1, 0.0, lstm.training, False, True)[0]
 
 
 def within_length_reversal(lengths: torch.Tensor, width: int, device: torch.device) -> torch.Tensor:

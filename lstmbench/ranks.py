@@ -15,6 +15,9 @@ so no step needs a collective to agree on batches or on the loss's denominator.
 """
 from __future__ import annotations
 
+import itertools
+from typing import Iterator
+
 import numpy as np
 
 from .data import Dataset
@@ -34,11 +37,21 @@ def plan_ranks(strategy: Strategy, data: Dataset, batch_size: int, epochs: int, 
 def rank_epochs(strategy: Strategy, data: Dataset, batch_size: int, epochs: int, seed: int,
                 world: int) -> list[Steps]:
     """The steps of each epoch on `world` >= 2 ranks (one rank trains the single-process plan: plan_ranks)."""
+    return list(itertools.islice(rank_epoch_stream(strategy, data, batch_size, seed, world), epochs))
+
+
+def rank_epoch_stream(strategy: Strategy, data: Dataset, batch_size: int, seed: int, world: int) -> Iterator[Steps]:
+    """Epoch after epoch, that epoch's steps on `world` >= 2 ranks (batching.batch_sampler walks it)."""
     if len(data) < 2 * world:
         raise LstmbenchError(f"{len(data)} training examples cannot fill a batch on each of {world} ranks")
+    return _deals(strategy, data, batch_size, seed, world)
+
+
+def _deals(strategy: Strategy, data: Dataset, batch_size: int, seed: int, world: int) -> Iterator[Steps]:
     rng = np.random.default_rng([seed, 0xBA7C, world])
     deal = _balanced if strategy.spec.deal == "balanced" else _per_rank
-    return [deal(strategy, data, batch_size, world, rng) for _ in range(epochs)]
+    while True:
+        yield deal(strategy, data, batch_size, world, rng)
 
 
 def _per_rank(strategy: Strategy, data: Dataset, batch_size: int, world: int, rng: np.random.Generator) -> Steps:

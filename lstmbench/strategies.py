@@ -6,7 +6,9 @@ planner all use these same functions.
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -55,7 +57,7 @@ def note_for(spec: StrategySpec, suite: Suite) -> str:
 def computation_note(spec: StrategySpec, bidirectional: bool = False, tag: bool = False) -> str:
     """'' when the strategy computes exactly what per-sequence processing computes; else why not. The masked
     readout is exact for a bidirectional LSTM too: its reverse direction runs over each sequence reversed within
-    its length (LSTMClassifier._both_directions), never over the padding. `bidirectional` is kept for callers."""
+    its length (model.both_directions), never over the padding. `bidirectional` is kept for callers."""
     if spec.padding == "reshape":
         return "unpadded: each batch's real tokens cut into equal rows, fixed batch size (not a ceiling)"
     notes = []
@@ -238,5 +240,13 @@ def exact_strategy() -> Strategy:
 def plan_epochs(strategy: Strategy, lengths: np.ndarray, batch_size: int, epochs: int, seed: int) -> list[np.ndarray]:
     """Every epoch's batches. The shuffle stream depends on the seed only, so strategies with the same
     batching see the same batches in the same order."""
+    stream = epoch_stream(strategy, lengths, batch_size, seed)
+    return [idx for epoch in itertools.islice(stream, epochs) for idx in epoch]
+
+
+def epoch_stream(strategy: Strategy, lengths: np.ndarray, batch_size: int, seed: int) -> Iterator[list[np.ndarray]]:
+    """Epoch after epoch, that epoch's batches: one random stream for all epochs (batching.batch_sampler walks it
+    epoch by epoch, as the harness's plan does)."""
     rng = np.random.default_rng([seed, 0xBA7C])
-    return [idx for _ in range(epochs) for idx in strategy.plan(lengths, batch_size, rng)]
+    while True:
+        yield strategy.plan(lengths, batch_size, rng)

@@ -447,6 +447,12 @@ def expand_sweep(suite: Suite) -> list[Suite]:
     return variants
 
 
+def parse_strategy(item: Any, path: str = "strategy", file: str = "<strategy>") -> StrategySpec:
+    """A strategy as a suite's `strategies:` entry gives it (a preset name, `{preset: {options}}`, or a composed
+    mapping with a `name:`), validated: SuiteError otherwise."""
+    return _strategy(item, path, file)
+
+
 def _strategy(item: Any, path: str, file: str) -> StrategySpec:
     """`mask`, `{truncate: {max_len: 64}}`, or `{name: x, batching: .., padding: .., readout: ..}`."""
     if isinstance(item, str):

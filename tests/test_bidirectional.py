@@ -84,7 +84,7 @@ def test_unidirectional_mask_is_unchanged(monkeypatch):
     """Same ops as before: one nn.LSTM call, the forward output gathered at each true end, bit for bit."""
     data, model = _model("classify", 2, torch.float32, bidirectional=False)
     batch = Strategy(StrategySpec(name="mask", **PRESETS["mask"])).collate(data, np.arange(16))
-    monkeypatch.setattr(LSTMClassifier, "_both_directions", lambda *a: pytest.fail("bidirectional path taken"))
+    monkeypatch.setattr("lstmbench.model.both_directions", lambda *a: pytest.fail("bidirectional path taken"))
     out, _ = model.lstm(model.embed(batch.tokens))
     expected = model.head(out[torch.arange(16), batch.lengths - 1])
     assert torch.equal(model(batch.tokens, batch.lengths, "mask"), expected)
