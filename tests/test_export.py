@@ -173,3 +173,61 @@ def test_sweep_points_and_ddp_ranks_are_benchmarks_of_their_own(tmp_path):
     assert "ddp/bucket-balanced[cpu, launch.nproc=2, 2 ranks]" in names
     assert "ddp/bucket-balanced[cpu, launch.nproc=1]" in names
     assert all(len(b["stats"]["data"]) == 3 for b in document["benchmarks"])  # 3 seeds each
+
+
+# github-action-benchmark's custom tools read a non-empty JSON array of its BenchmarkResult (v1.22.0,
+# dist/src/extract.js, a zod schema: name, value, unit, range optional, extra optional); value a number
+ACTION_FIELDS = {"name": str, "unit": str, "value": (int, float), "range": str, "extra": str}
+
+
+def _load_action(path: Path) -> list[dict]:
+    entries = json.loads(path.read_text())
+    assert isinstance(entries, list) and entries
+    for e in entries:
+        assert {"name", "unit", "value"} <= e.keys() <= ACTION_FIELDS.keys()
+        for key, value in e.items():
+            assert isinstance(value, ACTION_FIELDS[key]) and not isinstance(value, bool), (key, value)
+    assert len({e["name"] for e in entries}) == len(entries)  # one series per name
+    return entries
+
+
+def test_github_action_benchmark_bigger_is_median_tokens_per_s(tmp_path):
+    results = write_set(tmp_path / "results", extra=[row("mask", 9, 0.0, status="oom")])
+    out = tmp_path / "bench.json"
+    r = export("--format", "github-action-benchmark", results, "-o", out)
+    assert r.exit_code == 0, r.output
+    assert r.output == f"Wrote 3 entries (github-action-benchmark) to {out}\n"
+    entries = {e["name"]: e for e in _load_action(out)}
+    mask = entries["packing/mask [cpu] tokens/s"]
+    assert mask["unit"] == "tokens/s"
+    assert mask["value"] == pytest.approx(80_000 / 2.1)  # the median of the five runs' tokens/s
+    assert mask["range"] == "30,769-42,105 over 5 runs"
+    assert mask["extra"].startswith("seeds: 0, 1, 2, 3, 4\nlstmbench commit: 0123abcd\n")
+    assert entries["packing/pack [cpu] tokens/s"]["range"] == "7,273-7,273 over 1 runs"
+
+
+def test_github_action_benchmark_smaller_has_time_to_target_only_where_reached(tmp_path):
+    rows = []
+    for seed, (bucket, naive) in enumerate([(3.0, None), (4.0, None), (5.0, 9.0)]):
+        for name, t in (("bucket", bucket), ("naive", naive)):
+            r = row(name, seed, 2.0).to_dict()
+            r.update(target_accuracy=0.9, time_to_target_s=t, train_mem_bytes=3 * 2**20)
+            rows.append(r)
+    folder = tmp_path / "results"
+    folder.mkdir()
+    (folder / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "smaller.json"
+    assert export("--format", "github-action-benchmark-smaller", folder, "-o", out).exit_code == 0
+    entries = {e["name"]: e for e in _load_action(out)}
+    assert set(entries) == {"packing/bucket [cpu] time to target 0.9", "packing/bucket [cpu] train memory",
+                            "packing/naive [cpu] train memory"}  # naive reached it once in 3: no median
+    assert entries["packing/bucket [cpu] time to target 0.9"]["value"] == 4.0
+    assert entries["packing/bucket [cpu] train memory"] == {
+        "name": "packing/bucket [cpu] train memory", "unit": "MiB", "value": 3.0,
+        "range": "3.0-3.0 over 3 runs", "extra": "seeds: 0, 1, 2\nlstmbench commit: 0123abcd\ncpu: Test CPU\n"
+                                                 "configuration: abc"}
+
+
+def test_pytest_benchmark_help_says_step_times_do_not_compare_across_strategies():
+    r = CliRunner().invoke(main, ["export", "--help"])
+    assert "A step's time is NOT\n    comparable across strategies" in r.output

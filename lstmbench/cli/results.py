@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import click
 
@@ -83,32 +83,58 @@ def compare_cmd(baseline: str, current: str, threshold: float, alpha: float) -> 
         sys.exit(EXIT_REGRESSION)
 
 
+def _pytest_benchmark(rows: Any, source: str) -> tuple[Any, str]:
+    from ..export import to_pytest_benchmark
+    document = to_pytest_benchmark(rows, source=source)
+    return document, f"{len(document['benchmarks'])} benchmarks"
+
+
+def _action(kind: str) -> Callable[[Any, str], tuple[Any, str]]:
+    def export(rows: Any, source: str) -> tuple[Any, str]:
+        from ..action_export import to_action_benchmark
+        entries = to_action_benchmark(rows, kind, source=source)
+        return entries, f"{len(entries)} entries"
+    return export
+
+
+EXPORT_FORMATS = {"pytest-benchmark": _pytest_benchmark, "github-action-benchmark": _action("bigger"),
+                  "github-action-benchmark-smaller": _action("smaller")}
+
+
 @main.command(name="export")
 @click.argument("results", nargs=-1, required=True, type=click.Path())
-@click.option("--format", "fmt", type=click.Choice(["pytest-benchmark"]), default="pytest-benchmark",
-              show_default=True, help="Output format.")
+@click.option("--format", "fmt", type=click.Choice(list(EXPORT_FORMATS)), default="pytest-benchmark",
+              show_default=True, help="Output format (see above).")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="The JSON file to write.")
 @translate_errors
 def export_cmd(results: tuple[str, ...], fmt: str, output: str) -> None:
-    """Write the ok rows of RESULTS (files or folders) as a pytest-benchmark JSON file: one benchmark per
-    suite, strategy and device, one round per run, each round's value its mean step time
-    (train_time_s / steps, seconds; lower is better); tokens/s and accuracies go to extra_info.
+    """Write the ok rows of RESULTS (files or folders) as JSON for another tool.
 
-    Example: lstmbench export --format pytest-benchmark results/packing -o packing.json
+    \b
+    github-action-benchmark: that action's customBiggerIsBetter array, one entry per
+      suite/strategy/device: median tokens/s, with the runs' range (tool: customBiggerIsBetter).
+    github-action-benchmark-smaller: its customSmallerIsBetter array: median time to the
+      target accuracy (where most runs reached it) and training memory in MiB.
+    pytest-benchmark: one benchmark per suite, strategy and device, one round per run, each
+      round's value its mean step time (train_time_s / steps, seconds). A step's time is NOT
+      comparable across strategies whose steps carry different numbers of tokens (bucketing,
+      token budgets, truncation): compare tokens/s (in extra_info) across strategies, and a
+      strategy's step time only with itself over time.
+
+    Example: lstmbench export --format github-action-benchmark results/packing -o bench.json
     """
     import json
 
     from .. import storage
     from ..errors import ResultsError
-    from ..export import to_pytest_benchmark
 
     loaded = storage.load_rows(results)
     for warning in loaded.skipped:
         click.echo(f"Warning: {warning}", err=True)
-    document = to_pytest_benchmark(loaded.rows, source=", ".join(results))
+    document, count = EXPORT_FORMATS[fmt](loaded.rows, ", ".join(results))
     try:
         text = json.dumps(document, indent=2, allow_nan=False) + "\n"
     except ValueError as e:
         raise ResultsError(f"{output}: cannot write: {e}") from None
     storage.write_file(Path(output), text)
-    click.echo(f"Wrote {len(document['benchmarks'])} benchmarks ({fmt}) to {output}")
+    click.echo(f"Wrote {count} ({fmt}) to {output}")
