@@ -1,8 +1,10 @@
 """Stage 5b, distributed runs: the process group, DistributedDataParallel, and what each rank measures.
 
 A run of `launch.nproc` > 1 is a DDP job started by torchrun (`python -m torch.distributed.run`), whose
-workers run `python -m lstmbench.ddp JOB`: each joins the process group torchrun describes in its
-environment, trains through `train.run_one` with its `Group`, and rank 0 writes the record. Under a
+workers run `python -m lstmbench.ddp_worker JOB`: each joins the process group torchrun describes in its
+environment, trains through `train.run_one` with the `Group` made here, and rank 0 writes the record. This
+module sits below `train` (which takes a Group); what launches ranks and calls `train` sits above it
+(`worker`, `ddp_worker`). Under a
 torchrun the user started (`torchrun ... -m lstmbench run SUITE`, e.g. across nodes), `lstmbench run` joins
 that group instead and runs every planned run in it.
 
@@ -14,12 +16,9 @@ their per-step compute times once: at each step a rank waited `slowest rank's co
 from __future__ import annotations
 
 import os
-import pickle
-import sys
 import time
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -199,57 +198,3 @@ class RankTimes:
                 "rank_padded_tokens": self.padded_by_rank,
                 "straggler_wait_fraction": straggler_wait_fraction(self.step_times_by_rank, self.compute_by_rank),
                 "planned_wait_fraction": planned_wait}
-
-
-# ----------------------------------------------------------------------------- torchrun's worker
-def main(argv: list[str]) -> int:
-    """`python -m lstmbench.ddp JOB`: one rank of a run (or of `verify --nproc`). JOB is a pickle the parent
-    wrote: what to run and where rank 0 puts the result."""
-    from .worker import die_with_parent, failed_result
-
-    die_with_parent(os.getppid())  # torchrun's agent: if it dies, so does this rank
-    job = pickle.loads(Path(argv[0]).read_bytes())
-    if job["kind"] == "verify":
-        from .verify import verify_distributed
-
-        group = join_group("gloo", "cpu")
-        result: Any = verify_distributed(job["suite"], group, job["batches"])
-    else:
-        from .worker import guarded
-
-        device = job["device"]
-        group = join_group(job["suite"].launch.backend, "cuda" if device.startswith("cuda") else "cpu")
-        result = guarded(job["suite"], job["spec"], job["seed"], device, _progress(job, group), group)
-        if result is not None:
-            result = result.to_dict()
-    failed = failed_result(result)
-    if result is not None:  # rank 0's result, or the failure of another rank
-        out = Path(job["out"] if group.is_main else f"{job['out']}.rank{group.rank}")
-        tmp = out.parent / f".{out.name}.tmp"
-        tmp.write_bytes(pickle.dumps(result))
-        tmp.replace(out)
-    if failed:  # the other ranks may wait in a collective: a non-zero exit makes torchrun stop them
-        return 1
-    leave_group()
-    return 0
-
-
-def _progress(job: dict, group: Group) -> Any:
-    """Rank 0 reports (done, total) steps into the parent's shared memory: two stores, no syscall."""
-    if not group.is_main or not job.get("progress"):
-        return None
-    from multiprocessing import resource_tracker, shared_memory
-
-    shm = shared_memory.SharedMemory(name=job["progress"])
-    resource_tracker.unregister(shm._name, "shared_memory")  # type: ignore[attr-defined]  # the parent owns it
-    steps = np.ndarray((2,), dtype=np.int64, buffer=shm.buf)
-
-    def progress(done: int, total: int) -> None:
-        steps[0], steps[1] = done, total
-        progress.shm = shm  # type: ignore[attr-defined]  # keeps the mapping alive
-
-    return progress
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

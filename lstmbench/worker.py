@@ -147,7 +147,7 @@ class JobEnd:
 
 
 def torchrun_job(job: dict[str, Any], nproc: int, threads: int, poll: Callable[[], Any] = lambda: None) -> JobEnd:
-    """Run `python -m lstmbench.ddp JOB` on `nproc` ranks under torchrun and collect what they wrote."""
+    """Run `python -m lstmbench.ddp_worker JOB` on `nproc` ranks under torchrun and collect what they wrote."""
     with tempfile.TemporaryDirectory(prefix="lstmbench-ddp-") as tmp:
         out = Path(tmp) / "result.pkl"
         file = Path(tmp) / "job.pkl"
@@ -192,7 +192,7 @@ def _torchrun(nproc: int, threads: int, job: Path, log: Path, poll: Callable[[],
                PYTHONUNBUFFERED="1")
     prctl = _prctl()
     with open(log, "wb") as f:
-        proc = subprocess.Popen(torchrun_command(nproc, ["-m", "lstmbench.ddp", str(job)]), stdout=f,
+        proc = subprocess.Popen(torchrun_command(nproc, ["-m", "lstmbench.ddp_worker", str(job)]), stdout=f,
                                 stderr=subprocess.STDOUT, env=env,
                                 preexec_fn=(lambda: prctl(1, signal.SIGKILL)) if prctl else None)
     try:

@@ -49,4 +49,4 @@ def count(suite: Any, runs: int, points: int = 1) -> str:
             f"on {suite.device}")
 
 
-from . import inspect, results, run  # noqa: E402,F401 - registers the commands on `main`
+from . import inspect, recommend, results, run  # noqa: E402,F401 - registers the commands on `main`

@@ -1,0 +1,262 @@
+"""Recommend: the winner per section, why, the runner-up and its cost, what was ruled out, and when the results
+cannot decide; the command's text, its Python snippet, and its errors."""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pandas as pd
+from click.testing import CliRunner
+
+from lstmbench.cli import main
+from lstmbench.recommend import fewest_seeds, python_snippet, recommend, recommend_rows
+from lstmbench.records import SCHEMA_VERSION
+from lstmbench.suite import suite_from_dict
+
+from .conftest import TINY
+
+ENV = {"host": "vm1", "cpu": "cpu-x", "cpu_count": 2, "threads": 2, "device_name": "cpu", "torch": "2.x",
+       "lstmbench": "0.1.0", "git_commit": "abc"}
+NOTES = {"naive": "reads the output after the padding", "truncate": "truncates to 6 tokens",
+         "ideal": "unpadded: each batch's real tokens cut into equal rows"}
+BUCKET_MASK = {"name": "bucket-mask", "batching": "bucket", "padding": "batch", "readout": "mask"}
+TITLE = "tiny on cpu, vm1, cpu-x x2 (configuration h1; lstmbench 0.1.0 at abc, torch 2.x)"
+
+
+def config(strategies: list, seeds: int = 3, target: float = 0.0, cap: float = 0.0) -> dict:
+    suite = copy.deepcopy(TINY)
+    suite.update(strategies=strategies, seeds=list(range(seeds)))
+    suite["train"].update(target_accuracy=target, batch_size=16)
+    if cap:
+        suite["train"].update(until_target=True, max_time_s=cap)
+    return suite_from_dict(suite).to_dict()  # what rows carry: the resolved suite
+
+
+def run_rows(cfg: dict, runs: dict[str, dict], seeds: int) -> list[dict]:
+    """Rows of `seeds` seeds; runs: strategy -> {"tps": [...], "acc": [...], "ttt": [...]} or {"status", "error"}
+    for runs that all failed (lists: one value per seed)."""
+    target = cfg["train"]["target_accuracy"] or None
+    specs = {s["name"]: s for s in cfg["strategies"]}
+    rows = []
+    for seed in range(seeds):
+        for name, m in runs.items():
+            spec = specs.get(name, {"batching": "random", "padding": "reshape", "readout": "last", "max_len": 0})
+            row = {"schema_version": SCHEMA_VERSION, "suite": cfg["name"], "suite_hash": "h1", "strategy": name,
+                   "batching": spec["batching"], "padding": spec["padding"], "readout": spec["readout"],
+                   "max_len": spec["max_len"], "computation_note": NOTES.get(name, ""), "device": "cpu",
+                   "seed": seed, "status": m.get("status", "ok"), "error": m.get("error", ""), "config": cfg,
+                   "env": ENV, "init_checksum": f"c{seed}"}
+            if row["status"] == "ok":
+                ttt = m["ttt"][seed] if "ttt" in m else None
+                acc = m["acc"][seed] if "acc" in m else None
+                row.update(tokens_per_s=m["tps"][seed], samples_per_s=10.0, pad_fraction=0.5,
+                           data_time_fraction=0.01, train_time_s=2.0, peak_mem_bytes=2**30,
+                           baseline_rss_bytes=2**29, eval_accuracy=acc, eval_accuracy_exact=acc,
+                           target_accuracy=target if name != "ideal" else None, time_to_target_s=ttt,
+                           reached_target=(ttt is not None) if target and name != "ideal" else None,
+                           verified=None if name == "ideal" else "differs as designed" if name in NOTES
+                           else "equivalent", verify_loss_rel_error=1e-7, verify_grad_rel_error=2e-7,
+                           verify_tolerance=1e-4, verify_precision="float32")
+            rows.append(row)
+    return rows
+
+
+def one(rows: list[dict]):
+    (rec,) = recommend_rows(pd.DataFrame(rows))
+    return rec
+
+
+CLEAR_CONFIG = config(["naive", "mask", "pack", BUCKET_MASK], target=0.85, cap=45)
+CLEAR = run_rows(CLEAR_CONFIG, {
+    "naive": {"tps": [100.0, 110.0, 90.0], "acc": [0.55, 0.6, 0.5]},
+    "mask": {"tps": [300.0, 310.0, 290.0], "acc": [0.86, 0.87, 0.88], "ttt": [30.0, 29.3, 31.0]},
+    "pack": {"tps": [150.0, 140.0, 160.0], "acc": [0.88, 0.89, 0.87], "ttt": [50.0, 52.0, 51.0]},
+    "bucket-mask": {"tps": [900.0, 950.0, 850.0], "acc": [0.86, 0.88, 0.87], "ttt": [10.0, 11.0, 12.0]},
+    "ideal": {"tps": [1000.0, 1000.0, 1000.0]},
+}, seeds=3)
+
+
+def test_a_clear_winner_the_fastest_exact_strategy_to_the_target():
+    rec = one(CLEAR)
+    assert (rec.suite, rec.title, rec.winner, rec.undecided) == ("tiny", TITLE, "bucket-mask", None)
+    assert rec.why == ("fastest to 0.85 held-out accuracy: 11.0 s median over 3 runs (3/3 reached), exact, accuracy "
+                       "0.870, not significantly below the best exact strategy pack: -0.010, p=0.55 (n.s.; ~14 seeds "
+                       "would decide)")
+    assert rec.runner_up == "mask"
+    assert rec.runner_up_cost == ("mask: 19.0 s (173%) slower to 0.85 (30.0 vs 11.0 s median); accuracy 0.870 vs "
+                                  "0.870")
+    assert [name for name, _ in rec.ruled_out] == ["naive"]  # the ideal is no candidate
+    assert rec.ruled_out == [("naive", "accuracy lost: below: -0.330, p=0.018; target 0/3 vs 3/3; never reached 0.85 "
+                                       "within the 45 s cap (0/3 runs)")]
+    assert rec.strategy == BUCKET_MASK and rec.batch_size == 16
+
+
+def test_a_fast_strategy_that_lost_accuracy_is_ruled_out():
+    """naive 20x faster but 0.45 below on each of 6 seeds: the paired test decides (3 strategies, 6 seeds)."""
+    cfg = config(["naive", "mask", "pack"], seeds=6)
+    rec = one(run_rows(cfg, {
+        "naive": {"tps": [6000.0, 6100.0, 5900.0, 6000.0, 6050.0, 5950.0], "acc": [0.5, 0.52, 0.48, 0.5, 0.51, 0.49]},
+        "mask": {"tps": [300.0, 310.0, 290.0, 305.0, 295.0, 300.0], "acc": [0.95, 0.96, 0.94, 0.95, 0.97, 0.93]},
+        "pack": {"tps": [100.0, 105.0, 95.0, 100.0, 98.0, 102.0], "acc": [0.95, 0.95, 0.95, 0.96, 0.95, 0.94]},
+    }, seeds=6))
+    assert rec.ruled_out == [("naive", "accuracy lost: below: -0.450, p=0.0025")]
+    assert rec.winner == "mask"
+    assert rec.why == ("highest throughput: 300 tokens/s median over 6 runs, exact, accuracy 0.950, the best exact "
+                       "strategy's")
+    assert rec.runner_up_cost == "pack: 67% fewer tokens/s (100 vs 300 median); accuracy 0.950 vs 0.950"
+
+
+def test_a_strategy_that_changes_the_computation_may_win_when_not_below():
+    cfg = config(["truncate", "mask"], seeds=3)
+    rec = one(run_rows(cfg, {"truncate": {"tps": [900.0, 950.0, 850.0], "acc": [0.95, 0.94, 0.96]},
+                             "mask": {"tps": [300.0, 310.0, 290.0], "acc": [0.95, 0.95, 0.95]}}, seeds=3))
+    assert rec.winner == "truncate" and rec.ruled_out == []
+    assert rec.why == ("highest throughput: 900 tokens/s median over 3 runs, changes the computation: truncates to "
+                       "6 tokens, accuracy 0.950, not significantly below the best exact strategy mask: +0.000 (no "
+                       "shortfall)")
+
+
+def test_one_seed_cannot_decide_and_says_how_many_seeds_would():
+    cfg = config(["naive", "mask", "pack"], seeds=1, target=0.9)
+    rec = one(run_rows(cfg, {"naive": {"tps": [600.0], "acc": [0.91], "ttt": [1.0]},
+                             "mask": {"tps": [300.0], "acc": [0.95], "ttt": [2.0]},
+                             "pack": {"tps": [100.0], "acc": [0.95], "ttt": [6.0]}}, seeds=1))
+    assert rec.winner is None and rec.why == "" and rec.runner_up is None
+    assert rec.undecided == (
+        "the results cannot decide: the strategies have 1 seed in common, and the paired accuracy test needs at "
+        "least 2 to run (4 to find a shortfall among 3 strategies); run at least 4 seeds (--set seeds=[0,1,2,3]); "
+        "the fastest so far, its accuracy unchecked: naive (1.00 s median to 0.9 held-out accuracy over 1 run "
+        "(1/1 reached))")
+    assert python_snippet(rec).startswith("# lstmbench cannot recommend a strategy for suite 'tiny' (cpu): the "
+                                          "results cannot decide")
+    assert fewest_seeds(2, 2) == 7 and fewest_seeds(7, 2) == 3  # 2! ^ -6 < 0.025; 7! ^ -1 already is
+
+
+def test_no_exact_strategy_cannot_decide():
+    cfg = config(["naive", "truncate"], seeds=3)
+    rec = one(run_rows(cfg, {"naive": {"tps": [600.0] * 3, "acc": [0.9] * 3},
+                             "truncate": {"tps": [900.0] * 3, "acc": [0.9] * 3}}, seeds=3))
+    assert rec.winner is None
+    assert rec.undecided == (
+        "the results cannot decide: no exact strategy (mask, pack, bucket, ...) has an ok run, so nothing checks the "
+        "accuracy of naive, truncate against the exact computation; add one to the suite; the fastest so far, its "
+        "accuracy unchecked: truncate (900 tokens/s median over 3 runs)")
+
+
+def test_strategies_whose_runs_all_failed_are_ruled_out_with_their_reason():
+    cfg = config(["mask", "pack", BUCKET_MASK], seeds=3, target=0.9)
+    rec = one(run_rows(cfg, {
+        "mask": {"tps": [300.0, 310.0, 290.0], "acc": [0.95, 0.95, 0.96], "ttt": [2.0, 2.1, 2.2]},
+        "pack": {"status": "oom", "error": "out of memory at step 3 on a batch of shape (16, 40): could not "
+                                           "allocate 512 bytes"},
+        "bucket-mask": {"status": "diverged", "error": "training loss became nan at step 7"},
+    }, seeds=3))
+    assert rec.ruled_out == [
+        ("pack", "all 3 runs failed: out of memory (3/3): out of memory at step 3 on a batch of shape (16, 40): "
+                 "could not allocate 512 bytes"),
+        ("bucket-mask", "all 3 runs failed: diverged (the training loss became NaN or infinite) (3/3): training "
+                        "loss became nan at step 7"),
+    ]
+    assert rec.winner == "mask" and rec.runner_up is None and rec.runner_up_cost == ""
+    assert rec.why == ("the only strategy left: 2.10 s median to 0.9 held-out accuracy over 3 runs (3/3 "
+                       "reached), exact, accuracy 0.953, the best exact strategy's")
+
+
+def write_results(folder: Path, rows: list[dict]) -> Path:
+    target = folder / "tiny"
+    target.mkdir(parents=True)
+    (target / "20261128T000000Z-vm1-1.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
+def test_the_command_prints_each_section_and_exits_0(tmp_path: Path):
+    folder = write_results(tmp_path / "results", CLEAR)
+    result = CliRunner().invoke(main, ["recommend", str(folder)])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[:4] == [
+        TITLE,
+        "  Recommended: bucket-mask",
+        "  Why: Fastest to 0.85 held-out accuracy: 11.0 s median over 3 runs (3/3 reached), exact, accuracy 0.870, "
+        "not significantly below the best exact strategy pack: -0.010, p=0.55 (n.s.; ~14 seeds would decide).",
+        "  Runner-up: mask: 19.0 s (173%) slower to 0.85 (30.0 vs 11.0 s median); accuracy 0.870 vs 0.870.",
+    ]
+    assert lines[4:] == ["  Ruled out:", "    - naive: accuracy lost: below: -0.330, p=0.018; target 0/3 vs 3/3; never "
+                                         "reached 0.85 within the 45 s cap (0/3 runs)"]
+    assert len(recommend([folder]).recommendations) == 1
+
+
+def test_python_format_compiles_and_sets_up_the_winner(tmp_path: Path):
+    folder = write_results(tmp_path / "results", CLEAR)
+    result = CliRunner().invoke(main, ["recommend", str(folder), "--format", "python"])
+    assert result.exit_code == 0, result.output
+    compile(result.output, "<recommend>", "exec")
+    assert result.output.splitlines()[0].startswith("# lstmbench recommends bucket-mask for suite 'tiny' (cpu): "
+                                                    "fastest to 0.85")
+    assert ('strategy = {"name": "bucket-mask", "batching": "bucket", "padding": "batch", "readout": "mask"}'
+            in result.output)
+    assert "batch_sampler(lengths, strategy, batch_size=16, seed=0)" in result.output
+    assert "# readout mask: use last_step(output, batch.lengths)" in result.output
+
+
+def test_python_snippets_for_pack_and_global_padding_compile():
+    pack = one(run_rows(config(["naive", "pack"], seeds=3), {
+        "naive": {"tps": [50.0] * 3, "acc": [0.9, 0.91, 0.92]}, "pack": {"tps": [60.0] * 3, "acc": [0.9] * 3}},
+        seeds=3))
+    code = python_snippet(pack)
+    compile(code, "<pack>", "exec")
+    assert "lstm(batch.packed(embed(batch.inputs)))" in code and "last_step" not in code
+    pack.winner = "naive"
+    pack.strategy = {"name": "naive", "batching": "random", "padding": "global", "readout": "last"}
+    code = python_snippet(pack)
+    compile(code, "<naive>", "exec")
+    assert "collate_fn=collate(strategy, max_length=max(lengths))" in code and 'or the preset name "naive"' in code
+
+
+def test_committed_rows_recommend_and_compile():
+    found = recommend([Path(__file__).parent / "data" / "packing-first"])
+    for rec in found.recommendations:
+        assert rec.winner or rec.undecided
+        compile(python_snippet(rec), "<packing>", "exec")
+
+
+def test_a_missing_path_is_one_error_line_exit_2(tmp_path: Path):
+    result = CliRunner().invoke(main, ["recommend", str(tmp_path / "nowhere")])
+    assert result.exit_code == 2
+    assert result.output.splitlines() == [f"Error: {tmp_path / 'nowhere'}: no such file or folder"]
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("not json\n")
+    result = CliRunner().invoke(main, ["recommend", str(empty)])
+    assert result.exit_code == 2 and result.output.startswith("Error: no result rows in 1 file(s)")
+
+
+def test_a_target_no_strategy_reached_cannot_decide():
+    cfg = config(["mask", "pack"], seeds=3, target=0.99, cap=45)
+    rec = one(run_rows(cfg, {"mask": {"tps": [300.0] * 3, "acc": [0.9] * 3},
+                             "pack": {"tps": [100.0] * 3, "acc": [0.9] * 3}}, seeds=3))
+    assert rec.winner is None and rec.ruled_out == [("mask", "never reached 0.99 within the 45 s cap (0/3 runs)"),
+                                                    ("pack", "never reached 0.99 within the 45 s cap (0/3 runs)")]
+    assert rec.undecided == ("the results cannot decide: no strategy reached 0.99 within the 45 s cap; lower "
+                             "train.target_accuracy or train longer")
+    from lstmbench.cli.recommend import text_lines
+
+    assert text_lines(rec)[1] == ("  Undecided: The results cannot decide: no strategy reached 0.99 within the 45 s "
+                                  "cap; lower train.target_accuracy or train longer.")
+
+
+def test_a_faster_strategy_that_changes_the_computation_with_an_undecided_shortfall_does_not_win():
+    cfg = config([{"truncate": {"max_len": 6}}, "mask", BUCKET_MASK], target=0.85, cap=45)
+    rows = run_rows(cfg, {
+        "truncate": {"tps": [900.0, 950.0, 850.0], "acc": [0.86, 0.85, 0.87], "ttt": [5.0, 6.0, 7.0]},
+        "mask": {"tps": [300.0, 310.0, 290.0], "acc": [0.90, 0.91, 0.89], "ttt": [30.0, 29.0, 31.0]},
+        "bucket-mask": {"tps": [800.0, 850.0, 750.0], "acc": [0.90, 0.90, 0.90], "ttt": [10.0, 11.0, 12.0]},
+    }, seeds=3)
+    rec = one(rows)
+    assert rec.winner == "bucket-mask"
+    assert rec.why.startswith("fastest exact strategy to 0.85 held-out accuracy: 11.0 s median over 3 runs")
+    assert rec.runner_up == "truncate"
+    assert rec.runner_up_cost.startswith("truncate: 5.00 s (45%) faster to 0.85 (6.00 vs 11.0 s median); accuracy "
+                                         "0.860 vs 0.900. It is faster, but changes the computation: truncates to 6 "
+                                         "tokens, and its accuracy shortfall against the best exact strategy is not "
+                                         "decided by these seeds: -0.040, p=")
