@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from . import __version__
+from .version import __version__
 from .errors import ResultsError
 from .records import variant_of
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import textwrap
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
 
 import matplotlib
 
@@ -17,11 +17,21 @@ from .data import make_data  # noqa: E402
 from .errors import LstmbenchError  # noqa: E402
 from .suite import suite_from_dict  # noqa: E402
 
-if TYPE_CHECKING:
-    from .report import Section, SuiteReport
+
+@dataclass(frozen=True)
+class PlotData:
+    """What the plots of one report section read: plain data, handed down by the report (which imports this
+    module, never the reverse)."""
+
+    title: str  # the section's title, on every chart
+    suite: str
+    device: str
+    summary: pd.DataFrame  # one row per strategy (the report's summary columns)
+    rows: pd.DataFrame  # the section's ok rows: one dot per run, curves, accuracy by length
+    config: dict = field(default_factory=dict)  # the resolved suite the rows carry (target, seeds, data)
 
 
-def plots(section: Section) -> dict[str, bytes]:
+def plots(section: PlotData) -> dict[str, bytes]:
     s = section.summary
     out = {}
     names = list(s["strategy"])
@@ -106,29 +116,29 @@ def plots(section: Section) -> dict[str, bytes]:
     return out
 
 
-def crossover_plot(report: SuiteReport) -> bytes:
+def crossover_plot(suite: str, swept: list[tuple[dict, pd.DataFrame]], against_naive: bool, measure: str) -> bytes:
     """Speed-up against naive (or, without naive, tokens/s) along the first swept key, one line per strategy
-    (and per value of a second key): where packing wins and where it loses."""
-    swept = [s for s in report.sections if s.point]
-    column = "speedup_vs_naive" if report.against_naive else "tokens_per_s"
-    keys = list(swept[0].point)
+    (and per value of a second key): where packing wins and where it loses. `swept`: each sweep point (key
+    path -> value) with its section's summary."""
+    column = "speedup_vs_naive" if against_naive else "tokens_per_s"
+    keys = list(swept[0][0])
     fig, ax = plt.subplots(figsize=(7, 4))
-    strategies = list(dict.fromkeys(n for s in swept for n in s.summary["strategy"] if n != "naive"))
-    seconds = list(dict.fromkeys(s.point.get(keys[1]) for s in swept)) if len(keys) > 1 else [None]
+    strategies = list(dict.fromkeys(n for _, summary in swept for n in summary["strategy"] if n != "naive"))
+    seconds = list(dict.fromkeys(point.get(keys[1]) for point, _ in swept)) if len(keys) > 1 else [None]
     for i, name in enumerate(strategies):
         for j, second in enumerate(seconds):
-            points = sorted((s.point[keys[0]], float(s.summary.set_index("strategy")[column].get(name, np.nan)))
-                            for s in swept if second is None or s.point.get(keys[1]) == second)
+            points = sorted((point[keys[0]], float(summary.set_index("strategy")[column].get(name, np.nan)))
+                            for point, summary in swept if second is None or point.get(keys[1]) == second)
             label = name if second is None else f"{name}, {keys[1]}={second}"
             ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", color=f"C{i}",
                     ls=["-", "--", ":", "-."][j % 4], label=label)
-    if report.against_naive:
+    if against_naive:
         ax.axhline(1.0, color="k", lw=0.8, ls="--")
     ax.set_xlabel(keys[0])
-    ax.set_ylabel(report.crossover_measure + (" (median tokens/s)" if report.against_naive else ""))
+    ax.set_ylabel(measure + (" (median tokens/s)" if against_naive else ""))
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
-    ax.set_title(_wrap(f"Crossover: {report.suite}"), fontsize=10)
+    ax.set_title(_wrap(f"Crossover: {suite}"), fontsize=10)
     return _png(fig)
 
 
@@ -167,7 +177,7 @@ def _train_lengths(config: dict) -> np.ndarray | None:
     return make_data(suite.data, suite.seeds[0]).train.lengths
 
 
-def _dots(ax: plt.Axes, section: Section, names: list[str], column: str, scale: float, color: str,
+def _dots(ax: plt.Axes, section: PlotData, names: list[str], column: str, scale: float, color: str,
           offset: float = 0.0, label: str | None = None) -> None:
     """Each run of each strategy as a dot (jittered sideways), its median as a short bar: no interval the
     runs cannot support."""

@@ -272,7 +272,7 @@ def collect_env(device_name: str, threads: int) -> dict[str, Any]:
     import numpy
     import torch
 
-    from . import __version__
+    from .version import __version__
 
     return {
         "lstmbench": __version__,

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .plots import crossover_plot, plots
+from .plots import PlotData, crossover_plot, plots
 from .machine import busy_warning
 from .quality import accuracy_verdicts
 from .records import code, hardware, software
@@ -99,10 +99,11 @@ class SuiteReport:
         out["summary.csv"] = pd.concat(frames).to_csv(index=False)
         for i, s in enumerate(self.sections):
             tag = "" if len(self.sections) == 1 else f"-{i + 1}-{s.device}-{s.suite_hash}"
-            for name, png in plots(s).items():
+            for name, png in plots(PlotData(s.title, s.suite, s.device, s.summary, s.rows, s.config)).items():
                 out[f"{name}{tag}.png"] = png
         if any(s.point for s in self.sections):
-            out["crossover.png"] = crossover_plot(self)
+            swept = [(s.point, s.summary) for s in self.sections if s.point]
+            out["crossover.png"] = crossover_plot(self.suite, swept, self.against_naive, self.crossover_measure)
         return out
 
 

@@ -4,49 +4,9 @@ The modules that pull in pandas, matplotlib and scipy (storage, report, compare)
 commands: each run's child process re-imports this module (multiprocessing's spawn), and should hold no
 more memory than training needs, so that its peak memory measures the run.
 """
-from __future__ import annotations
-
-import functools
-from typing import Any, Callable
-
-import click
-
-from .. import __version__
-from ..errors import LstmbenchError
-
-EXIT_BAD_INPUT = 2  # bad suite, bad result files, bad options (click's own usage errors are 2 too)
-EXIT_RUNS_FAILED = 1  # the suite ran, but some runs failed (their rows say why), or a row could not be stored
-EXIT_REGRESSION = 3  # compare found a regression: distinct from bad input (2) and from a crash (1)
-EXIT_INTERRUPTED = 130  # Ctrl-C: the shell's 128 + SIGINT
-MAX_MESSAGE = 600  # characters of an error message: one line a terminal can show, whatever it quotes
-
-
-class CliError(click.ClickException):
-    exit_code = EXIT_BAD_INPUT
-
-
-def translate_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except LstmbenchError as e:
-            text = " ".join(str(e).split("\n"))  # one line, whatever a message quotes, and a short one
-            raise CliError(text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE - 3] + "...") from None
-    return wrapper
-
-
-@click.group()
-@click.version_option(__version__, prog_name="lstmbench")
-def main() -> None:
-    """Benchmark batching strategies for variable-length LSTM training."""
-
-
-def count(suite: Any, runs: int, points: int = 1) -> str:
-    ideal = " + the ideal" if suite.ideal else ""
-    sweep = f" x {points} sweep points" if points > 1 else ""
-    return (f"{len(suite.strategies)} strategies{ideal} x {len(suite.seeds)} seeds{sweep} = {runs} runs "
-            f"on {suite.device}")
-
+from .base import (EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_REGRESSION, EXIT_RUNS_FAILED, MAX_MESSAGE, CliError,
+                   main)
 
 from . import inspect, recommend, results, run  # noqa: E402,F401 - registers the commands on `main`
+
+__all__ = ["main", "CliError", "MAX_MESSAGE", "EXIT_BAD_INPUT", "EXIT_INTERRUPTED", "EXIT_REGRESSION", "EXIT_RUNS_FAILED"]

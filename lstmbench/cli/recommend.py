@@ -5,7 +5,7 @@ from typing import Any
 
 import click
 
-from . import main, translate_errors
+from .base import main, translate_errors
 
 
 @main.command(name="recommend")

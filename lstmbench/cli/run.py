@@ -15,7 +15,7 @@ from ..errors import LstmbenchError
 from ..records import harness_overhead
 from ..runner import MIN_STABLE_SEEDS, UntilStable, parse_shard, plan_runs, run_suite, seed_runs, shard_of
 from ..suite import expand_sweep, load_suite
-from . import EXIT_INTERRUPTED, EXIT_RUNS_FAILED, count, main, translate_errors
+from .base import EXIT_INTERRUPTED, EXIT_RUNS_FAILED, count, main, translate_errors
 
 
 @main.command()
