@@ -16,9 +16,11 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(BIN)/python -m pip install -q -e ".[dev,data]"
 	touch $@
 
+# reports only the suite it ran (its folder under results/), never the committed reference/ results
 demo: setup
-	$(BIN)/lstmbench run $(SUITE)
-	$(BIN)/lstmbench report
+	$(BIN)/lstmbench run $(SUITE) --out results
+	$(BIN)/lstmbench report results/$$($(BIN)/python -c "from lstmbench.suite import load_suite; print(load_suite('$(SUITE)').name)")
+	$(BIN)/lstmbench recommend results/$$($(BIN)/python -c "from lstmbench.suite import load_suite; print(load_suite('$(SUITE)').name)")
 
 test: setup
 	$(BIN)/python -m pytest

@@ -14,40 +14,8 @@ import numpy as np
 import torch
 
 from .data import IGNORE, Dataset
-from .suite import PRESETS, StrategySpec, Suite
-
-DESCRIPTIONS = {
-    "naive": "pad every sequence to the dataset's max length; read the output at the last padded step",
-    "truncate": "cut sequences to max_len, pad to the batch's max, read at each sequence's true end",
-    "mask": "pad to the batch's max length; read the output at each sequence's true end",
-    "pack": "pad to the batch's max; run the LSTM on pack_padded_sequence",
-    "bucket": "batches of similar lengths (batch order shuffled); pad to the batch's max; pack",
-    "token_budget": "length-sorted batches filled up to max_tokens padded tokens (batch size varies); mask",
-    "boundaries": "batches within fixed length ranges (boundaries, e.g. 16/32/64/128), order shuffled; pack",
-    "sorted_pack": "pad to the batch's max, sort the batch by length, pack with enforce_sorted=True",
-}
-assert DESCRIPTIONS.keys() == PRESETS.keys()
-
-CHOICE_HELP = {
-    "batching": {"random": "a fresh shuffle each epoch, cut into batches",
-                 "bucket": "shuffle, sort by length (within mega-batches of `megabatch` batches, if set), cut "
-                           "into batches, shuffle the batch order",
-                 "boundaries": "group by length range (boundaries), shuffle within each, cut into batches, "
-                               "shuffle the batch order",
-                 "token_budget": "sort by length, fill each batch while (size+1) x longest <= max_tokens, "
-                                 "shuffle the batch order"},
-    "padding": {"global": "pad to the longest sequence of the data set",
-                "batch": "pad to the longest sequence of the batch",
-                "truncate": "cut to max_len, then pad to the batch's longest"},
-    "readout": {"last": "the output at the last (possibly padded) step: changes the computation",
-                "mask": "the output at each sequence's true last step (exact; a bidirectional reverse direction "
-                        "runs within each length)",
-                "pack": "a PackedSequence: the LSTM never sees padding",
-                "pack_sorted": "the batch sorted by length, packed with enforce_sorted=True (no sort inside)"},
-    "options": {"pad_multiple": "round the padded time axis up to a multiple of N (with padding batch/global/"
-                                "truncate), to measure what alignment buys"},
-}
-
+from .presets import PRESETS
+from .suite import StrategySpec, Suite
 
 def note_for(spec: StrategySpec, suite: Suite) -> str:
     """computation_note for this suite's model and task."""

@@ -1,7 +1,7 @@
 """The gate's rates, measured: A/A (same code twice: how often does compare cry wolf?) and A/B (a 20% slowdown:
 how often is it caught?), on result sets resampled from two real invocations of the default suite.
 
-The data: `tests/data/packing-first/` (the default suite's rows as committed in results/packing at schema 4,
+The data: `tests/data/packing-first/` (the default suite's rows as committed in reference/packing at schema 4,
 frozen here so that measuring the README's table again does not move this test's data) and
 `tests/data/packing-repeat/`, the same suite run again on the same machine: for every (strategy, seed), two real runs of the same
 code on the same batches, their windows aligned.

@@ -80,17 +80,19 @@ def test_run_then_report_end_to_end(tiny_file, tmp_path):
     assert [x["strategy"] for x in rows] == ["naive", "mask", "ideal"]  # run and stored in that order
     assert rows[0]["init_checksum"] == rows[1]["init_checksum"] == rows[2]["init_checksum"]
     assert rows[1]["efficiency"] == rows[1]["tokens_per_s"] / rows[1]["reference_tokens_per_s"]
-    assert "| mask " in r.stdout and f"3 rows appended to {rows_file}" in r.stdout
+    assert "| mask " in r.stdout and f"3 rows appended to {rows_file}." in r.stdout
+    assert (f"Report of this suite's runs (tables, plots, HTML): lstmbench report {rows_file.parent}\n"
+            f"Recommendation: lstmbench recommend {rows_file.parent}\n") in r.stdout  # names its own folder
     assert r.stderr.startswith("tiny: 2 strategies + the ideal x 1 seeds = 3 runs on cpu; rows go to ")
 
     r = invoke("report", out)
     assert r.exit_code == 0, r.output
     report_dir = out / "tiny" / "report"
     assert sorted(p.name for p in report_dir.iterdir()) == [
-        "accuracy.png", "accuracy_by_length.png", "lengths.png", "memory.png", "summary.csv", "summary.md",
-        "throughput.png"]
+        "accuracy.png", "accuracy_by_length.png", "index.html", "lengths.png", "memory.png", "summary.csv",
+        "summary.md", "throughput.png"]
     assert r.stdout.startswith("# lstmbench report: tiny\n")
-    assert f"Wrote 7 files to {report_dir}" in r.stdout
+    assert f"Wrote 8 files to {report_dir}" in r.stdout
 
     r = invoke("report", rows_file, "--out", tmp_path / "elsewhere")
     assert r.exit_code == 0 and (tmp_path / "elsewhere" / "tiny" / "summary.md").exists()

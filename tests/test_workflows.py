@@ -56,7 +56,7 @@ def test_the_nightly_pins_the_torch_of_its_baseline():
     text = (WORKFLOWS / "nightly-gpu.yml").read_text()
     pins = re.findall(r"TORCH=torch==([0-9.]+)", text)
     assert len(pins) == 1, "the nightly must install one pinned torch version"
-    rows = [json.loads(line) for f in (ROOT / "results" / "baselines" / "gpu").glob("*.jsonl")
+    rows = [json.loads(line) for f in (ROOT / "reference" / "baselines" / "gpu").glob("*.jsonl")
             for line in f.read_text().splitlines() if line.strip()]
     measured = {r["env"]["torch"].split("+")[0] for r in rows}
     assert measured <= {pins[0]}, f"baseline measured with torch {measured}, nightly installs {pins[0]}"

@@ -11,9 +11,10 @@ from tabulate import tabulate
 from ..data import check_data
 from ..probes import refuse_out_of_memory
 from ..runner import check_memory, plan_runs, preflight
-from ..strategies import CHOICE_HELP, DESCRIPTIONS, describe
+from ..presets import CHOICE_HELP, DESCRIPTIONS
+from ..strategies import describe
 from ..suite import expand_sweep, load_suite
-from . import EXIT_RUNS_FAILED, count, main, translate_errors
+from .base import EXIT_RUNS_FAILED, count, main, translate_errors
 
 
 def _point(point: dict) -> str:

@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 import click
 
-from . import EXIT_REGRESSION, main, translate_errors
+from .base import EXIT_REGRESSION, main, translate_errors
 
 
 @main.command(name="report")
@@ -18,18 +18,21 @@ from . import EXIT_REGRESSION, main, translate_errors
                                            "into one section (named POOLED, listing each); default: apart.")
 @translate_errors
 def report_cmd(paths: tuple[str, ...], out: str | None, pool: bool) -> None:
-    """Tables and plots from result files or folders (default: results/).
+    """Tables, plots and a self-contained HTML page (index.html) from result files or folders (default:
+    results/).
 
     Example: lstmbench report results/packing
     """
-    from .. import report, storage
+    from .. import html, report, storage
 
     loaded = storage.load_rows(paths or ["results"])
     for warning in loaded.skipped:
         click.echo(f"Warning: {warning}", err=True)
     for suite_report in report.build_reports(loaded.rows, pool=pool):
         folder = Path(out) / suite_report.suite if out else _default_report_dir(loaded.rows, suite_report.suite)
-        written = storage.write_files(folder, suite_report.files())
+        files = suite_report.files()
+        files[html.INDEX] = html.suite_html(suite_report)  # after the report is built: report.py never imports html
+        written = storage.write_files(folder, files)
         click.echo(suite_report.markdown())
         click.echo(f"Wrote {len(written)} files to {folder}\n")
 
@@ -60,7 +63,7 @@ def compare_cmd(baseline: str, current: str, threshold: float, alpha: float) -> 
     accuracy fall beyond its tolerance, a strategy with no ok run now, or a target no longer reached);
     2: bad input, or too few runs to test anything.
 
-    Example: lstmbench compare results/baselines/gpu results/gpu
+    Example: lstmbench compare reference/baselines/gpu results/gpu
     """
     from ..compare import compare_results
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 import time
 from dataclasses import dataclass
@@ -180,7 +181,9 @@ def _run(suite: Any, out: str, options: Options, group: Any = None) -> None:
             click.echo(section.table().to_markdown(index=False))
     if stable:
         click.echo(report.stability_note(loaded.rows[loaded.rows["status"] == "ok"]))
-    click.echo(f"\n{finished} rows appended to {run_file.path}; `lstmbench report` makes tables and plots.")
+    folder = shlex.quote(str(run_file.path.parent))
+    click.echo(f"\n{finished} rows appended to {run_file.path}.\nReport of this suite's runs (tables, plots, HTML): "
+               f"lstmbench report {folder}\nRecommendation: lstmbench recommend {folder}")
     cost = harness_overhead(loaded.rows.to_dict("records"), wall)
     if cost:
         click.echo(cost.sentence())
