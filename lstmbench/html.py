@@ -10,17 +10,16 @@ from __future__ import annotations
 import json
 from html import escape
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
-from .html_charts import IDEAL, Chart, crossover_chart, section_charts
-from .report import ranking
-
-if TYPE_CHECKING:
-    from .report import Section, SuiteReport
+from .html_charts import Chart, crossover_chart, section_charts
+from .plots import PlotData, decision_plot
+from .recommend import recommend_section
+from .report import Section, SuiteReport, ranking
 
 INDEX = "index.html"
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
@@ -125,32 +124,22 @@ def section_html(section: Section, anchor: str, charts: list[str]) -> str:
 
 
 def recommendation(section: Section) -> tuple[str | None, str]:
-    """The recommended strategy of a section and one sentence why (or, without a winner, why not): the rule of
-    lstmbench.recommend where that module is present, else `simple_winner`'s."""
-    try:
-        from .recommend import recommend_section
-    except ImportError:
-        return simple_winner(section)
+    """The recommended strategy of a section (lstmbench.recommend's rule) and one sentence why, or, without a
+    winner, why not."""
     rec = recommend_section(section)
     return rec.winner, rec.why if rec.winner else (rec.undecided or "the results cannot decide")
 
 
-def simple_winner(section: Section) -> tuple[str | None, str]:
-    """The fallback rule: among the strategies (not the ideal) with ok runs whose accuracy is not marked 'below'
-    the best exact strategy, the fastest to the target accuracy (median run, a miss counted as never); without a
-    target, or where none reached it, the highest median tokens/s."""
-    s = section.summary
-    if s.empty:
-        return None, "no strategy has an ok run"
-    s = s[(s["strategy"] != IDEAL) & (s["runs_ok"] > 0) & ~s["accuracy_vs_best"].astype(str).str.startswith("below")]
-    if s.empty:
-        return None, "every strategy lost accuracy against the best exact one, or has no ok run"
-    reached = s[s["time_to_target_s"].astype(float) < float("inf")]
-    if len(reached):
-        best = reached.sort_values(["time_to_target_s", "tokens_per_s"], ascending=[True, False]).iloc[0]
-        return best["strategy"], f"fastest to the target: {best['time_to_target_s']:.2f} s (median run)"
-    best = s.sort_values("tokens_per_s", ascending=False).iloc[0]
-    return best["strategy"], f"highest throughput: {best['tokens_per_s']:,.0f} tokens/s (median run)"
+def decision_pngs(report: SuiteReport) -> dict[str, bytes]:
+    """The decision chart as PNG (for the README and the Markdown report), one per section, the recommended
+    strategy marked: made here, above report and recommend, from plain data (plots.PlotData)."""
+    out = {}
+    for i, s in enumerate(report.sections):
+        tag = "" if len(report.sections) == 1 else f"-{i + 1}-{s.device}-{s.suite_hash}"
+        png = decision_plot(PlotData(s.title, s.suite, s.device, s.summary, s.rows, s.config), recommendation(s)[0])
+        if png:
+            out[f"decision{tag}.png"] = png
+    return out
 
 
 def warnings(section: Section) -> list[str]:

@@ -14,6 +14,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 
+from .plots import pareto
+
 if TYPE_CHECKING:
     from .report import Section, SuiteReport
 
@@ -149,17 +151,6 @@ def decision_chart(section: Section, palette: dict[str, str], winner: str | None
                   "held-out accuracy, own path")
     fig.update_xaxes(type="log")
     return Chart("decision", fig, caption)
-
-
-def pareto(x: list[float], y: list[float], smaller_x: bool) -> list[int]:
-    """The indices of the points no other point beats on both x (smaller or larger is better) and y (larger)."""
-    sign = 1 if smaller_x else -1
-    out, best = [], -math.inf
-    for i in sorted(range(len(x)), key=lambda i: (sign * x[i], -y[i])):
-        if y[i] > best:
-            out.append(i)
-            best = y[i]
-    return out
 
 
 def curve_chart(section: Section, palette: dict[str, str]) -> Chart | None:

@@ -116,6 +116,66 @@ def plots(section: PlotData) -> dict[str, bytes]:
     return out
 
 
+def decision_plot(data: PlotData, winner: str | None) -> bytes | None:
+    """Time to the target (or, where no run reached it, tokens/s) against accuracy through the strategy's own path:
+    a dot per run (hollow: missed the target, at its full training time), a diamond per strategy (median time,
+    mean accuracy), the Pareto front of the diamonds, the recommended strategy ringed. None without accuracies."""
+    rows = data.rows[data.rows["strategy"] != "ideal"] if len(data.rows) else data.rows
+    if rows.empty or "eval_accuracy" not in rows or pd.to_numeric(rows["eval_accuracy"], errors="coerce").isna().all():
+        return None
+    target = (data.config.get("train") or {}).get("target_accuracy")
+    num = lambda frame, key: (pd.to_numeric(frame[key], errors="coerce") if key in frame  # noqa: E731
+                              else pd.Series(np.nan, index=frame.index))
+    timed = bool(target) and num(rows, "time_to_target_s").notna().any()
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    names = list(dict.fromkeys(rows["strategy"]))
+    for i, name in enumerate(names):
+        mine = rows[rows["strategy"] == name]
+        acc = num(mine, "eval_accuracy")
+        if timed:
+            t = num(mine, "time_to_target_s")
+            hit = t.notna()
+            ax.scatter(t[hit], acc[hit], color=f"C{i}", alpha=0.8, s=30, label=name)
+            ax.scatter(num(mine, "train_time_s")[~hit], acc[~hit], facecolors="none", edgecolors=f"C{i}", s=30,
+                       label=None if hit.any() else f"{name} (missed)")
+        else:
+            ax.scatter(num(mine, "tokens_per_s"), acc, color=f"C{i}", alpha=0.8, s=30, label=name)
+    s = data.summary[(data.summary["strategy"] != "ideal") & data.summary["eval_accuracy"].notna()]
+    x = pd.to_numeric(s["time_to_target_s"] if timed else s["tokens_per_s"], errors="coerce").astype(float)
+    s = s.assign(_x=x)[np.isfinite(x)]
+    for _, r in s.iterrows():
+        ax.scatter([r["_x"]], [r["eval_accuracy"]], marker="D", s=70, color=f"C{names.index(r['strategy'])}"
+                   if r["strategy"] in names else "k", edgecolors="k", zorder=3)
+    if len(s):
+        front = s.iloc[pareto(s["_x"].tolist(), s["eval_accuracy"].tolist(), smaller_x=timed)].sort_values("_x")
+        ax.plot(front["_x"], front["eval_accuracy"], "k:", lw=1.2, label="Pareto front (strategies)")
+        chosen = s[s["strategy"] == winner]
+        if len(chosen):
+            ax.scatter(chosen["_x"], chosen["eval_accuracy"], marker="*", s=500, facecolors="none",
+                       edgecolors="crimson", linewidths=1.8, zorder=4, label=f"recommended: {winner}")
+    ax.set_xscale("log")
+    ax.set_xlabel(f"training seconds to accuracy {target:g} (hollow: missed, at its full training time)" if timed
+                  else "real tokens / s")
+    ax.set_ylabel("held-out accuracy, own path")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, loc="lower right" if timed else "lower left")
+    what = f"time to accuracy {target:g}" if timed else "throughput"
+    ax.set_title(_wrap(f"Decision: {what} against accuracy (dot: a run; diamond: a strategy): {data.title}"),
+                 fontsize=9)
+    return _png(fig)
+
+
+def pareto(x: list[float], y: list[float], smaller_x: bool) -> list[int]:
+    """The indices of the points no other point beats on both x (smaller or larger is better) and y (larger)."""
+    sign = 1 if smaller_x else -1
+    out, best = [], -np.inf
+    for i in sorted(range(len(x)), key=lambda i: (sign * x[i], -y[i])):
+        if y[i] > best:
+            out.append(i)
+            best = y[i]
+    return out
+
+
 def crossover_plot(suite: str, swept: list[tuple[dict, pd.DataFrame]], against_naive: bool, measure: str) -> bytes:
     """Speed-up against naive (or, without naive, tokens/s) along the first swept key, one line per strategy
     (and per value of a second key): where packing wins and where it loses. `swept`: each sweep point (key

@@ -89,10 +89,10 @@ def test_run_then_report_end_to_end(tiny_file, tmp_path):
     assert r.exit_code == 0, r.output
     report_dir = out / "tiny" / "report"
     assert sorted(p.name for p in report_dir.iterdir()) == [
-        "accuracy.png", "accuracy_by_length.png", "index.html", "lengths.png", "memory.png", "summary.csv",
+        "accuracy.png", "accuracy_by_length.png", "decision.png", "index.html", "lengths.png", "memory.png", "summary.csv",
         "summary.md", "throughput.png"]
     assert r.stdout.startswith("# lstmbench report: tiny\n")
-    assert f"Wrote 8 files to {report_dir}" in r.stdout
+    assert f"Wrote 9 files to {report_dir}" in r.stdout
 
     r = invoke("report", rows_file, "--out", tmp_path / "elsewhere")
     assert r.exit_code == 0 and (tmp_path / "elsewhere" / "tiny" / "summary.md").exists()

@@ -80,15 +80,15 @@ def test_report_never_imports_html():
     assert not {m for m in imported if m and "html" in m}
 
 
-def test_pareto_and_fallback_rule():
+def test_pareto_and_the_recommendation_marked():
     assert pareto([1.0, 2.0, 3.0, 0.5], [0.9, 0.95, 0.94, 0.5], smaller_x=True) == [3, 0, 1]
     assert pareto([100.0, 300.0, 200.0], [0.9, 0.8, 0.95], smaller_x=False) == [1, 2]
     rows = storage.load_rows([ROOT / "reference" / "packing"]).rows
-    (section,) = report.build_reports(rows)[0].sections
-    winner, why = html.simple_winner(section)
-    below = set(section.summary.loc[section.summary["accuracy_vs_best"].str.startswith("below"), "strategy"])
-    reached = section.summary[(section.summary["strategy"] != "ideal") & ~section.summary["strategy"].isin(below)]
-    assert winner == reached.sort_values("time_to_target_s")["strategy"].iloc[0] and "fastest" in why
+    (suite_report,) = report.build_reports(rows)
+    winner, why = html.recommendation(suite_report.sections[0])
+    assert winner == "bucket-mask" and why.startswith("fastest exact strategy to 0.9")
+    pngs = html.decision_pngs(suite_report)
+    assert list(pngs) == ["decision.png"] and pngs["decision.png"].startswith(b"\x89PNG")
 
 
 def _browser(playwright):

@@ -32,6 +32,7 @@ def report_cmd(paths: tuple[str, ...], out: str | None, pool: bool) -> None:
         folder = Path(out) / suite_report.suite if out else _default_report_dir(loaded.rows, suite_report.suite)
         files = suite_report.files()
         files[html.INDEX] = html.suite_html(suite_report)  # after the report is built: report.py never imports html
+        files.update(html.decision_pngs(suite_report))  # the decision chart, recommendation marked, as PNG too
         written = storage.write_files(folder, files)
         click.echo(suite_report.markdown())
         click.echo(f"Wrote {len(written)} files to {folder}\n")
