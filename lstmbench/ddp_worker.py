@@ -22,7 +22,7 @@ def main(argv: list[str]) -> int:
     die_with_parent(os.getppid())  # torchrun's agent: if it dies, so does this rank
     job = pickle.loads(Path(argv[0]).read_bytes())
     if job["kind"] == "verify":
-        from .verify import verify_distributed
+        from .verify_ranks import verify_distributed
 
         group = join_group("gloo", "cpu")
         result: Any = verify_distributed(job["suite"], group, job["batches"])

@@ -102,7 +102,8 @@ def verify_cmd(suite_file: str, overrides: tuple[str, ...], batches: int, nproc:
 def _verify_ranks(suite: Any, ranks: int, batches: int) -> list[dict[str, Any]]:
     """Run the distributed check under torchrun, print its table, return the mismatches."""
     from ..errors import LstmbenchError
-    from ..verify import MISMATCH, distributed_table
+    from ..verify import MISMATCH
+    from ..verify_ranks import distributed_table
     from ..worker import torchrun_job
 
     ended = torchrun_job({"kind": "verify", "suite": suite, "batches": batches}, ranks, suite.threads)
