@@ -167,7 +167,7 @@ def test_sweep_points_and_ddp_ranks_are_benchmarks_of_their_own(tmp_path):
     from lstmbench.storage import load_rows
 
     root = Path(__file__).resolve().parents[1]
-    document = to_pytest_benchmark(load_rows([root / "results" / "ddp"]).rows)
+    document = to_pytest_benchmark(load_rows([root / "reference" / "ddp"]).rows)
     names = [b["name"] for b in document["benchmarks"]]
     assert len(names) == len(set(names)) == 16
     assert "ddp/bucket-balanced[cpu, launch.nproc=2, 2 ranks]" in names
