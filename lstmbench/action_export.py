@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import ResultsError
-from .records import variant_of
+from .export import ok_rows
 
 KINDS = {"bigger": "customBiggerIsBetter", "smaller": "customSmallerIsBetter"}
 GROUP = ("suite", "strategy", "device")
@@ -29,13 +29,7 @@ def to_action_benchmark(rows: pd.DataFrame, kind: str, source: str = "results") 
     """The action's entries for the ok rows of `rows` (as storage.load_rows gives them). `kind`: bigger | smaller."""
     if kind not in KINDS:
         raise ResultsError(f"unknown kind {kind!r}: bigger or smaller")
-    missing = [k for k in (*GROUP, "status", "seed", "tokens_per_s") if k not in rows.columns]
-    if missing:
-        raise ResultsError(f"{source}: result rows lack {', '.join(missing)}")
-    ok = rows[rows["status"] == "ok"]
-    if ok.empty:
-        raise ResultsError(f"{source}: no ok result rows to export ({len(rows)} rows, none with status ok)")
-    ok = ok.assign(variant=[", ".join(variant_of(r)) for r in ok.to_dict("records")])
+    ok = ok_rows(rows, (*GROUP, "status", "seed", "tokens_per_s"), source)
     entries: list[dict[str, Any]] = []
     for key, group in ok.groupby([*GROUP, "variant"], sort=True):
         suite, strategy, device, variant = map(str, key)

@@ -32,13 +32,7 @@ EXTRA = ("tokens_per_s", "samples_per_s", "train_mem_bytes", "peak_mem_bytes", "
 
 def to_pytest_benchmark(rows: pd.DataFrame, source: str = "results") -> dict[str, Any]:
     """pytest-benchmark's JSON document for the `ok` rows of `rows` (as `storage.load_rows` gives them)."""
-    missing = [k for k in REQUIRED if k not in rows.columns]
-    if missing:
-        raise ResultsError(f"{source}: result rows lack {', '.join(missing)}")
-    ok = rows[rows["status"] == "ok"]
-    if ok.empty:
-        raise ResultsError(f"{source}: no ok result rows to export ({len(rows)} rows, none with status ok)")
-    ok = ok.assign(variant=[", ".join(variant_of(r)) for r in ok.to_dict("records")])
+    ok = ok_rows(rows, REQUIRED, source)
     benchmarks = []
     for key, group in ok.groupby([*GROUP_KEYS, "variant"], sort=True):
         suite, strategy, device, variant = map(str, key)
@@ -61,6 +55,18 @@ def to_pytest_benchmark(rows: pd.DataFrame, source: str = "results") -> dict[str
         "datetime": datetime.now(timezone.utc).isoformat(),
         "version": FORMAT_VERSION,
     }
+
+
+def ok_rows(rows: pd.DataFrame, required: tuple[str, ...], source: str) -> pd.DataFrame:
+    """The ok rows to export, each with its `variant` (sweep point, DDP ranks); ResultsError when a required
+    column is missing or no row is ok."""
+    missing = [k for k in required if k not in rows.columns]
+    if missing:
+        raise ResultsError(f"{source}: result rows lack {', '.join(missing)}")
+    ok = rows[rows["status"] == "ok"]
+    if ok.empty:
+        raise ResultsError(f"{source}: no ok result rows to export ({len(rows)} rows, none with status ok)")
+    return ok.assign(variant=[", ".join(variant_of(r)) for r in ok.to_dict("records")])
 
 
 def _benchmark(suite: str, strategy: str, device: str, variant: str, times: list[float],
