@@ -197,10 +197,7 @@ class Collate:
         sequences, labels = _arrays(pairs)
         longest = max(len(s) for s in sequences)
         width = longest
-        if self.strategy.spec.padding == "global":
-            if self.max_length is None:
-                raise BatchingError("padding global pads to the data set's longest sequence: pass "
-                                    "collate(..., max_length=N)")
+        if self.strategy.spec.padding == "global" and self.max_length is not None:
             if longest > self.max_length:
                 raise BatchingError(f"a sequence of {longest} steps is longer than max_length {self.max_length}")
             width = self.max_length
@@ -228,6 +225,8 @@ def collate(strategy: str | dict | StrategySpec, *, pad_value: float = 0, pad_mu
         raise BatchingError("the ideal (reshape) cuts batches into equal rows: a measuring device, not a batching")
     if max_length is not None and (not isinstance(max_length, (int, np.integer)) or max_length < 1):
         raise BatchingError(f"max_length must be an integer >= 1, got {max_length!r}")
+    if spec.padding == "global" and max_length is None:  # said now, not in a DataLoader worker later
+        raise BatchingError("padding global pads to the data set's longest sequence: pass collate(..., max_length=N)")
     return Collate(spec, pad_value, max_length)
 
 
