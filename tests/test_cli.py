@@ -161,3 +161,12 @@ def test_shards_run_their_slice_and_the_report_merges_them(tiny_file, tmp_path):
     r = invoke("report", tmp_path / "tiny")
     assert r.exit_code == 0 and r.output.count("## tiny on cpu") == 1
     assert "| ideal " in r.output and "|      2 |" in r.output  # the ideal's two runs, one per shard
+
+
+def test_report_and_recommend_without_results_say_where_results_come_from(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no results/ here
+    for command in ("report", "recommend"):
+        r = CliRunner().invoke(main, [command])
+        assert r.exit_code == 2
+        assert r.output == ("Error: results: no such folder: run a suite first (lstmbench run suites/packing.yaml), "
+                            "or name result files or folders (the committed reference results: reference/)\n")

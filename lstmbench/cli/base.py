@@ -3,6 +3,7 @@ imports the commands, which import this: one way)."""
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 from typing import Any, Callable
 
 import click
@@ -43,3 +44,13 @@ def count(suite: Any, runs: int, points: int = 1) -> str:
     sweep = f" x {points} sweep points" if points > 1 else ""
     return (f"{len(suite.strategies)} strategies{ideal} x {len(suite.seeds)} seeds{sweep} = {runs} runs "
             f"on {suite.device}")
+
+
+def default_results(paths: tuple[str, ...]) -> list[str]:
+    """The paths given, or results/; a first-time user without it is told where results come from."""
+    if paths:
+        return list(paths)
+    if not Path("results").exists():
+        raise LstmbenchError("results: no such folder: run a suite first (lstmbench run suites/packing.yaml), or "
+                             "name result files or folders (the committed reference results: reference/)")
+    return ["results"]

@@ -5,7 +5,7 @@ from typing import Any
 
 import click
 
-from .base import main, translate_errors
+from .base import default_results, main, translate_errors
 
 
 @main.command(name="recommend")
@@ -25,7 +25,7 @@ def recommend_cmd(paths: tuple[str, ...], fmt: str, pool: bool) -> None:
     """
     from ..recommend import python_snippet, recommend
 
-    found = recommend(paths or ["results"], pool=pool)
+    found = recommend(default_results(paths), pool=pool)
     for warning in found.skipped:
         click.echo(f"Warning: {warning}", err=True)
     if fmt == "python":

@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 import click
 
-from .base import EXIT_REGRESSION, main, translate_errors
+from .base import EXIT_REGRESSION, default_results, main, translate_errors
 
 
 @main.command(name="report")
@@ -25,7 +25,7 @@ def report_cmd(paths: tuple[str, ...], out: str | None, pool: bool) -> None:
     """
     from .. import html, report, storage
 
-    loaded = storage.load_rows(paths or ["results"])
+    loaded = storage.load_rows(default_results(paths))
     for warning in loaded.skipped:
         click.echo(f"Warning: {warning}", err=True)
     for suite_report in report.build_reports(loaded.rows, pool=pool):
