@@ -58,8 +58,10 @@ def run_isolated(suite: Suite, spec: StrategySpec, seed: int, device: str,
     ctx = _context(start)
     messages = ctx.Queue()  # carries only the final record: a queue's feeder thread must not run mid-step
     steps = ctx.Array("l", 2, lock=False)  # (done, total), written by the child, polled here
+    # not daemonic: a daemonic process may not start children, and a run starts its DataLoader's workers; the
+    # run is still ended with lstmbench: killed below on any exit of this function, and by the kernel if we die
     child = ctx.Process(target=_child, args=(suite, spec, seed, device, messages, steps, os.getpid(), data_dir,
-                                             start), daemon=True)
+                                             start), daemon=False)
     _start_deaf_to_ctrl_c(child)
     try:
         while True:
