@@ -175,8 +175,11 @@ class Collated:
     readout: str
 
     def packed(self, x: torch.Tensor) -> PackedSequence:
-        """x [B, T, ...] (e.g. the embedded inputs) packed with these lengths, for nn.LSTM."""
-        return pack_padded_sequence(x, self.lengths, batch_first=True, enforce_sorted=self.readout == "pack_sorted")
+        """x [B, T, ...] (e.g. the embedded inputs) packed with these lengths, for nn.LSTM. A packing
+        strategy's batch comes sorted longest first (labels alike), so it packs with enforce_sorted=True: no
+        sort, and no permutation copied to the GPU, inside your step."""
+        return pack_padded_sequence(x, self.lengths, batch_first=True,
+                                    enforce_sorted=self.readout in ("pack", "pack_sorted"))
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> "Collated":
         """Inputs and labels on `device`; lengths stay on the CPU (pack_padded_sequence wants them there)."""
@@ -279,7 +282,7 @@ def bidirectional_lstm(lstm: nn.LSTM, x: torch.Tensor, lengths: torch.Tensor) ->
     inside = (torch.arange(x.shape[1], device=x.device) < lengths.to(x.device)[:, None]).unsqueeze(-1)
     if lstm.bidirectional:
         ahead, behind = both_directions(lstm, x, lengths)
-        flip = within_length_reversal(lengths, x.shape[1], x.device)
+        flip = within_length_reversal(lengths.to(x.device), x.shape[1])
         output = torch.cat([ahead, behind.gather(1, flip.unsqueeze(-1).expand(-1, -1, behind.shape[-1]))], dim=2)
     else:
         output = lstm(x if lstm.batch_first else x.transpose(0, 1))[0]

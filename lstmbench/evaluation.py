@@ -22,11 +22,14 @@ def evaluate(model: torch.nn.Module, strategy: Strategy, data: Dataset, batch_si
     was_training = model.training
     model.eval()
     correct, loss_sum, hits = 0, 0.0, []
+    # each batch's rows in their collated order (packing sorts within a batch): per-example hits land on theirs
     order = strategy.eval_order(data)
+    order = np.concatenate([strategy.row_order(data, order[i:i + batch_size])
+                            for i in range(0, len(order), batch_size)]) if len(order) else order
     for batch in strategy.eval_batches(data, batch_size):
         batch = batch.to(device)
         with precision.autocast() if precision else contextlib.nullcontext():
-            logits = model(batch.tokens, batch.lengths, strategy.readout).float()
+            logits = model(batch.tokens, batch.lengths, strategy.readout, batch.lengths_on_device).float()
         loss_sum += loss_of(logits, batch.labels, reduction="sum").item()
         correct += correct_of(logits, batch.labels)
         if per_example:

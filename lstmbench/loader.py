@@ -68,7 +68,8 @@ def to_device(batch: Batch, device: torch.device) -> Batch:
     """Pinned (by the DataLoader): copy without waiting. Otherwise Batch.to, as the in-process path moves it."""
     if device.type != "cpu" and batch.tokens.is_pinned():
         return replace(batch, tokens=batch.tokens.to(device, non_blocking=True),
-                       labels=batch.labels.to(device, non_blocking=True))
+                       labels=batch.labels.to(device, non_blocking=True),
+                       lengths_on_device=batch.lengths_on_device.to(device, non_blocking=True))
     return batch.to(device)
 
 
@@ -104,6 +105,8 @@ class Pinnable:
     batch: Batch
 
     def pin_memory(self) -> "Pinnable":
-        # tokens and labels go to the device; lengths stay on the CPU (pack_padded_sequence), as in Batch.to
+        # tokens, labels and the lengths' device copy go to the device; lengths stay on the CPU
+        # (pack_padded_sequence), as in Batch.to
         b = self.batch
-        return Pinnable(replace(b, tokens=b.tokens.pin_memory(), labels=b.labels.pin_memory()))
+        return Pinnable(replace(b, tokens=b.tokens.pin_memory(), labels=b.labels.pin_memory(),
+                                lengths_on_device=b.lengths_on_device.pin_memory()))

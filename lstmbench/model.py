@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from .data import IGNORE, PAD, Dataset
+from .strategies import PACKED
 from .suite import ModelConfig, Suite
 
 
@@ -21,7 +22,11 @@ class LSTMClassifier(nn.Module):
       last: the last time step of the padded batch (h_n of a padded run: what a naive model reads)
       mask: each sequence's true last step gathered from the padded output; a bidirectional LSTM runs its
             reverse direction over each sequence reversed within its length (`both_directions`): exact
-      pack: h_n of a PackedSequence run: exact per sequence, in both directions
+      pack: h_n of a PackedSequence run: exact per sequence, in both directions (the batch comes sorted
+            longest first from collate, so it packs with enforce_sorted=True)
+
+    Nothing in `forward` moves a tensor between devices: the packed path reads `lengths` on the CPU, the
+    masked path `on_device` (the same lengths, copied with the tokens), so a CUDA step never waits for the GPU.
     """
 
     def __init__(self, cfg: ModelConfig, vocab_size: int, num_classes: int, num_features: int = 0,
@@ -36,19 +41,24 @@ class LSTMClassifier(nn.Module):
         self.directions = 2 if cfg.bidirectional else 1
         self.head = nn.Linear(cfg.hidden_size * self.directions, num_classes)
 
-    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor, readout: str) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor, readout: str,
+                on_device: torch.Tensor | None = None) -> torch.Tensor:
+        """`lengths` [B] on the CPU; `on_device`: the same on the tokens' device (Batch.lengths_on_device),
+        else copied there here (for callers off the timed path)."""
         x = self.embed(tokens.to(self.embed.weight.dtype) if self.features else tokens)
+        if readout not in PACKED:
+            lengths = on_device if on_device is not None else lengths.to(x.device)
         if self.tag:
             return self.head(self._steps(x, lengths, readout))
-        if readout in ("pack", "pack_sorted"):  # pack_sorted: the batch comes sorted, longest first
-            packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=readout == "pack_sorted")
+        if readout in PACKED:  # collate sorted the batch, longest first
+            packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=True)
             _, (h_n, _) = self.lstm(packed)
             state = self._last_layer(h_n)
         elif readout == "last":
             _, (h_n, _) = self.lstm(x)
             state = self._last_layer(h_n)
         elif readout == "mask" and self.directions == 2:
-            end = (lengths.to(x.device) - 1).view(-1, 1)  # both directions, in their running order, end there
+            end = (lengths - 1).view(-1, 1)  # both directions, in their running order, end there
             directions = both_directions(self.lstm, x, lengths)
             state = torch.cat([_take(out, end).squeeze(1) for out in directions], dim=1)
         elif readout == "mask":
@@ -59,13 +69,13 @@ class LSTMClassifier(nn.Module):
 
     def _steps(self, x: torch.Tensor, lengths: torch.Tensor, readout: str) -> torch.Tensor:
         """[B, T, H x directions]: every step's output. Packed runs come back padded with zeros."""
-        if readout in ("pack", "pack_sorted"):
-            packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=readout == "pack_sorted")
+        if readout in PACKED:
+            packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=True)
             out, _ = pad_packed_sequence(self.lstm(packed)[0], batch_first=True, total_length=x.shape[1])
             return out
         if readout == "mask" and self.directions == 2:
             ahead, behind = both_directions(self.lstm, x, lengths)
-            return torch.cat([ahead, _take(behind, within_length_reversal(lengths, x.shape[1], x.device))], dim=2)
+            return torch.cat([ahead, _take(behind, within_length_reversal(lengths, x.shape[1]))], dim=2)
         return self.lstm(x)[0]  # mask and last alike; the labels decide which steps are scored
 
     def _last_layer(self, h_n: torch.Tensor) -> torch.Tensor:
@@ -77,8 +87,9 @@ def last_step(output: torch.Tensor, lengths: torch.Tensor, bidirectional: bool =
     """[B, H]: each sequence's output at its true last step, from a batch-first [B, T, H] LSTM output over a
     right-padded batch (the masked readout). Unidirectional: exact, whatever follows in the padding. With
     `bidirectional`, `output` is [B, T, 2H] in sequence order (both_directions', or a packed run's): the forward
-    half at step length - 1, the reverse half at step 0 (where the reverse direction ends)."""
-    ends = (lengths.to(output.device) - 1).view(-1, 1)
+    half at step length - 1, the reverse half at step 0 (where the reverse direction ends). `lengths` on any
+    device (copied to the output's only if elsewhere)."""
+    ends = (_on(lengths, output.device) - 1).view(-1, 1)
     if not bidirectional:
         return _take(output, ends).squeeze(1)
     hidden = output.shape[-1] // 2
@@ -91,8 +102,9 @@ def both_directions(lstm: nn.LSTM, x: torch.Tensor, lengths: torch.Tensor) -> tu
     direction over each sequence reversed within its length (Keras' reverse_sequence), so that its padding, too,
     comes after its true end. Each direction is one fused-kernel call (oneDNN, cuDNN) on the nn.LSTM's own
     parameters. Both [B, T, H], in their own running order: the reverse direction's step t is the sequence's
-    step length - 1 - t. Dropout between layers as nn.LSTM applies it (when lstm.training)."""
-    flip = within_length_reversal(lengths, x.shape[1], x.device)
+    step length - 1 - t. Dropout between layers as nn.LSTM applies it (when lstm.training). `lengths` on any
+    device (copied to x's only if elsewhere)."""
+    flip = within_length_reversal(_on(lengths, x.device), x.shape[1])
     zeros = x.new_zeros(1, x.shape[0], lstm.hidden_size)
     for layer in range(lstm.num_layers):
         ahead = _direction(lstm, x, (zeros, zeros), layer, "")
@@ -117,12 +129,18 @@ def _direction(lstm: nn.LSTM, x: torch.Tensor, hx: tuple[torch.Tensor, torch.Ten
     return torch._VF.lstm(x, hx, weights, lstm.bias, 1, 0.0, lstm.training, False, True)[0]
 
 
-def within_length_reversal(lengths: torch.Tensor, width: int, device: torch.device) -> torch.Tensor:
-    """[B, width] int64: the time index that reverses each row's first `length` steps and leaves its padding
-    where it is. Its own inverse: taking it twice gives the batch back."""
-    steps = torch.arange(width, device=device)
-    ends = lengths.to(device).view(-1, 1)
+def within_length_reversal(lengths: torch.Tensor, width: int) -> torch.Tensor:
+    """[B, width] int64 on the lengths' device: the time index that reverses each row's first `length` steps
+    and leaves its padding where it is. Its own inverse: taking it twice gives the batch back. Built on the
+    device from the lengths there (arange and where: kernels, no copy from the host)."""
+    steps = torch.arange(width, device=lengths.device)
+    ends = lengths.view(-1, 1)
     return torch.where(steps < ends, ends - 1 - steps, steps)
+
+
+def _on(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """`t` on `device`: itself where it is already there (the timed path), else a copy."""
+    return t if t.device == device else t.to(device)
 
 
 def _take(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

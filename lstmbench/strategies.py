@@ -17,6 +17,8 @@ from .data import IGNORE, Dataset
 from .presets import PRESETS
 from .suite import StrategySpec, Suite
 
+PACKED = ("pack", "pack_sorted")  # the readouts that run a PackedSequence
+
 def note_for(spec: StrategySpec, suite: Suite) -> str:
     """computation_note for this suite's model and task."""
     return computation_note(spec, suite.model.bidirectional, suite.data.task == "tag")
@@ -53,13 +55,21 @@ class Batch:
     labels: torch.Tensor  # [B] int64, or [B, T] for the tag task (IGNORE where nothing is scored)
     real_tokens: int  # tokens of the sequences actually fed (after truncation)
     padded_tokens: int  # B x T: every position the LSTM computes (packing computes only real ones)
+    # the same lengths, moved with the tokens (pinned, non-blocking): what the masked readout indexes with on
+    # the device, so that no step copies lengths there itself (a blocking copy from pageable memory on CUDA)
+    lengths_on_device: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.lengths_on_device is None:
+            self.lengths_on_device = self.lengths
 
     def to(self, device: torch.device) -> "Batch":
         if device.type == "cpu":
             return self
         pin = torch.cuda.is_available()
         move = (lambda t: t.pin_memory().to(device, non_blocking=True)) if pin else (lambda t: t.to(device))
-        return Batch(move(self.tokens), self.lengths, move(self.labels), self.real_tokens, self.padded_tokens)
+        return Batch(move(self.tokens), self.lengths, move(self.labels), self.real_tokens, self.padded_tokens,
+                     move(self.lengths_on_device))
 
 
 @dataclass(frozen=True)
@@ -133,8 +143,7 @@ class Strategy:
         readout `last` (naive) scores the padded steps too, as label 0: that is what a naive loss does."""
         if self.spec.padding == "reshape":
             return _reshaped(data, idx)
-        if self.spec.readout == "pack_sorted":  # longest first, as enforce_sorted=True requires
-            idx = idx[np.argsort(-data.lengths[idx], kind="stable")]
+        idx = self.row_order(data, idx)
         kept = self.kept_lengths(data.lengths[idx])
         width = self.pad_to(kept, data)
         # one copy; columns past a length are PAD already, and truncation takes no column past its cut
@@ -151,6 +160,14 @@ class Strategy:
                 labels[labels == IGNORE] = 0
         return Batch(torch.from_numpy(tokens), torch.from_numpy(kept), torch.from_numpy(labels),
                      int(kept.sum()), len(idx) * width)
+
+    def row_order(self, data: Dataset, idx: np.ndarray) -> np.ndarray:
+        """The batch's examples in the order of its rows. Packing sorts them longest first on the CPU, here, so
+        that the model packs with enforce_sorted=True: pack_padded_sequence then neither sorts nor moves a
+        permutation to the device inside the step (a blocking copy on CUDA), and h_n needs no unsorting."""
+        if self.spec.readout in PACKED:
+            return idx[np.argsort(-data.lengths[idx], kind="stable")]
+        return idx
 
     def unpadded(self, data: Dataset, idx: np.ndarray) -> Batch:
         """The same batch without padding: the real tokens it feeds (after truncation), cut into len(idx) equal

@@ -315,7 +315,7 @@ def train_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: Ba
     """One optimizer step: the only place the model is trained (warm-up and timed loop alike). With `scale`
     (a DDP rank), the loss is the batch's summed loss times `scale`."""
     with precision.autocast():
-        logits = net(batch.tokens, batch.lengths, readout)
+        logits = net(batch.tokens, batch.lengths, readout, batch.lengths_on_device)
         loss = loss_of(logits, batch.labels) if scale is None else loss_of(logits, batch.labels, "sum") * scale
     optimizer.zero_grad(set_to_none=True)
     if precision.scaler:
@@ -362,7 +362,7 @@ def probe_kernel(model: LSTMClassifier, strategy: Strategy, data: Dataset, idx: 
     """The LSTM implementation a batch of this strategy runs (one forward pass, nothing trained)."""
     batch = strategy.collate(data, idx).to(device)
     with KernelProbe() as probe, precision.autocast():
-        model(batch.tokens, batch.lengths, strategy.readout)
+        model(batch.tokens, batch.lengths, strategy.readout, batch.lengths_on_device)
     return probe.kernel
 
 

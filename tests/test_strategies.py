@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from lstmbench.data import PAD, from_sequences, make_data
-from lstmbench.strategies import Strategy, computation_note, plan_epochs
+from lstmbench.strategies import PACKED, Strategy, computation_note, plan_epochs
 from lstmbench.suite import PRESETS, DataConfig, Lengths, StrategySpec
 
 
@@ -88,7 +88,7 @@ def test_collate_keeps_every_token_and_counts_padding_exactly(splits, name):
         assert batch.padded_tokens == len(idx) * width
         assert batch.real_tokens == kept.sum() == int((batch.tokens != PAD).sum())
         assert sorted(batch.lengths.tolist()) == sorted(kept.tolist())
-        if name == "sorted_pack":  # the batch comes sorted, longest first, as enforce_sorted wants
+        if strategy.readout in PACKED:  # packing's batch comes sorted, longest first, for enforce_sorted=True
             order = np.argsort(-lengths, kind="stable")
             idx, kept = idx[order], kept[order]
             assert batch.lengths.tolist() == sorted(kept.tolist(), reverse=True)
