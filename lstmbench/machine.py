@@ -356,3 +356,54 @@ def gpu_state(device: str) -> dict[str, Any]:
     gpu_id = _gpu_id(device)
     state = nvml_state(gpu_id) or smi_state(gpu_id) or {}
     return {k: state.get(k) for k in GPU_KEYS}
+
+
+def device_name(device: str) -> str:
+    """What a row calls its device: 'cpu', or the GPU's name as torch gives it ('NVIDIA H200'), so that a failed
+    run's row lands in the same report section as its ok rows. Where this process has no CUDA context (the
+    parent of the runs must not make one: it would hold GPU memory for the whole suite), NVML or nvidia-smi
+    name the GPU; 'cuda' only where neither answers."""
+    kind = _device_type(device)
+    if kind == "auto":
+        try:
+            import torch
+
+            kind = "cuda" if torch.cuda.is_available() else "cpu"  # cudaGetDeviceCount: no context
+        except Exception:  # noqa: BLE001 - no torch CUDA build
+            kind = "cpu"
+    if kind != "cuda":
+        return kind
+    index = device.split(":", 1)[1] if ":" in device else "0"
+    if _has_cuda_context():
+        import torch
+
+        return torch.cuda.get_device_name(int(index))
+    return _nvml_name(visible_gpu(index)) or _smi_name(visible_gpu(index)) or "cuda"
+
+
+def visible_gpu(index: str) -> str:
+    """torch's GPU `index` as NVML and nvidia-smi number or name it: through CUDA_VISIBLE_DEVICES if set."""
+    visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    return visible[int(index)] if int(index) < len(visible) else index
+
+
+def _nvml_name(gpu: str) -> str | None:
+    try:
+        import pynvml  # optional: nvidia-ml-py
+
+        pynvml.nvmlInit()
+    except Exception:  # noqa: BLE001 - absent, or no driver
+        return None
+    try:
+        handle = (pynvml.nvmlDeviceGetHandleByUUID(gpu) if gpu.startswith(("GPU-", "MIG-"))
+                  else pynvml.nvmlDeviceGetHandleByIndex(int(gpu)))
+        return _text(pynvml.nvmlDeviceGetName(handle)) or None
+    except Exception:  # noqa: BLE001 - an id NVML does not know
+        return None
+    finally:
+        _attempt(pynvml.nvmlShutdown)
+
+
+def _smi_name(gpu: str) -> str | None:
+    text = _smi([f"--id={gpu}", "--query-gpu=name", "--format=csv,noheader"])
+    return text.strip().splitlines()[0].strip() or None if text and text.strip() else None

@@ -149,13 +149,22 @@ def _take(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
 
 class Precision:
-    """Autocast (train.amp: bf16 | fp16 | none) and, for fp16, a gradient scaler."""
+    """Autocast (train.amp: bf16 | fp16 | none) and, where the LSTM runs in fp16, a gradient scaler: under
+    fp16, and under bf16 on CUDA, where torch's autocast runs cuDNN's LSTM in fp16 whatever the autocast dtype
+    (`lstm_dtype`, what the kernel probe saw). GradScaler.step reads found_inf on the host (`.item()`): the one
+    synchronisation left inside a loss-scaled step, as in every user's fp16 loop."""
 
     DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
-    def __init__(self, device_type: str, amp: str):
-        self.device_type, self.amp = device_type, amp
-        self.scaler = torch.amp.GradScaler(device_type) if amp == "fp16" else None
+    def __init__(self, device_type: str, amp: str, lstm_dtype: str = ""):
+        self.device_type, self.amp, self.lstm_dtype = device_type, amp, lstm_dtype
+        scaled = amp == "fp16" or amp != "none" and lstm_dtype == "float16"
+        self.scaler = torch.amp.GradScaler(device_type) if scaled else None
+
+    @property
+    def label(self) -> str:
+        """What the LSTM really computed in: the amp setting, or fp16 where autocast gave it fp16 under bf16."""
+        return "fp16" if self.amp == "bf16" and self.lstm_dtype == "float16" else self.amp
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.amp == "none":

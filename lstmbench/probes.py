@@ -162,21 +162,35 @@ class TensorMemory(TorchDispatchMode):
 class KernelProbe(TorchDispatchMode):
     """Which LSTM implementation ran, read from the aten ops dispatched inside the block:
     cudnn (_cudnn_rnn), miopen, onednn (mkldnn_rnn_layer), or generic (PyTorch's per-timestep loop, which
-    is what packed sequences get on CPU)."""
+    is what packed sequences get on CPU); and the dtype it ran in (`dtype`): the fused kernel's input, or the
+    generic loop's first gate activation. Autocast decides that dtype per op, not the suite: under bf16
+    autocast on CUDA, torch's wrapper for _cudnn_rnn casts to float16 (aten/src/ATen/cudnn/AutocastRNN.cpp)."""
 
     KERNELS = (("_cudnn_rnn", "cudnn"), ("miopen_rnn", "miopen"), ("mkldnn_rnn_layer", "onednn"))
+    GENERIC = ("_thnn_fused_lstm_cell", "sigmoid_", "sigmoid")  # CUDA's fused cell; on CPU the gates' sigmoid
 
     def __init__(self) -> None:
         super().__init__()
         self.ops: set[str] = set()
+        self.dtypes: dict[str, torch.dtype] = {}  # op -> its first tensor argument's dtype, first call
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
-        self.ops.add(func.overloadpacket.__name__)
+        name = func.overloadpacket.__name__
+        self.ops.add(name)
+        if name not in self.dtypes and args and isinstance(args[0], torch.Tensor):
+            self.dtypes[name] = args[0].dtype
         return func(*args, **(kwargs or {}))
 
     @property
     def kernel(self) -> str:
         return next((name for op, name in self.KERNELS if op in self.ops), "generic")
+
+    @property
+    def dtype(self) -> str:
+        """'float32', 'bfloat16', 'float16', 'float64': what the LSTM computed in ('' if no LSTM ran)."""
+        ops = [op for op, _ in self.KERNELS] + list(self.GENERIC)
+        found = next((self.dtypes[op] for op in ops if op in self.dtypes), None)
+        return str(found).removeprefix("torch.") if found is not None else ""
 
 
 _BF16_LSTM: dict[str, bool] = {}

@@ -50,6 +50,10 @@ class RunRecord:
     train_time_cold_s: float | None = None  # training time as a first run pays it: + the shapes' first costs
     distinct_shapes: int | None = None  # distinct (batch, time) shapes among the timed steps
     lstm_kernel: str | None = None  # cudnn | miopen | onednn | generic: the LSTM implementation that ran
+    # float32 | bfloat16 | float16: the dtype that kernel ran in, seen by the probe (autocast decides it per op:
+    # cuDNN's LSTM runs float16 under bf16 autocast); None in rows made before it was recorded
+    lstm_dtype: str | None = None
+    loss_scaled: bool | None = None  # a GradScaler scaled the loss (fp16, or an fp16 LSTM under bf16)
     real_tokens: int | None = None  # non-padding tokens fed to the model (after truncation)
     padded_tokens: int | None = None  # batch x time summed over steps: every position computed or padded
     pad_fraction: float | None = None

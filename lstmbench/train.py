@@ -29,7 +29,7 @@ from .strategies import Batch, Strategy, exact_strategy, note_for
 from .loader import batches, row_fields as loader_fields
 from .timing import StepTimer, cold_warm
 from .verify import check_run
-from .suite import StrategySpec, Suite
+from .suite import LoaderConfig, StrategySpec, Suite
 
 Progress = Callable[[int, int], None]  # (steps done, steps in all)
 
@@ -65,7 +65,8 @@ def run_one(suite: Suite, spec: StrategySpec, seed: int, device: torch.device,
     scales = [world / sum(strategy.scored(train, idx) for idx in step) for step in steps] if group else None
     # the costliest batch, where most time goes (a packed batch of equal lengths would run a fused kernel)
     costliest = max(plan, key=lambda idx: int(np.prod(strategy.shape(train, idx))))
-    kernel = probe_kernel(model, strategy, train, costliest, device, precision)
+    kernel, lstm_dtype = probe_kernel(model, strategy, train, costliest, device, precision)
+    precision = Precision(device.type, suite.train.amp, lstm_dtype)  # a loss scaler where the LSTM runs fp16
     check = None
     if not group and not is_ideal:  # equivalence on the path this run times: its kernel, device and precision
         check = check_run(model, strategy, train, [check_batch(plan, train.lengths)], device, suite.train.amp,
@@ -76,7 +77,9 @@ def run_one(suite: Suite, spec: StrategySpec, seed: int, device: torch.device,
     if group:
         net, ready = wrap(net, device)
 
-    initial = copy.deepcopy(model.state_dict())  # the seeded weights: put back after warm-up, and the reference's
+    # the seeded weights, kept on the CPU (on a GPU a copy would count in the training's memory peak): put back
+    # after warm-up, and the reference's
+    initial = {name: t.detach().to("cpu", copy=True) for name, t in model.state_dict().items()}
     # warm-up on batches set aside for it (another shuffle of the same examples), not the ones then timed: the
     # timed steps pay for the shapes warm-up did not see, as a user's run does (shape_warmup_s measures it)
     warm = plan_ranks(strategy, train, suite.train.batch_size, 1, seed + WARMUP_SEED, world)[:suite.train.warmup_steps]
@@ -87,7 +90,7 @@ def run_one(suite: Suite, spec: StrategySpec, seed: int, device: torch.device,
     if weights_checksum(model) != checksum:
         raise RunFailed("error", "warm-up left the model's weights changed; the run would not be comparable")
     optimizer = torch.optim.Adam(model.parameters(), lr=suite.train.lr)
-    precision = Precision(device.type, suite.train.amp)  # a fresh loss scaler, as for the warm-up
+    precision = Precision(device.type, suite.train.amp, lstm_dtype)  # a fresh loss scaler, as for the warm-up
     reset_peak_memory(device)
 
     clock = Clock(device)
@@ -177,7 +180,7 @@ def run_one(suite: Suite, spec: StrategySpec, seed: int, device: torch.device,
     if not group:
         if not is_ideal:  # after the peak memory was read: the reference's copy is not the run's memory
             reference = measure_reference(model, initial, strategy, train, reference_sample(plan, per_epoch),
-                                          device, suite.train.lr, suite.train.amp)
+                                          device, suite.train.lr, precision, suite.train.loader)
 
     t_eval = clock.now()
     accuracy = accuracy_exact = loss_exact = by_length = None
@@ -201,6 +204,7 @@ def run_one(suite: Suite, spec: StrategySpec, seed: int, device: torch.device,
         steps=len(plan), warmup_steps=len(warm), warmup_time_s=float(sum(warm_times)),
         shape_warmup_s=cw.shape_warmup_s, train_time_cold_s=raw_time + cw.warmup_extra,
         distinct_shapes=len({shape for key in keys[len(warm):] for shape in key}), lstm_kernel=kernel,
+        lstm_dtype=lstm_dtype, loss_scaled=precision.scaler is not None,
         real_tokens=real_tokens, padded_tokens=padded_tokens, pad_fraction=1 - real_tokens / padded_tokens,
         train_time_s=train_time, data_time_s=data_time, data_time_fraction=data_time / train_time,
         samples_per_s=sum(len(i) for step in steps for i in step) / train_time,
@@ -272,31 +276,61 @@ def reference_sample(plan: list[np.ndarray], per_epoch: int) -> list[np.ndarray]
 
 def measure_reference(model: torch.nn.Module, initial: dict[str, torch.Tensor], strategy: Strategy,
                       data: Dataset, plan: list[np.ndarray], device: torch.device, lr: float,
-                      amp: str) -> Reference:
+                      precision: Precision, loader: LoaderConfig) -> Reference:
     """What the same batches cost with no padding at all, measured in the run's own process right after its
     training (so the machine's state is the run's): one untimed step of every new shape, then every batch of
-    `plan` (reference_sample's) timed. A copy of the model, put back to the seeded weights: the run's trained model is untouched."""
-    net = copy.deepcopy(model)
-    precision = Precision(device.type, amp)
-    batches = [strategy.unpadded(data, idx) for idx in plan]
+    `plan` (reference_sample's) timed as the run's steps are: the same StepTimer (CUDA events, synchronised
+    only at the ends), the same input path (the suite's loader: in-process, or workers with pinned memory).
+    Its loader starts off the clock (its first batch is fetched before), since the run starts its own once.
+    A copy of the model, put back to the seeded weights: the run's trained model is untouched."""
+    net = copy_model(model)
+    precision = Precision(device.type, precision.amp, precision.lstm_dtype)  # a fresh loss scaler
+    unpadded = Unpadded(strategy)
     seen: set[tuple[int, ...]] = set()
     optimizer = torch.optim.Adam(net.parameters(), lr=lr)
-    for batch in batches:  # warm-up: every shape once
+    for idx in plan:  # warm-up: every shape once
+        batch = unpadded.collate(data, idx)
         if tuple(batch.tokens.shape) not in seen:
             seen.add(tuple(batch.tokens.shape))
             train_step(net, optimizer, batch.to(device), "last", precision)
     net.load_state_dict(initial)
     optimizer = torch.optim.Adam(net.parameters(), lr=lr)
-    clock = Clock(device)
-    clock.now()
-    times, tokens = [], []
-    for idx in plan:  # batch preparation inside the clock, as in the run's own timed steps
-        t0 = clock.now()
-        batch = strategy.unpadded(data, idx).to(device)
-        train_step(net, optimizer, batch, "last", precision)
-        times.append(clock.now() - t0)
-        tokens.append(batch.real_tokens)
-    return Reference(sum(tokens) / sum(times), window_rates(tokens, times), len(batches))
+    timer, tokens = StepTimer(device), []
+    feed = batches(unpadded, data, plan, device, loader)
+    first = next(feed, None)  # starts the loader's workers, off the clock
+    with timer.segment():
+        for step in range(len(plan)):
+            t0 = timer.mark()
+            batch, _ = first if step == 0 else next(feed)
+            train_step(net, optimizer, batch, "last", precision)
+            timer.step(t0, timer.mark())
+            tokens.append(batch.real_tokens)
+    feed.close()
+    wall = sum(t for _, t in timer.segment_times())  # CUDA: the segment's wall time, as the run's train_time
+    return Reference(sum(tokens) / wall, window_rates(tokens, timer.step_times()), len(plan))
+
+
+@dataclass(frozen=True)
+class Unpadded:
+    """A strategy's batches without padding (Strategy.unpadded) as a collate the loader can run, in workers
+    too: the reference's input path is the run's."""
+
+    strategy: Strategy
+
+    readout = "last"
+
+    def collate(self, data: Dataset, idx: np.ndarray) -> Batch:
+        return self.strategy.unpadded(data, idx)
+
+
+def copy_model(model: torch.nn.Module) -> torch.nn.Module:
+    """A deep copy whose LSTMs have their weights in one flat buffer again: a deep copy of a CUDA model loses
+    cuDNN's, and every call of the copy would then re-compact them (and warn)."""
+    net = copy.deepcopy(model)
+    for module in net.modules():
+        if isinstance(module, torch.nn.RNNBase):
+            module.flatten_parameters()
+    return net
 
 
 CHECKED = 8  # sequences in a run's own equivalence check: the longest of the data and 7 of its batch-mates, so
@@ -333,7 +367,7 @@ def step_memory_bytes(model: LSTMClassifier, optimizer: torch.optim.Optimizer, s
     """CPU: the peak tensor memory of one training step on the batch `idx`, counted by TensorMemory: the weights,
     gradients and Adam state as the run left them, the batch, and all the step allocates. On copies of the model
     and optimizer (the run's are left as they are), eager, off the clock."""
-    model = copy.deepcopy(model)
+    model = copy_model(model)
     optim = torch.optim.Adam(model.parameters(), lr=optimizer.defaults["lr"])
     optim.load_state_dict(optimizer.state_dict())
     batch = strategy.collate(data, idx)
@@ -358,12 +392,13 @@ def out_of_memory_as_row(step: int, shape: tuple[int, int]) -> Iterator[None]:
 
 
 def probe_kernel(model: LSTMClassifier, strategy: Strategy, data: Dataset, idx: np.ndarray,
-                 device: torch.device, precision: Precision) -> str:
-    """The LSTM implementation a batch of this strategy runs (one forward pass, nothing trained)."""
+                 device: torch.device, precision: Precision) -> tuple[str, str]:
+    """The LSTM implementation a batch of this strategy runs, and the dtype it runs in (one forward pass,
+    nothing trained)."""
     batch = strategy.collate(data, idx).to(device)
     with KernelProbe() as probe, precision.autocast():
         model(batch.tokens, batch.lengths, strategy.readout, batch.lengths_on_device)
-    return probe.kernel
+    return probe.kernel, probe.dtype
 
 
 def _warm_up(model: LSTMClassifier, net: torch.nn.Module, strategy: Strategy, data: Dataset,

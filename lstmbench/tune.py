@@ -33,6 +33,7 @@ from .probes import Clock, reset_peak_memory
 from .strategies import Strategy, note_for
 from .suite import Suite, parse_strategy, suite_from_dict
 from .train import probe_kernel, step_memory_bytes, train_step
+from .timing import StepTimer
 
 BUDGET_S = 60.0  # default seconds of probing: on a 2-core CPU, the packing suite's 69 shapes about three times
 WARM_STEPS = 2  # untimed steps of a shape first: its kernel set-up (oneDNN primitives, cuDNN autotuning)
@@ -160,19 +161,26 @@ def probe(suite: Suite, data: Dataset, seed: int, grid: list[tuple[str, int, int
         idx = examples(data.lengths, rows, width, mix, rng, distinct=kind == PACKED)
         strategy = Strategy(StrategySpec(name="probe", padding="batch", readout=READOUT_OF[kind]))
         if kind not in kernels:
-            kernels[kind] = probe_kernel(model, strategy, data, idx, device, precision)
+            kernels[kind], lstm_dtype = probe_kernel(model, strategy, data, idx, device, precision)
+            if precision.lstm_dtype != lstm_dtype:  # a loss scaler where the LSTM runs fp16, as run_one has
+                precision = Precision(device.type, suite.train.amp, lstm_dtype)
 
-        def step() -> float:
-            t0 = clock.now()
-            train_step(model, optimizer, strategy.collate(data, idx).to(device), strategy.readout, precision)
-            return clock.now() - t0
+        def steps(n: int) -> list[float]:
+            """n steps timed as run_one times them: CUDA events, no synchronisation between the steps."""
+            timer = StepTimer(device)
+            with timer.segment():
+                for _ in range(n):
+                    t0 = timer.mark()
+                    train_step(model, optimizer, strategy.collate(data, idx).to(device), strategy.readout,
+                               precision)
+                    timer.step(t0, timer.mark())
+            return timer.step_times()
 
-        for _ in range(WARM_STEPS):
-            step()
+        steps(WARM_STEPS)
         watch = MachineWatch.start("cpu")
-        times = [step() for _ in range(TIMED_STEPS)]
+        times = steps(TIMED_STEPS)
         while len(times) < MAX_TIMED_STEPS and sum(times) < MIN_TIMED_S:
-            times.append(step())
+            times += steps(min(len(times), MAX_TIMED_STEPS - len(times)))  # doubling: few synchronisations
         if (watch.stop().get("other_cpu_share") or 0) > BUSY_PROBE:
             busy += 1
             if item not in retried:

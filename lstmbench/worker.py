@@ -295,10 +295,15 @@ def guarded(suite: Suite, spec: StrategySpec, seed: int, device: str, progress: 
 
 
 def failure_record(suite: Suite, spec: StrategySpec, seed: int, device: str, status: str, error: str) -> RunRecord:
+    """The row of a run that measured nothing. Its device is named as its ok rows name it (the GPU's name, not
+    'cuda'), so that report, compare and recommend count it in the same section."""
+    from .machine import device_name
     from .records import collect_env, identity
 
-    return RunRecord(**identity(suite, spec, seed, device, note_for(spec, suite)), status=status, error=error,
-                     env=collect_env(device, 0))
+    name = device_name(device)
+    kind = "cpu" if name == "cpu" else device.split(":", 1)[0] if device != "auto" else "cuda"
+    return RunRecord(**identity(suite, spec, seed, kind, note_for(spec, suite)), status=status, error=error,
+                     env=collect_env(name, 0))
 
 
 def _one_line(e: BaseException) -> str:

@@ -11,6 +11,7 @@ import time
 import types
 
 import pytest
+import torch
 
 from lstmbench import machine
 from lstmbench.machine import BUSY_SHARE, CPU_KEYS, GPU_KEYS, MachineWatch, busy_warning
@@ -267,3 +268,46 @@ def test_gpu_process_count_in_a_container():
     assert machine.count_other_gpu_processes([5001, 5002], own_pid=10, own_context=True) == 1
     assert machine.count_other_gpu_processes([5001, 5002], own_pid=10, own_context=False) == 2
     assert machine.count_other_gpu_processes([], own_pid=10, own_context=True) == 0
+
+
+# --- the device a row names ----------------------------------------------------------------------------------
+
+def test_a_parent_without_a_cuda_context_names_the_gpu_through_nvidia_smi(monkeypatch):
+    """A crashed run's row is made in the parent, which must not create a CUDA context: nvidia-smi names the GPU
+    that CUDA_VISIBLE_DEVICES maps torch's index to, as torch would."""
+    monkeypatch.setattr(machine, "_has_cuda_context", lambda: False)
+    monkeypatch.setitem(sys.modules, "pynvml", None)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,1")
+    asked = []
+
+    def fake_run(args, **kwargs):
+        asked.append(args[1:])
+        return subprocess.CompletedProcess(args, 0, stdout="NVIDIA H200\n", stderr="")
+
+    monkeypatch.setattr(machine.shutil, "which", lambda name: "/usr/bin/nvidia-smi")
+    monkeypatch.setattr(machine.subprocess, "run", fake_run)
+    assert machine.device_name("cuda:1") == "NVIDIA H200"
+    assert asked == [["--id=1", "--query-gpu=name", "--format=csv,noheader"]]
+
+
+def test_without_nvml_or_nvidia_smi_the_gpu_is_called_cuda(monkeypatch):
+    monkeypatch.setattr(machine, "_has_cuda_context", lambda: False)
+    monkeypatch.setitem(sys.modules, "pynvml", None)
+    monkeypatch.setattr(machine.shutil, "which", lambda name: None)
+    assert machine.device_name("cuda") == "cuda"
+    assert machine.device_name("cpu") == "cpu"
+
+
+def test_a_failure_row_is_named_as_its_ok_rows(monkeypatch, tiny_file):
+    """The same name in env.device_name, so report, compare and recommend put it in its ok rows' section."""
+    from lstmbench.suite import load_suite
+    from lstmbench.worker import failure_record
+
+    suite = load_suite(tiny_file)
+    monkeypatch.setattr(machine, "device_name", lambda device: "NVIDIA H200")
+    row = failure_record(suite, suite.strategies[0], 0, "cuda", "crashed", "died")
+    assert (row.device, row.env["device_name"]) == ("cuda", "NVIDIA H200")
+    monkeypatch.undo()
+    if not torch.cuda.is_available():  # auto is the CPU here
+        row = failure_record(suite, suite.strategies[0], 0, "auto", "crashed", "died")
+        assert (row.device, row.env["device_name"]) == ("cpu", "cpu")
