@@ -1,0 +1,105 @@
+"""The GPU check's probes (scripts/gpu-check.sh runs this): one JSON object on stdout.
+
+- syncs: host synchronisations inside one training step, per readout x amp, counted by CUDA's sync-debug mode
+  (warn) on a batch collated, pinned and moved as the timed loop moves it; 0 is the aim, fp16's GradScaler
+  keeps 1 (found_inf.item())
+- lstm_dtype: what the kernel probe saw cuDNN's LSTM run in, per amp
+- events: StepTimer's event times of torch.cuda._sleep steps against their synchronised duration
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+import warnings
+
+import numpy as np
+import torch
+
+from lstmbench.config import DataConfig, Lengths, ModelConfig, StrategySpec
+from lstmbench.data import make_data
+from lstmbench.loader import Pinnable, to_device
+from lstmbench.model import Precision, model_for
+from lstmbench.probes import KernelProbe
+from lstmbench.strategies import Strategy
+from lstmbench.timing import StepTimer
+from lstmbench.train import train_step
+
+READOUTS = {"naive": ("random", "global", "last"), "mask": ("random", "batch", "mask"),
+            "pack": ("random", "batch", "pack"), "sorted_pack": ("random", "batch", "pack_sorted"),
+            "truncate": ("random", "truncate", "mask"), "bucket": ("bucket", "batch", "pack")}
+
+
+def syncs_per_step(bidirectional: bool, amp: str) -> dict[str, int]:
+    cuda = torch.device("cuda")
+    cfg = DataConfig(source="synthetic", task="classify", train_size=256, eval_size=32, vocab_size=64,
+                     lengths=Lengths(dist="lognormal", median=40, sigma=0.8, min=4, max=200))
+    data = make_data(cfg, seed=0).train
+    out = {}
+    for name, (batching, padding, readout) in READOUTS.items():
+        model = model_for(ModelConfig(embed_dim=32, hidden_size=64, bidirectional=bidirectional), data, 0).to(cuda)
+        strategy = Strategy(StrategySpec(name=name, batching=batching, padding=padding, readout=readout,
+                                         max_len=64 if padding == "truncate" else 0))
+        batch = to_device(Pinnable(strategy.collate(data, np.arange(32))).pin_memory().batch, cuda)
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        precision = Precision("cuda", amp, _dtype(model, batch, readout, amp))
+        train_step(model, optimizer, batch, readout, precision)
+        torch.cuda.synchronize()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                train_step(model, optimizer, batch, readout, precision)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        torch.cuda.synchronize()
+        out[name] = sum("synchroniz" in str(w.message) for w in caught)
+    return out
+
+
+def _dtype(model: torch.nn.Module, batch, readout: str, amp: str) -> str:
+    with KernelProbe() as probe, Precision("cuda", amp).autocast():
+        model(batch.tokens, batch.lengths, readout, batch.lengths_on_device)
+    return probe.dtype
+
+
+def event_timing() -> dict[str, float]:
+    cycles = 2_000_000
+    torch.cuda._sleep(cycles)
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(50):
+        torch.cuda._sleep(cycles)
+    torch.cuda.synchronize()
+    each = (time.perf_counter() - t0) / 50
+    timer = StepTimer(torch.device("cuda"))
+    with timer.segment():
+        for _ in range(20):
+            start = timer.mark()
+            torch.cuda._sleep(cycles)
+            timer.step(start, timer.mark())
+    times = timer.step_times()
+    return {"sleep_s_synchronised": each, "event_median_s": float(np.median(times)),
+            "event_max_rel_error": float(max(abs(t - each) / each for t in times)),
+            "segment_wall_s": timer.segment_times()[0][1], "steps": len(times)}
+
+
+def main() -> None:
+    result = {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__, "cuda": torch.version.cuda,
+              "cudnn": torch.backends.cudnn.version(), "syncs_per_step": {}, "lstm_dtype": {}}
+    for amp in ("none", "bf16", "fp16"):
+        for bidirectional in (False, True):
+            key = f"{amp}{'-bidirectional' if bidirectional else ''}"
+            result["syncs_per_step"][key] = syncs_per_step(bidirectional, amp)
+        model = model_for(ModelConfig(embed_dim=8, hidden_size=16), make_data(
+            DataConfig(train_size=16, eval_size=8), seed=0).train, 0).cuda()
+        with KernelProbe() as probe, Precision("cuda", amp).autocast():
+            model(torch.randint(1, 8, (4, 9), device="cuda"), torch.full((4,), 9), "last")
+        result["lstm_dtype"][amp] = probe.dtype
+    result["events"] = event_timing()
+    json.dump(result, sys.stdout, indent=1)
+    print()
+
+
+if __name__ == "__main__":
+    main()
