@@ -4,6 +4,7 @@
   (warn) on a batch collated, pinned and moved as the timed loop moves it; 0 is the aim, fp16's GradScaler
   keeps 1 (found_inf.item())
 - lstm_dtype: what the kernel probe saw cuDNN's LSTM run in, per amp
+- bf16_lstm_outside_autocast: whether cuDNN runs a bf16 LSTM at all (weights and input cast, no autocast)
 - events: StepTimer's event times of torch.cuda._sleep steps against their synchronised duration
 """
 from __future__ import annotations
@@ -63,6 +64,18 @@ def _dtype(model: torch.nn.Module, batch, readout: str, amp: str) -> str:
     return probe.dtype
 
 
+def bf16_lstm_outside_autocast() -> dict[str, object]:
+    """Whether cuDNN runs an LSTM whose weights and input are bf16 (no autocast): the way to a true bf16 run."""
+    lstm = torch.nn.LSTM(16, 16, batch_first=True).cuda().to(torch.bfloat16)
+    x = torch.randn(4, 9, 16, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    try:
+        with KernelProbe() as probe:
+            lstm(x)[0].float().sum().backward()
+        return {"ran": True, "kernel": probe.kernel, "dtype": probe.dtype}
+    except RuntimeError as e:
+        return {"ran": False, "error": " ".join(str(e).split())[:200]}
+
+
 def event_timing() -> dict[str, float]:
     cycles = 2_000_000
     torch.cuda._sleep(cycles)
@@ -96,6 +109,7 @@ def main() -> None:
         with KernelProbe() as probe, Precision("cuda", amp).autocast():
             model(torch.randint(1, 8, (4, 9), device="cuda"), torch.full((4,), 9), "last")
         result["lstm_dtype"][amp] = probe.dtype
+    result["bf16_lstm_outside_autocast"] = bf16_lstm_outside_autocast()
     result["events"] = event_timing()
     json.dump(result, sys.stdout, indent=1)
     print()
