@@ -153,7 +153,9 @@ class TrainConfig:
     until_target: bool = False  # MLPerf's rule: stop at the first evaluation at the target (epochs: a maximum)
     max_time_s: float = 0.0  # with until_target: stop a run once its training time passes this (0 = no cap)
     amp: str = "none"  # autocast: bf16 | fp16 (CUDA only, with a loss scaler) | none; full precision by default
-    cudnn_benchmark: bool = True  # cuDNN autotunes per new shape: that cost is in shape_warmup_s, not the steady figures
+    # torch.backends.cudnn.benchmark: recorded, and set as users set it; it autotunes convolutions, while cuDNN
+    # picks an LSTM's algorithm by a heuristic (a new shape's set-up cost is in shape_warmup_s either way)
+    cudnn_benchmark: bool = True
     compile: bool = False  # torch.compile the model; off by default: compile time and recompiles per shape
     loader: LoaderConfig = field(default_factory=LoaderConfig)  # the input pipeline; default: in-process
 
