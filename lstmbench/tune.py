@@ -260,6 +260,10 @@ def tune(suite: Suite, budget_s: float = BUDGET_S, memory_cap_mib: float | None 
     with run_threads(suite, device) as used:
         run = probe(suite, data, seed, probe_grid(shapes, data.lengths, MIN_PROBES), budget_s, device, on_probe)
     busy = busy_warning(watch.stop())
+    unprobed = sorted(set(shapes) - {p.kind for p in run.probes})
+    if unprobed:  # every probe of a kind was timed while other processes used the CPU, twice: left out
+        raise TuneError(f"no {' or '.join(unprobed)} step could be timed: other processes used the CPU during "
+                        f"every probe ({run.busy} disturbed); run it again on a quieter machine")
     measure = "CUDA allocator peak" if device.type == "cuda" else "TensorMemory (the harness's train MiB)"
     model = fit_model(run.probes, measure)
     ranked, over = search(cands, data, model, seed, world, cap, suite.train.batch_size)

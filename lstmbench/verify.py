@@ -5,12 +5,14 @@ sequence run alone and unpadded; truncation to each sequence cut to max_len, alo
 sequence alone but padded to its batch's width and read at the last padded step (a masked readout, in either
 direction, is exact: the model runs the reverse direction within each sequence's length). Twice:
 `verify_suite` in float64 on the generic kernel (the arithmetic), `check_run` on a run's own device,
-precision and kernel (what is timed), against a float64 reference on the CPU.
+precision and kernel (what is timed), against a float64 reference on the CPU. `SuiteChecks` does both for a
+suite (`lstmbench verify`) with each float64 reference computed once (`References`).
 """
 from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,13 +123,41 @@ def reference(model: LSTMClassifier, run: list[Piece]) -> Result:
     return float(loss.detach()), [g.to(torch.float64) for g in grads_of(model, loss)]
 
 
-def batched(net: LSTMClassifier, strategy: Strategy, batch: Batch, device: torch.device, amp: str = "none") -> Result:
+class References:
+    """`reference` for one float64 model, each computed once: the generic-kernel check and the timed-path check
+    hold a suite's strategies to the same references on the same batches, and strategies of one batching share
+    their plain ones. Keyed by the pieces' contents (their order included: it orders the float64 sums)."""
+
+    def __init__(self, model: LSTMClassifier):
+        self.model = model
+        self._done: dict[bytes, Result] = {}
+
+    def __call__(self, run: list[Piece]) -> Result:
+        key = _digest(run)
+        if key not in self._done:
+            self._done[key] = reference(self.model, run)
+        return self._done[key]
+
+
+def _digest(run: list[Piece]) -> bytes:
+    h = hashlib.blake2b(digest_size=32)
+    for tokens, end, labels in run:
+        for a in (tokens, labels):
+            h.update(f"{a.dtype.str}{a.shape}:".encode())
+            h.update(np.ascontiguousarray(a).tobytes())
+        h.update(f"{end};".encode())
+    return h.digest()
+
+
+def batched(net: LSTMClassifier, strategy: Strategy, batch: Batch, device: torch.device, amp: str = "none",
+            scaled: bool = False) -> Result:
     """The strategy's mean loss and gradients on the batch, computed as training computes them: on `device`,
-    under autocast when `amp` says so."""
+    under autocast when `amp` says so, the loss scaled where training scales it (fp16, or `scaled`: an LSTM
+    that autocast runs in fp16 under bf16)."""
     batch = batch.to(device)
     with _autocast(device, amp):
         loss = loss_of(net(batch.tokens, batch.lengths, strategy.readout), batch.labels)
-    scale = LOSS_SCALE if amp == "fp16" else 1.0
+    scale = LOSS_SCALE if amp == "fp16" or scaled else 1.0
     grads = grads_of(net, loss * scale, retain=scale > 1)
     while scale > 1 and not all(bool(torch.isfinite(g).all()) for g in grads):
         scale /= 2
@@ -192,19 +222,25 @@ class Outcome:
     verdict: str
 
 
-def outcome(net: LSTMClassifier, ref: LSTMClassifier, strategy: Strategy, data: Dataset,
-            batches: list[np.ndarray], device: torch.device, amp: str, note: str, tolerance: float) -> Outcome:
-    """Check `strategy` on `batches`: `net` computes the batches (on `device`, under `amp`), `ref` (on the
+def outcome(net: LSTMClassifier, refs: References, strategy: Strategy, data: Dataset,
+            batches: list[np.ndarray], device: torch.device, amp: str, note: str, tolerance: float,
+            scaled: bool = False) -> Outcome:
+    """Check `strategy` on `batches`: `net` computes the batches (on `device`, under `amp`), `refs` (on the
     CPU) the references. A strategy with no note is held to the plain reference, one with a note to its claim."""
-    claim = claim_of(strategy.spec, ref.directions == 2, data.tagged) if note else PLAIN
+    claim = claim_of(strategy.spec, refs.model.directions == 2, data.tagged) if note else PLAIN
     own, plain = [], []
     for idx in batches:
         batch = strategy.collate(data, idx)
-        got = batched(net, strategy, batch, device, amp)
-        plain.append(rel_errors(got, reference(ref, pieces(PLAIN, data, idx, batch))))
-        own.append(rel_errors(got, reference(ref, pieces(claim, data, idx, batch))) if claim != PLAIN else plain[-1])
+        got = batched(net, strategy, batch, device, amp, scaled)
+        plain.append(rel_errors(got, refs(pieces(PLAIN, data, idx, batch))))
+        own.append(rel_errors(got, refs(pieces(claim, data, idx, batch))) if claim != PLAIN else plain[-1])
     worst = lambda errors: (max(e[0] for e in errors), max(e[1] for e in errors))  # noqa: E731
     return Outcome(worst(own), worst(plain), judge(note, worst(own), worst(plain), tolerance))
+
+
+def _float64(model: LSTMClassifier) -> LSTMClassifier:
+    """A float64 copy on the CPU, checkable: the model of the references."""
+    return _checkable(copy.deepcopy(model).to("cpu", torch.float64))
 
 
 def _checkable(model: LSTMClassifier) -> LSTMClassifier:
@@ -231,8 +267,11 @@ class RunCheck:
     precision: str  # float32 | tf32 (cuDNN on Ampere+) | bf16 | fp16 | float64
 
 
-def precision_of(model: torch.nn.Module, device: torch.device, amp: str) -> str:
-    """The arithmetic a training step of `model` runs in on `device` under train.amp `amp`."""
+def precision_of(model: torch.nn.Module, device: torch.device, amp: str, lstm_dtype: str = "") -> str:
+    """The arithmetic a training step of `model` runs in on `device` under train.amp `amp`: fp16 where the
+    LSTM kernel ran in float16 under bf16 (`lstm_dtype`, the kernel probe's: cuDNN under autocast)."""
+    if amp == "bf16" and lstm_dtype == "float16":
+        return "fp16"
     if amp in AMP_DTYPES:
         return amp
     if next(model.parameters()).dtype == torch.float64:
@@ -243,15 +282,16 @@ def precision_of(model: torch.nn.Module, device: torch.device, amp: str) -> str:
 
 
 def check_run(model: LSTMClassifier, strategy: Strategy, data: Dataset, batches: list[np.ndarray],
-              device: torch.device, amp: str, note: str) -> RunCheck:
+              device: torch.device, amp: str, note: str, refs: References | None = None) -> RunCheck:
     """The run's own model on its own device, precision and kernel (autocast as training does, oneDNN or cuDNN)
-    against a float64 per-sequence reference on the CPU, on `batches`. Works on copies: the model's weights and
-    gradients are left as they were."""
-    precision = precision_of(model, device, amp)
+    against a float64 per-sequence reference on the CPU, on `batches` (`refs`: those of this model's float64
+    copy, made here if not given). Works on copies: the model's weights and gradients are left as they were."""
+    precision = precision_of(model, device, amp, _probe(model, strategy, data, batches[-1], device, amp).dtype)
     tolerance = TOLERANCES[precision]
     net = _checkable(copy.deepcopy(model))
-    ref = _checkable(copy.deepcopy(model).to("cpu", torch.float64))
-    result = outcome(net, ref, strategy, data, batches, device, amp, note, tolerance)
+    refs = refs if refs is not None else References(_float64(model))
+    result = outcome(net, refs, strategy, data, batches, device, amp, note, tolerance,
+                     scaled=precision == "fp16" and amp != "fp16")
     return RunCheck(result.verdict, *result.own, tolerance, precision)
 
 
@@ -277,15 +317,7 @@ def timed_device(suite: Suite) -> torch.device:
 def verify_timed(suite: Suite, batches: int = 3) -> list[TimedVerdict]:
     """`check_run` for every strategy of `suite`, on the batches `verify_suite` checks, with the first seed's
     float32 model on the suite's device under its train.amp."""
-    device = timed_device(suite)
-    data, model = _suite_model(suite)
-    model.to(device)
-    rows = []
-    for strategy, chosen, note in _suite_checks(suite, data, batches):
-        check = check_run(model, strategy, data, chosen, device, suite.train.amp, note)
-        rows.append(TimedVerdict(strategy.name, _kernel(model, strategy, data, chosen[-1], device, suite.train.amp),
-                                 check))
-    return rows
+    return SuiteChecks(suite, batches).timed()
 
 
 def _suite_model(suite: Suite) -> tuple[Dataset, LSTMClassifier]:
@@ -305,10 +337,16 @@ def _kernel(model: LSTMClassifier, strategy: Strategy, data: Dataset, idx: np.nd
             amp: str) -> str:
     """The LSTM implementation one forward pass of this batch runs (as train.probe_kernel, without importing
     train, which imports this module)."""
+    return _probe(model, strategy, data, idx, device, amp).kernel
+
+
+def _probe(model: LSTMClassifier, strategy: Strategy, data: Dataset, idx: np.ndarray, device: torch.device,
+           amp: str) -> KernelProbe:
+    """What one forward pass of this batch runs: the LSTM's kernel and its dtype."""
     batch = strategy.collate(data, idx).to(device)
     with KernelProbe() as probe, _autocast(device, amp), torch.no_grad():
         model(batch.tokens, batch.lengths, strategy.readout)
-    return probe.kernel
+    return probe
 
 
 def timed_table(rows: list[TimedVerdict]) -> list[dict[str, Any]]:
@@ -354,10 +392,36 @@ def verify_suite(suite: Suite, batches: int = 3, tolerance: float = TOLERANCE) -
     """Check every strategy of `suite` on real batches of its data (first seed), in float64 on the generic
     kernel, against its own per-sequence reference: the first `batches` batches of the strategy's own plan,
     the last one replaced by the batch holding the longest sequence."""
-    data, model = _suite_model(suite)
-    model = _checkable(model.double())
-    verdicts = []
-    for strategy, chosen, note in _suite_checks(suite, data, batches):
-        result = outcome(model, model, strategy, data, chosen, torch.device("cpu"), "none", note, tolerance)
-        verdicts.append(Verdict(strategy.name, len(chosen), *result.own, note, result.verdict, max(result.plain)))
-    return verdicts
+    return SuiteChecks(suite, batches).generic(tolerance)
+
+
+class SuiteChecks:
+    """Both checks of a suite (`generic`: `verify_suite`; `timed`: `verify_timed`) on what they share, built
+    once: the first seed's data and model, each strategy's checked batches, and the float64 per-sequence
+    references, which both checks compute on the same model and batches (on gpu.yaml, half of their time)."""
+
+    def __init__(self, suite: Suite, batches: int = 3):
+        self.suite = suite
+        self.data, self.model = _suite_model(suite)  # float32, as its run builds it
+        self.checks = _suite_checks(suite, self.data, batches)
+        self.refs = References(_float64(self.model))
+
+    def generic(self, tolerance: float = TOLERANCE) -> list[Verdict]:
+        """In float64 on the generic kernel: the references' model computes the batches too."""
+        net, verdicts = self.refs.model, []
+        for strategy, chosen, note in self.checks:
+            result = outcome(net, self.refs, strategy, self.data, chosen, torch.device("cpu"), "none", note, tolerance)
+            verdicts.append(Verdict(strategy.name, len(chosen), *result.own, note, result.verdict, max(result.plain)))
+        return verdicts
+
+    def timed(self) -> list[TimedVerdict]:
+        """On the suite's device under its train.amp, the float32 model's kernel (TimedPathUnavailable if not
+        here)."""
+        device, amp = timed_device(self.suite), self.suite.train.amp
+        model = copy.deepcopy(self.model).to(device)
+        rows = []
+        for strategy, chosen, note in self.checks:
+            check = check_run(model, strategy, self.data, chosen, device, amp, note, self.refs)
+            kernel = _kernel(model, strategy, self.data, chosen[-1], device, amp)
+            rows.append(TimedVerdict(strategy.name, kernel, check))
+        return rows

@@ -327,7 +327,7 @@ def test_an_allocation_failure_inside_verify_is_one_sentence(at, monkeypatch):
         raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: not enough memory: you "
                            "tried to allocate 68719476736 bytes.")
 
-    monkeypatch.setattr("lstmbench.verify.verify_suite", fails)
+    monkeypatch.setattr("lstmbench.verify.SuiteChecks.generic", fails)
     code, stderr = at({"s.yaml": BASE}, "verify", "s.yaml")
     assert (code, stderr) == (2, "Error: verify: out of memory: [enforce fail at alloc_cpu.cpp:117] data. "
                                  "DefaultCPUAllocator: not enough memory: you tried to allocate 68719476736 bytes.\n")

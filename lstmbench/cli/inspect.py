@@ -9,7 +9,7 @@ import click
 from tabulate import tabulate
 
 from ..data import check_data
-from ..probes import refuse_out_of_memory
+from ..probes import refuse_out_of_memory, resolve_device
 from ..runner import check_memory, plan_runs, preflight
 from ..presets import CHOICE_HELP, DESCRIPTIONS
 from ..strategies import describe
@@ -46,41 +46,50 @@ def validate(suite_file: str, overrides: tuple[str, ...], device: str | None) ->
 @main.command(name="verify")
 @click.argument("suite_file", type=click.Path(dir_okay=False))
 @click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override a suite key.")
+@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), help="Override the suite's device.")
 @click.option("--batches", default=3, show_default=True, type=click.IntRange(1), help="Batches checked per strategy.")
 @click.option("--nproc", type=click.IntRange(2), default=None,
               help="Also check the strategies' distributed forms on N ranks (torchrun, gloo, CPU).")
 @translate_errors
-def verify_cmd(suite_file: str, overrides: tuple[str, ...], batches: int, nproc: int | None) -> None:
+def verify_cmd(suite_file: str, overrides: tuple[str, ...], device: str | None, batches: int,
+               nproc: int | None) -> None:
     """Check each strategy's loss and gradients against a per-sequence reference of what it claims to compute
     (each sequence alone; cut to max_len for truncate; padded to its batch's width where the readout runs over
     the padding), on real batches of the suite's data, the batch with the longest sequence included: in
     float64 on the generic kernel, then on the timed path (the suite's device, train.amp and kernel) against
     a float64 reference, with a tolerance fitted to the precision. With --nproc (or the suite's launch.nproc
     > 1), also check that each distributed form gives every example once per epoch and that the gradients
-    after DDP's all-reduce equal one process's on the union of the ranks' batches. Exit 1 on a mismatch.
+    after DDP's all-reduce equal one process's on the union of the ranks' batches. Exit 1 on a mismatch; 2
+    at once when the suite runs on cuda and torch sees no GPU (on auto or cpu, the timed path skips what this
+    machine cannot run, and says so).
 
     Example: lstmbench verify suites/packing.yaml --set model.bidirectional=true
     """
-    from ..verify import (MISMATCH, TimedPathUnavailable, mismatch, tally, timed_device, timed_table, verdict_table,
-                         verify_suite, verify_timed)
+    from ..verify import (MISMATCH, SuiteChecks, TimedPathUnavailable, mismatch, tally, timed_device, timed_table,
+                         verdict_table)
 
-    suite = load_suite(suite_file, overrides)
+    suite = load_suite(suite_file, overrides, device)
+    # A suite that asks for cuda is verified on its GPU or refused, as `run` refuses it: skipping its timed path
+    # would pass (exit 0) a GPU job that checked nothing of what it times.
+    if suite.device == "cuda":
+        resolve_device(suite.device)
     check_memory(suite, "cpu")  # the reference runs on the CPU, in float64
     with refuse_out_of_memory("verify"):
-        verdicts = verify_suite(suite, batches=batches)
+        checks = SuiteChecks(suite, batches)  # both checks' data, model and float64 references, built once
+        verdicts = checks.generic()
     click.echo(tabulate(verdict_table(verdicts), headers="keys", tablefmt="pipe", disable_numparse=True))
     click.echo(f"\nAll {len(verdicts)} strategies verified: {tally([v.verdict for v in verdicts])}.")
     bad = [v.strategy for v in verdicts if v.verdict == MISMATCH]
     bad_timed, where = [], ""
     try:
-        device = timed_device(suite)
+        timed_on = timed_device(suite)
     except TimedPathUnavailable as e:
         click.echo(f"\nOn the timed path: skipped: {e}.")
     else:
         with refuse_out_of_memory("verify on the timed path"):
-            timed = verify_timed(suite, batches=batches)
-        where = f"{device.type}, {timed[0].check.precision}"
-        click.echo(f"\nOn the timed path ({device.type}, train.amp {suite.train.amp}): each strategy's batched loss "
+            timed = checks.timed()
+        where = f"{timed_on.type}, {timed[0].check.precision}"
+        click.echo(f"\nOn the timed path ({timed_on.type}, train.amp {suite.train.amp}): each strategy's batched loss "
                    "and gradients against its own per-sequence reference in float64")
         click.echo(tabulate(timed_table(timed), headers="keys", tablefmt="pipe", disable_numparse=True))
         bad_timed = [t.strategy for t in timed if t.check.verdict == MISMATCH]
