@@ -8,7 +8,7 @@ import sys
 import time
 import weakref
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -208,3 +208,18 @@ def cpu_bf16_lstm() -> bool:
         except RuntimeError:
             _BF16_LSTM["cpu"] = False
     return _BF16_LSTM["cpu"]
+
+
+def host_syncs(step: Callable[[], object]) -> list[str]:
+    """CUDA: what one call of `step` does that synchronises the host with the device, as CUDA's sync-debug mode
+    reports it (one warning per synchronising call); the mode is restored after."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            step()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return [str(w.message) for w in caught if "synchroniz" in str(w.message)]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-import warnings
 
 import numpy as np
 import torch
@@ -21,7 +20,7 @@ from lstmbench.config import DataConfig, Lengths, ModelConfig, StrategySpec
 from lstmbench.data import make_data
 from lstmbench.loader import Pinnable, to_device
 from lstmbench.model import Precision, model_for
-from lstmbench.probes import KernelProbe
+from lstmbench.probes import KernelProbe, host_syncs
 from lstmbench.strategies import Strategy
 from lstmbench.timing import StepTimer
 from lstmbench.train import train_step
@@ -46,15 +45,8 @@ def syncs_per_step(bidirectional: bool, amp: str) -> dict[str, int]:
         precision = Precision("cuda", amp, _dtype(model, batch, readout, amp))
         train_step(model, optimizer, batch, readout, precision)
         torch.cuda.synchronize()
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            torch.cuda.set_sync_debug_mode("warn")
-            try:
-                train_step(model, optimizer, batch, readout, precision)
-            finally:
-                torch.cuda.set_sync_debug_mode("default")
+        out[name] = len(host_syncs(lambda: train_step(model, optimizer, batch, readout, precision)))
         torch.cuda.synchronize()
-        out[name] = sum("synchroniz" in str(w.message) for w in caught)
     return out
 
 

@@ -108,9 +108,8 @@ def test_a_cuda_step_synchronises_only_for_its_loss_scaler(name, batching, paddi
     """CUDA's sync-debug mode counts every synchronising call of one step, the batch pinned and moved as the timed
     loop moves it: none, except GradScaler.step's found_inf.item() where the loss is scaled (fp16, and bf16,
     whose cuDNN LSTM autocast runs in fp16: the probe says which)."""
-    import warnings
-
     from lstmbench.loader import Pinnable, to_device
+    from lstmbench.probes import host_syncs
     from lstmbench.train import probe_kernel
 
     splits, model = _setup("classify", bidirectional)
@@ -125,13 +124,6 @@ def test_a_cuda_step_synchronises_only_for_its_loss_scaler(name, batching, paddi
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
     train_step(model, optimizer, batch, readout, precision)
     torch.cuda.synchronize()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        torch.cuda.set_sync_debug_mode("warn")
-        try:
-            train_step(model, optimizer, batch, readout, precision)
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
+    syncs = host_syncs(lambda: train_step(model, optimizer, batch, readout, precision))
     torch.cuda.synchronize()
-    syncs = [str(w.message) for w in caught if "synchroniz" in str(w.message)]
     assert len(syncs) == (1 if precision.scaler else 0), syncs
