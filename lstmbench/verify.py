@@ -398,7 +398,7 @@ def verify_suite(suite: Suite, batches: int = 3, tolerance: float = TOLERANCE) -
 class SuiteChecks:
     """Both checks of a suite (`generic`: `verify_suite`; `timed`: `verify_timed`) on what they share, built
     once: the first seed's data and model, each strategy's checked batches, and the float64 per-sequence
-    references, which both checks compute on the same model and batches (on gpu.yaml, half of their time)."""
+    references, which both checks hold their batches to (on gpu.yaml, 12 distinct of the 48 they ask for)."""
 
     def __init__(self, suite: Suite, batches: int = 3):
         self.suite = suite
