@@ -26,7 +26,9 @@ import numpy as np
 import pandas as pd
 
 from . import storage
+from .disturbance import split_disturbed
 from .errors import ResultsError
+from .machine import busy_warning
 from .records import hardware, software, variant_of
 from .stats import benjamini_hochberg, log_ratio_test
 
@@ -151,6 +153,10 @@ class Comparison:
     threshold: float = THRESHOLD
     alpha: float = ALPHA
     hashes: dict[str, tuple[str, str]] = field(default_factory=dict)  # group -> (baseline, current) suite hashes
+    disturbed: list[tuple[str, str, int, str]] = field(default_factory=list)  # runs left out, measured on a busy
+    # machine: (side, strategy, seed, machine.busy_warning of the run)
+    ok_runs: dict[str, int] = field(default_factory=dict)  # side -> its ok runs, those left out included
+    too_busy: list[str] = field(default_factory=list)  # groups left without a test by those left out
 
     @property
     def regressions(self) -> list[MetricChange]:
@@ -179,7 +185,11 @@ class Comparison:
             "group": c.group, "metric": c.metric.name,
             "runs": f"{len(c.baseline)} / {len(c.current)}" + (" paired" if c.paired else ""),
             "baseline": _fmt(c.base_median, c.metric.unit), "current": _fmt(c.current_median, c.metric.unit),
-            "change": f"{c.change:+.3f}" if c.metric.family == "quality" else f"{c.change:+.1%}",
+            # what is tested (paired: the mean of the per-seed log ratios) beside the change of the medians
+            # printed left of it, which can differ (a seed slowed by much moves one but not the other)
+            "change, tested": f"{c.change:+.3f}" if c.metric.family == "quality" else f"{c.change:+.1%}",
+            "change of medians": f"{c.current_median - c.base_median:+.3f}" if c.metric.family == "quality"
+            else f"{c.current_median / c.base_median - 1:+.1%}" if c.base_median else "-",
             "p (BH)": "-" if math.isnan(c.p_adjusted) else f"{c.p_adjusted:.2g}",
             "verdict": c.verdict,
         } for c in self.changes])
@@ -194,9 +204,26 @@ class Comparison:
         return notes
 
     def warnings(self) -> list[str]:
-        """What limits the verdicts: runs too few to test, lines that could not be read."""
-        return list(self.skipped) + [
-            f"{g}: fewer than {MIN_RUNS} runs on a side; its changes are shown but not tested" for g in self.few_runs]
+        """What limits the verdicts: runs left out as disturbed, runs too few to test, lines that could not be
+        read."""
+        left = []
+        for side in ("baseline", "current"):
+            mine = [(name, seed, why) for s, name, seed, why in self.disturbed if s == side]
+            if mine:
+                seeds: dict[str, list[int]] = {}
+                for name, seed, _ in mine:
+                    seeds.setdefault(name, []).append(seed)
+                runs = "; ".join(f"{n} seed{'s' if len(v) > 1 else ''} {', '.join(map(str, sorted(v)))}"
+                                 for n, v in seeds.items())
+                left.append(f"{side}: {len(mine)} of {self.ok_runs.get(side, len(mine))} runs left out, measured "
+                            f"while other processes took the CPU (their timings would measure the load): {runs}; "
+                            f"the first: {mine[0][0]} seed {mine[0][1]}: {mine[0][2]}")
+        busy = [f"no verdict for {len(self.too_busy)} group(s), too few of their runs measured on a quiet machine: "
+                f"{', '.join(g.split(' on ')[0] for g in self.too_busy)}; run that side again on a quiet machine "
+                "(`lstmbench run SUITE --resume --out FOLDER` measures the left-out runs again)"] if self.too_busy else []
+        return list(self.skipped) + left + busy + [
+            f"{g}: fewer than {MIN_RUNS} runs on a side; its changes are shown but not tested" for g in self.few_runs
+            if g not in self.too_busy]
 
 
 def compare_results(baseline: str | Path | Iterable[str | Path], current: str | Path | Iterable[str | Path],
@@ -217,7 +244,14 @@ def compare_frames(base_all: pd.DataFrame, cur_all: pd.DataFrame, threshold: flo
     """The comparison of two sets of rows already loaded (`_rows` adds `variant` and `platform`)."""
     result = Comparison(changes=[], threshold=threshold, alpha=alpha)
     base_all, cur_all = _keyed(base_all), _keyed(cur_all)
-    base_ok, cur_ok = _runs(base_all[base_all["status"] == "ok"]), _runs(cur_all[cur_all["status"] == "ok"])
+    base_ok, base_busy = split_disturbed(base_all[base_all["status"] == "ok"])
+    cur_ok, cur_busy = split_disturbed(cur_all[cur_all["status"] == "ok"])
+    base_ok, cur_ok = _runs(base_ok), _runs(cur_ok)
+    result.disturbed = [(side, str(r["strategy"]), int(r["seed"]), busy_warning(r["env"]))
+                        for side, busy in (("baseline", base_busy), ("current", cur_busy))
+                        for r in busy.to_dict("records")]
+    result.ok_runs = {"baseline": len(base_ok) + len(base_busy), "current": len(cur_ok) + len(cur_busy)}
+    busy_groups = set(_group_keys(base_busy)) | set(_group_keys(cur_busy))
     base_groups = dict(iter(base_ok.groupby(KEYS, sort=True)))
     cur_groups = dict(iter(cur_ok.groupby(KEYS, sort=True)))
     measured = {(r["suite"], r["device"], r["platform"]) for r in cur_all.to_dict("records")}
@@ -227,6 +261,9 @@ def compare_frames(base_all: pd.DataFrame, cur_all: pd.DataFrame, threshold: flo
             result.only_current.append(name)
             continue
         if key not in cur_groups:
+            if key in busy_groups:  # ran, but only on a busy machine: no verdict, not a loss
+                result.too_busy.append(name)
+                continue
             if (key[0], key[2], key[4]) in measured:  # the current set ran this suite here: the strategy is lost
                 failed = cur_all[(cur_all[KEYS] == pd.Series(key, index=KEYS)).all(axis=1)]
                 why = (f"{len(failed)} failed ({', '.join(sorted(set(failed['status'])))})" if len(failed)
@@ -248,6 +285,10 @@ def compare_frames(base_all: pd.DataFrame, cur_all: pd.DataFrame, threshold: flo
                 result.changes.append(change)
     _adjust(result.changes)
     result.few_runs = sorted({c.group for c in result.changes if c.metric.family in GATED and not c.testable})
+    result.too_busy = sorted(set(result.too_busy) | {g for g in result.few_runs
+                                                     if g in {_name(k) for k in busy_groups}})
+    if result.too_busy and not result.tests and not result.lost:
+        return result  # nothing testable is left once the busy runs are out: the caller says so, exit 2
     if not result.changes and not result.lost:
         raise ResultsError(f"nothing to compare: no group (suite, strategy, device, hardware, torch) has "
                            f"successful runs in both {where}")
@@ -323,6 +364,10 @@ def _target_lost(name: str, b: pd.DataFrame, c: pd.DataFrame) -> list[str]:
     seeds = f" (seed{'s' if len(missed) > 1 else ''} {', '.join(map(str, missed))} no longer reach it)" if missed else ""
     return [f"{name}: reached accuracy {target:g} in {len(reached_b)} of {len(b)} runs in the baseline, "
             f"{len(reached_c)} of {len(c)} now{seeds}"]
+
+
+def _group_keys(rows: pd.DataFrame) -> list[tuple]:
+    return [tuple(r[k] for k in KEYS) for r in rows.to_dict("records")]
 
 
 def _runs(rows: pd.DataFrame) -> pd.DataFrame:

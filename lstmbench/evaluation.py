@@ -50,6 +50,20 @@ def time_to_target(curve: list[list[float]], target: float) -> float | None:
     return next((t for t, _, accuracy in curve if accuracy >= target), None)
 
 
+def robust_time_to_target(curve: list[list[float]], target: float, step_tokens: list[int],
+                          windows: list[float]) -> tuple[int | None, float | None]:
+    """(real tokens trained until the first evaluation that reached `target`, those tokens over the median of
+    the run's window throughputs). The tokens are the same for every run of a seed on a CPU (the curve is
+    deterministic); the median window resists a burst of load that slowed a few windows, where the measured
+    time to target keeps every second of it. (None, None) if the target was not reached."""
+    n = next((int(steps) for _, steps, accuracy in curve if accuracy >= target), None) if target else None
+    if n is None:
+        return None, None
+    tokens = int(sum(step_tokens[:n]))
+    rate = float(np.median(windows)) if windows else 0.0
+    return tokens, (tokens / rate if rate > 0 else None)
+
+
 def resolution(curve: list[list[float]], target: float) -> float | None:
     """How finely the time to target is read: the training seconds between the evaluation that first reached
     the target and the one before it (the run's start for the first). None if the target was not reached."""

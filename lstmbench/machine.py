@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any, Callable
 if TYPE_CHECKING:
     import torch
 
-BUSY_SHARE = 0.10  # other processes above a tenth of the machine make timings unreliable: an idle machine's
-# daemons stay under ~2%, and on a 2-core machine a single other busy thread is already 50%
+from .disturbance import BUSY_SHARE, WAIT_SHARE, SchedTimes, sched_times, wait_share
+
 SMI_TIMEOUT_S = 5.0  # nvidia-smi answers in well under a second; a hung driver must not hang the run
 CPU_KEYS = ("cpu_governor", "cpu_mhz_start", "cpu_mhz_end", "load_before", "load_after", "other_cpu_share",
-            "cpu_count")
+            "run_wait_share", "run_wait_s", "cpu_count")
 GPU_KEYS = ("gpu_driver", "gpu_sm_clock_mhz", "gpu_max_sm_clock_mhz", "gpu_temperature_c", "gpu_other_processes")
 
 
@@ -40,6 +40,7 @@ class MachineWatch:
     load_before: float | None
     cpu_start: CpuTimes | None
     own_start_s: float | None  # CPU seconds of this process, its threads and descendants, at the start
+    sched_start: SchedTimes | None = None  # each of this process's threads: time on a CPU and queued for one
 
     @classmethod
     def start(cls, device: torch.device | str) -> MachineWatch:
@@ -47,10 +48,11 @@ class MachineWatch:
         # the watch itself
         mhz, load = cpu_mhz(), load1()
         return cls(device=str(device), cpu_mhz_start=mhz, load_before=load, cpu_start=cpu_times(),
-                   own_start_s=own_cpu_seconds())
+                   own_start_s=own_cpu_seconds(), sched_start=sched_times())
 
     def stop(self) -> dict[str, Any]:
-        cpu_end, own_end = cpu_times(), own_cpu_seconds()
+        sched_end, cpu_end, own_end = sched_times(), cpu_times(), own_cpu_seconds()
+        waited, waited_s = wait_share(self.sched_start, sched_end)
         env: dict[str, Any] = {
             "cpu_governor": cpu_governor(),
             "cpu_mhz_start": self.cpu_mhz_start,
@@ -58,6 +60,8 @@ class MachineWatch:
             "load_before": self.load_before,
             "load_after": load1(),
             "other_cpu_share": other_share(self.cpu_start, cpu_end, self.own_start_s, own_end),
+            "run_wait_share": waited,
+            "run_wait_s": waited_s,
             "cpu_count": os.cpu_count(),
         }
         if _device_type(self.device) == "cuda":
@@ -65,10 +69,15 @@ class MachineWatch:
         return env
 
 
-def busy_warning(machine: dict[str, Any]) -> str:
-    """'' for a quiet machine, else one sentence, e.g. 'other processes used 38% of the CPU during the run
-    (load 1.9 before, 2.4 after, 2 cores)'; a powersave governor adds a clause, joined with '; '."""
+def busy_warning(machine: dict[str, Any], waits_count: bool = True) -> str:
+    """'' for a quiet machine, else one sentence, e.g. 'the run's threads waited for a CPU 31% of the time;
+    other processes used 38% of the CPU during the run (load 1.9 before, 2.4 after, 2 cores)'; a powersave
+    governor adds a clause, joined with '; '. `waits_count`: False for a run with DataLoader workers, whose
+    own workers queue its threads (disturbance.judge)."""
     parts = []
+    wait = machine.get("run_wait_share")
+    if waits_count and isinstance(wait, (int, float)) and wait > WAIT_SHARE:
+        parts.append(f"the run's threads waited for a CPU {wait:.0%} of the time")
     share = machine.get("other_cpu_share")
     if isinstance(share, (int, float)) and share > BUSY_SHARE:
         loads = [f"{machine[k]:.1f} {word}" for k, word in (("load_before", "before"), ("load_after", "after"))

@@ -51,6 +51,8 @@ class Recommendation:
     batch_size: int = 0
     distributed: bool = False  # the section's runs were DDP jobs (batch_size per rank)
     bidirectional: bool = False  # the suite's LSTM is bidirectional: the snippet reads it with bidirectional_lstm
+    disturbed: list[tuple[str, int]] = field(default_factory=list)  # (strategy, seed) of runs left out: busy machine
+    too_busy: bool = False  # undecided because too few runs of some strategy were measured on a quiet machine
 
 
 @dataclass
@@ -91,6 +93,16 @@ def recommend_section(section: Section, failed: pd.DataFrame | None = None) -> R
     cap = train.get("max_time_s") if train.get("until_target") else None
     within = f"within the {cap:g} s cap" if cap else f"in {train['epochs']} epochs" if train.get("epochs") else ""
     rows = summary[summary["strategy"] != IDEAL]
+    disturbed = [(str(r["strategy"]), int(r["seed"])) for r in section.disturbed.to_dict("records")]
+    short = [r["strategy"] for r in rows.to_dict("records") if _too_few_quiet(r)]
+    if short:  # never decided on runs a busy machine measured, nor on the few quiet ones left
+        rec = Recommendation(section.suite, section.title, section.device, section.machine, None, "", None, "",
+                             disturbed=disturbed, too_busy=True)
+        rec.undecided = (f"the results cannot decide: {len(disturbed)} of {len(section.rows) + len(disturbed)} runs "
+                         f"were measured while other processes took the CPU, which leaves too few quiet runs of "
+                         f"{', '.join(short)} (at least 2, and half of its runs); run the suite again on a quieter "
+                         f"machine (`lstmbench run SUITE --resume --out FOLDER` measures the left-out runs again)")
+        return rec
     exact = rows["computes"].str.startswith("exact") & (rows["runs_ok"] > 0)
     best = rows.loc[rows["accuracy_vs_best"] == "best exact", "strategy"]
     best_name = best.iloc[0] if len(best) else None
@@ -129,7 +141,7 @@ def recommend_section(section: Section, failed: pd.DataFrame | None = None) -> R
             order.remove(fastest_exact)
             order.insert(0, fastest_exact)
     rec = Recommendation(section.suite, section.title, section.device, section.machine, None, "", None, "",
-                         ruled, batch_size=int(train.get("batch_size") or 0),
+                         ruled, batch_size=int(train.get("batch_size") or 0), disturbed=disturbed,
                          distributed=bool((summary.get("world_size", pd.Series([1])) > 1).any()))
     leader = order[0] if order else None
     undecided = _undecided(section, rows, exact, bool(target), len(order))
@@ -192,6 +204,12 @@ def _undecided(section: Section, rows: pd.DataFrame, exact: pd.Series, has_targe
     return (f"the results cannot decide: the strategies have {common} seed{'s' if common != 1 else ''} in common, "
             f"and the paired accuracy test needs at least 2 to run ({need} to find a shortfall among "
             f"{len(with_acc)} strategies); run at least {need} seeds (--set seeds=[{seeds}])")
+
+
+def _too_few_quiet(r: dict) -> bool:
+    """A strategy some of whose runs were left out as disturbed, with fewer than 2 quiet ones or under half."""
+    out = int(r.get("runs_disturbed") or 0)
+    return out > 0 and r["runs_ok"] < max(2, (r["runs_ok"] + out + 1) // 2)
 
 
 def fewest_seeds(strategies: int, families: int = 1) -> int:

@@ -83,6 +83,10 @@ class RunRecord:
     time_to_target_cold_s: float | None = None  # the same, with what new shapes cost until then (a first run's)
     time_to_target_with_eval_s: float | None = None  # cold, plus the evaluations until then: MLPerf's clock
     time_to_target_resolution_s: float | None = None  # training seconds between that evaluation and the one before
+    tokens_to_target: int | None = None  # real tokens trained until the target was reached: the same for every run
+    # of a seed on a CPU, whatever the load
+    time_to_target_robust_s: float | None = None  # tokens_to_target / the median window's tokens/s: a time to
+    # target that a burst of load over a few windows does not move (time_to_target_s keeps every second)
     reached_target: bool | None = None  # null without a target (and for the ideal); false: capped or out of epochs
     accuracy_by_length: list = field(default_factory=list)  # [low, high, count, accuracy] per held-out length bin
     efficiency: float | None = None  # tokens_per_s / reference_tokens_per_s: the run against its own batches unpadded
@@ -118,6 +122,9 @@ class RunRecord:
     # within the tolerance (no more seeds for it), "limit" on its run at --max-seeds while still outside it
     until_stable_percent: float | None = None  # that tolerance, +-% of the median
     shard: str = ""  # K/N when the run came from `lstmbench run --shard K/N`
+    disturbance: str = ""  # disturbance.Disturbance of this row's timed steps: quiet | disturbed | unread | not judged
+    disturbed_attempts: list = field(default_factory=list)  # run --rerun-disturbed: each earlier attempt of this
+    # run that was measured on a busy machine and run again: {tokens_per_s, run_wait_share, other_cpu_share}
     sweep: dict[str, Any] = field(default_factory=dict)  # a swept suite's point: key path -> value
     config: dict[str, Any] = field(default_factory=dict)  # the resolved suite, for the report and reruns
     env: dict[str, Any] = field(default_factory=dict)

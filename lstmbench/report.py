@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .plots import PlotData, crossover_plot, plots
+from .disturbance import split_disturbed
 from .machine import busy_warning
+from .plots import PlotData, crossover_plot, plots
 from .quality import accuracy_verdicts
 from .records import code, hardware, software
 from .stats import UNSTABLE_IQR, Interval, median_interval, mean_std, runs_for_ci, spread
@@ -33,6 +34,7 @@ class Section:
     point: dict = field(default_factory=dict)  # a swept suite's point: key path -> value
     hosts: str = ""  # the hosts of that hardware the rows came from (shards of a cluster job: several)
     code: str = ""  # the lstmbench commit(s) and torch version(s) that measured the rows
+    disturbed: pd.DataFrame = field(default_factory=pd.DataFrame)  # ok rows left out: measured on a busy machine
 
     @property
     def title(self) -> str:
@@ -135,7 +137,8 @@ def _section(suite: str, suite_hash: str, device: str, rows: pd.DataFrame, machi
     config = rows["config"].iloc[-1] if "config" in rows else {}
     order = [s["name"] for s in config.get("strategies", [])] or list(dict.fromkeys(rows["strategy"]))
     order += [s for s in dict.fromkeys(rows["strategy"]) if s not in order]
-    ok = rows[rows["status"] == "ok"]
+    # rows measured while other processes took the CPU are left out of every figure (the notes say which)
+    ok, disturbed = split_disturbed(rows[rows["status"] == "ok"])
     records = []
     for name in order:
         mine, good = rows[rows["strategy"] == name], ok[ok["strategy"] == name]
@@ -154,7 +157,8 @@ def _section(suite: str, suite_hash: str, device: str, rows: pd.DataFrame, machi
             "strategy": name,
             "computes": computes(mine["computation_note"].iloc[-1], good),
             "lstm_kernel": "/".join(sorted(set(_column(good, "lstm_kernel").dropna()))) or "-",
-            "runs_ok": len(good), "runs_failed": len(mine) - len(good),
+            "runs_ok": len(good), "runs_failed": int((mine["status"] != "ok").sum()),
+            "runs_disturbed": int((disturbed["strategy"] == name).sum()),
             "tokens_per_s": tps.median, "tokens_per_s_low": tps_ci.low, "tokens_per_s_high": tps_ci.high,
             "tokens_per_s_interval": tps_ci.kind if tps_ci.n > 1 else "", "tokens_per_s_coverage": tps_ci.coverage,
             "tokens_per_s_min": tps.low, "tokens_per_s_max": tps.high,
@@ -180,6 +184,7 @@ def _section(suite: str, suite_hash: str, device: str, rows: pd.DataFrame, machi
             "time_to_target_cold_s": _median_missed(good, "time_to_target_cold_s", aimed),
             "time_to_target_with_eval_s": _median_missed(good, "time_to_target_with_eval_s", aimed),
             "time_to_target_resolution_s": spread(_column(good, "time_to_target_resolution_s").dropna()).median,
+            "time_to_target_robust_s": spread(_column(good, "time_to_target_robust_s").dropna()).median,
             "world_size": int(_column(good, "world_size").fillna(1).max()) if len(good) else 1,
             "straggler_wait_fraction": spread(_column(good, "straggler_wait_fraction").dropna()).median,
             "planned_wait_fraction": spread(_column(good, "planned_wait_fraction").dropna()).median,
@@ -191,7 +196,8 @@ def _section(suite: str, suite_hash: str, device: str, rows: pd.DataFrame, machi
     base = summary.loc[summary["strategy"] == BASELINE, "tokens_per_s"]
     summary["speedup_vs_naive"] = summary["tokens_per_s"] / base.iloc[0] if len(base) else np.nan
     point = rows["sweep"].iloc[-1] if "sweep" in rows and isinstance(rows["sweep"].iloc[-1], dict) else {}
-    return Section(suite, suite_hash, device, summary, _notes(rows, ok), config, ok, machine, point)
+    return Section(suite, suite_hash, device, summary, _notes(rows, ok, disturbed), config, ok, machine, point,
+                   disturbed=disturbed)
 
 
 def computes(note: str, ok: pd.DataFrame) -> str:
@@ -223,8 +229,22 @@ def _column(rows: pd.DataFrame, key: str) -> pd.Series:
     return rows[key] if key in rows else pd.Series([np.nan] * len(rows), index=rows.index, dtype=float)
 
 
-def _notes(rows: pd.DataFrame, ok: pd.DataFrame) -> list[str]:
+def left_out_sentence(disturbed: pd.DataFrame, runs: int) -> str:
+    """'' or why rows were left out: 'LEFT OUT: 2 of 12 runs, measured while other processes took the CPU
+    (no figure here uses them): mask seed 1: the run's threads waited for a CPU 31% of the time; ...'."""
+    if disturbed.empty:
+        return ""
+    why = [f"{r['strategy']} seed {r['seed']}: "
+           f"{busy_warning(r['env'], waits_count=not r.get('loader_workers')) or 'busy'}"
+           for r in disturbed.to_dict("records")]
+    return (f"LEFT OUT: {len(disturbed)} of {runs} runs, measured while other processes took the CPU (no figure "
+            f"here uses them; `lstmbench run --resume` on a quiet machine measures them again): "
+            + "; ".join(why))
+
+
+def _notes(rows: pd.DataFrame, ok: pd.DataFrame, disturbed: pd.DataFrame | None = None) -> list[str]:
     notes = []
+    disturbed = disturbed if disturbed is not None else ok.iloc[:0]
     seeds = sorted(ok["seed"].unique())
     same_init = all(ok.loc[ok["seed"] == s, "init_checksum"].nunique() == 1 for s in seeds)
     if not seeds:
@@ -257,11 +277,9 @@ def _notes(rows: pd.DataFrame, ok: pd.DataFrame) -> list[str]:
                      "compute measured to the last gradient bucket ready); planned wait % = the same estimated "
                      "from the plan's padded cells alone. deal: per_rank = each rank batches its own shard; "
                      "balanced = batches formed globally and dealt by cost.")
-    busy = [f"{r['strategy']} seed {r['seed']}: {w}" for r in ok.to_dict("records")
-            if isinstance(r.get("env"), dict) and (r.get("world_size") or 1) <= 1 and (w := busy_warning(r["env"]))]
-    if busy:  # DDP ranks are each other's "other processes": only one-process runs are judged
-        notes.append(f"WARNING: measured on a busy machine ({len(busy)} of {len(ok)} runs; their timings are "
-                     f"not trustworthy): " + "; ".join(busy))
+    left_out = left_out_sentence(disturbed, len(ok) + len(disturbed))
+    if left_out:  # DDP ranks are each other's "other processes": only one-process runs are judged
+        notes.append(left_out)
     for _, r in rows[rows["status"] != "ok"].iterrows():
         notes.append(f"FAILED: {r['strategy']} seed {r['seed']}: {r['status']}: {r['error']}")
     notes.append("tokens/s counts real (non-padding) tokens per second of training steps, warm-up and evaluation "
@@ -364,6 +382,9 @@ def format_table(summary: pd.DataFrame) -> pd.DataFrame:
                                           for t, c, n, k in zip(summary["time_to_target_s"],
                                                                 summary["time_to_target_cold_s"],
                                                                 summary["reached_target"], summary["runs_ok"])],
+        # tokens to the target (the same on every run of a seed) over the median window's tokens/s
+        "time to target s, robust": ["-" if np.isnan(x) else f"{x:.2f}"
+                                     for x in summary.get("time_to_target_robust_s", [np.nan] * len(summary))],
         "train s, warm / cold": [_warm_cold(w, c) for w, c in zip(summary["train_time_s"],
                                                                    summary["train_time_cold_s"])],
     })

@@ -8,6 +8,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 import numpy as np
 
 from .datacache import SeedData
+from .disturbance import Disturbance, judge, settle
 from .errors import LstmbenchError, SuiteError
 from .model import training_bytes
 from .probes import cpu_bf16_lstm, memory_bytes, resolve_device
@@ -104,7 +105,8 @@ def run_suite(suite: Suite, isolate: bool = True, done: Mapping[tuple[str, int],
               on_start: Callable[[PlannedRun, int, int], None] | None = None,
               on_progress: Callable[[int, int], None] | None = None,
               runs: list[PlannedRun] | None = None, group: Any = None, start: str | None = None,
-              until_stable: UntilStable | None = None) -> Iterator[RunRecord]:
+              until_stable: UntilStable | None = None, rerun_disturbed: int = 0,
+              settle_s: float = 0.0) -> Iterator[RunRecord]:
     """Yield one record per planned run, as each ends; the caller stores it before the next starts.
 
     `done` maps (strategy, seed) of runs already stored (ok, same suite hash) to their tokens/s: they are
@@ -113,6 +115,9 @@ def run_suite(suite: Suite, isolate: bool = True, done: Mapping[tuple[str, int],
     job the user started), every rank runs every planned run in that group; rank 0 gets the records.
     `start`: how isolated runs begin (worker.START_METHODS; default forkserver where there is one).
     `until_stable`: seeds are added until every strategy's throughput is stable (`runs` is then not used).
+    `settle_s`: before each run, wait up to this long for other processes to leave the CPU (disturbance.settle).
+    `rerun_disturbed`: a one-process run measured while other processes took the CPU is run again, up to this
+    many times; the row kept is the first quiet attempt (or the last), listing the disturbed ones before it.
     Each seed's data is made once, here, and handed to its runs (datacache); DDP ranks make their own.
     Checks the device at once (not at the first run), so a suite asking for an absent GPU fails early."""
     device = preflight(suite)
@@ -135,12 +140,29 @@ def run_suite(suite: Suite, isolate: bool = True, done: Mapping[tuple[str, int],
         folder = cache.folder(suite, seed)
         return run_isolated(suite, spec, seed, device, on_progress, str(folder) if folder else None, start)
 
+    def measured(planned: PlannedRun, cache: SeedData) -> RunRecord | None:
+        earlier: list[dict[str, Any]] = []
+        while True:
+            settled = settle(settle_s) if settle_s > 0 and group is None else None
+            record = execute(planned, cache)
+            if record is None:
+                return None
+            if settled is not None:
+                record.env.update(settled.fields())
+            verdict = judge(record.to_dict()) if record.status == "ok" else None
+            record.disturbance = verdict.value if verdict else ""
+            record.disturbed_attempts = earlier
+            if verdict is not Disturbance.DISTURBED or len(earlier) >= rerun_disturbed:
+                return record
+            earlier = earlier + [{"tokens_per_s": record.tokens_per_s, **{
+                k: record.env.get(k) for k in ("run_wait_share", "other_cpu_share")}}]
+
     def records() -> Iterator[RunRecord]:
         with SeedData() as cache:
             for i, planned in enumerate(runs):
                 if on_start:
                     on_start(planned, i, len(runs))
-                record = execute(planned, cache)
+                record = measured(planned, cache)
                 if record is None:  # a rank other than 0: the record is rank 0's to store
                     continue
                 record.position = planned.position
@@ -159,7 +181,7 @@ def run_suite(suite: Suite, isolate: bool = True, done: Mapping[tuple[str, int],
                     if on_start:
                         on_start(planned, i, len(active) * (len(seeds) - n + 1) + i)
                     i += 1
-                    record = execute(planned, cache)
+                    record = measured(planned, cache)
                     record.position = planned.position
                     if record.status == "ok":
                         values.setdefault(record.strategy, []).append(record.tokens_per_s)

@@ -23,6 +23,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
+from .disturbance import Disturbance, judge
 from .errors import ResultsError
 from .files import MAX_RESULTS_BYTES, Unreadable, is_regular, kind, read_text
 from .records import SCHEMA_VERSION, complete_row, row_problem
@@ -204,7 +205,8 @@ def _read_file(path: Path, skipped: list[str]) -> list[dict[str, Any]]:
 
 
 def completed_runs(root: str | Path, suite: str, suite_hash: str) -> dict[tuple[str, int], float]:
-    """(strategy, seed) -> tokens/s of every ok row of this exact suite configuration under <root>/<suite>."""
+    """(strategy, seed) -> tokens/s of every ok row of this exact suite configuration under <root>/<suite>,
+    but rows measured on a busy machine (disturbance.judge): `--resume` measures those again."""
     folder = _inside(Path(root), suite)
     if not folder.is_dir() or not find_result_files([folder]):
         return {}
@@ -212,6 +214,7 @@ def completed_runs(root: str | Path, suite: str, suite_hash: str) -> dict[tuple[
     if "suite_hash" not in rows:
         return {}
     mine = rows[(rows["status"] == "ok") & (rows["suite_hash"] == suite_hash)]
+    mine = mine[[judge(r) is not Disturbance.DISTURBED for r in mine.to_dict("records")]]
     return {(str(r.strategy), int(r.seed)): float(r.tokens_per_s) for r in mine.itertuples()}
 
 

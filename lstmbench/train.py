@@ -19,7 +19,7 @@ from .data import Dataset, Splits, make_data
 from .ddp import Group, RankTimes, rank_device, wrap
 from .errors import RunFailed
 from .machine import MachineWatch
-from .evaluation import accuracy_by_length, evaluate, resolution, time_to_target
+from .evaluation import accuracy_by_length, evaluate, resolution, robust_time_to_target, time_to_target
 from .model import LSTMClassifier, Precision, loss_of, model_for, weights_checksum
 from .probes import (Clock, KernelProbe, TensorMemory, out_of_memory, peak_memory_bytes,
                      peak_memory_reserved_bytes, reset_peak_memory, rss_bytes)
@@ -198,6 +198,7 @@ def run_one(suite: Suite, spec: StrategySpec, seed: int, device: torch.device,
     cold = [[elapsed[n] + cw.warmup_extra, n, acc] for n, acc in evals]
     with_eval = [[t + sum(eval_times[:k + 1]), n, acc] for k, (t, n, acc) in enumerate(cold)]  # MLPerf's clock
     reached = time_to_target(curve, target)
+    tokens_to_target, robust = robust_time_to_target(curve, target, step_tokens, windows)
     quantiles = np.quantile(cw.timed_steady, [0.1, 0.5, 0.9])
     return RunRecord(
         **identity(suite, spec, seed, device.type, note_for(spec, suite)), status="ok",
@@ -219,6 +220,7 @@ def run_one(suite: Suite, spec: StrategySpec, seed: int, device: torch.device,
         time_to_target_cold_s=time_to_target(cold, target),
         time_to_target_with_eval_s=time_to_target(with_eval, target),
         time_to_target_resolution_s=resolution(curve, target), accuracy_by_length=by_length or [],
+        tokens_to_target=tokens_to_target, time_to_target_robust_s=robust,
         final_loss=float(np.mean(losses[-per_epoch:])), init_checksum=checksum,
         data_checksum=splits.checksum(), threads=torch.get_num_threads(),
         eval_time_s=eval_time, eval_periodic_time_s=periodic_eval_s, window_tokens_per_s=windows,

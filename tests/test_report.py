@@ -177,14 +177,19 @@ def test_rows_of_two_commits_are_two_sections_unless_pooled():
     assert section.summary["runs_ok"].tolist() == [6, 6]
 
 
-def test_a_busy_machine_is_named():
+def test_a_run_on_a_busy_machine_is_left_out_and_named():
     df = rows()
     df["env"] = [{**env, "other_cpu_share": 0.38 if i == 1 else 0.01, "load_before": 1.9, "load_after": 2.4}
                  for i, env in enumerate(df["env"])]
     (section,) = report.build_reports(df)[0].sections
-    (warning,) = [n for n in section.notes if n.startswith("WARNING: measured on a busy machine")]
-    assert warning == ("WARNING: measured on a busy machine (1 of 6 runs; their timings are not trustworthy): mask seed "
-                       "0: other processes used 38% of the CPU during the run (load 1.9 before, 2.4 after, 2 cores)")
+    (note,) = [n for n in section.notes if n.startswith("LEFT OUT: ")]
+    assert note == ("LEFT OUT: 1 of 6 runs, measured while other processes took the CPU (no figure here uses them; "
+                    "`lstmbench run --resume` on a quiet machine measures them again): mask seed 0: other processes "
+                    "used 38% of the CPU during the run (load 1.9 before, 2.4 after, 2 cores)")
+    mask = section.summary.set_index("strategy").loc["mask"]
+    assert (mask["runs_ok"], mask["runs_disturbed"], mask["runs_failed"]) == (2, 1, 0)
+    assert set(section.disturbed["seed"]) == {0} and 0 not in set(section.rows.loc[section.rows["strategy"] == "mask",
+                                                                                   "seed"])
 
 
 def test_plots_show_each_run_as_a_dot():

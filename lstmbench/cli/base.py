@@ -14,6 +14,7 @@ from ..errors import LstmbenchError
 EXIT_BAD_INPUT = 2  # bad suite, bad result files, bad options (click's own usage errors are 2 too)
 EXIT_RUNS_FAILED = 1  # the suite ran, but some runs failed (their rows say why), or a row could not be stored
 EXIT_REGRESSION = 3  # compare found a regression: distinct from bad input (2) and from a crash (1)
+EXIT_TOO_BUSY = 2  # recommend or compare cannot decide: too few runs were measured on a quiet machine
 EXIT_INTERRUPTED = 130  # Ctrl-C: the shell's 128 + SIGINT
 MAX_MESSAGE = 600  # characters of an error message: one line a terminal can show, whatever it quotes
 

@@ -1,11 +1,12 @@
 """`recommend`: which strategy to train with, per report section, and why (the library decides: recommend.py)."""
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import click
 
-from .base import default_results, main, translate_errors
+from .base import EXIT_TOO_BUSY, default_results, main, translate_errors
 
 
 @main.command(name="recommend")
@@ -30,8 +31,13 @@ def recommend_cmd(paths: tuple[str, ...], fmt: str, pool: bool) -> None:
         click.echo(f"Warning: {warning}", err=True)
     if fmt == "python":
         click.echo("\n".join(python_snippet(rec) for rec in found.recommendations), nl=False)
-        return
-    click.echo("\n\n".join("\n".join(text_lines(rec)) for rec in found.recommendations))
+    else:
+        click.echo("\n\n".join("\n".join(text_lines(rec)) for rec in found.recommendations))
+    busy = [rec for rec in found.recommendations if rec.too_busy]
+    if busy:
+        click.echo(f"Error: no recommendation for {len(busy)} of {len(found.recommendations)} section(s): too few "
+                   "runs were measured on a quiet machine.", err=True)
+        sys.exit(EXIT_TOO_BUSY)
 
 
 def text_lines(rec: Any) -> list[str]:
@@ -45,7 +51,19 @@ def text_lines(rec: Any) -> list[str]:
         lines.append(f"  Runner-up: {_sentence(rec.runner_up_cost, capital=False) if rec.runner_up else 'none'}")
     lines.append("  Ruled out:" if rec.ruled_out else "  Ruled out: none")
     lines += [f"    - {name}: {reason}" for name, reason in rec.ruled_out]
+    if rec.disturbed:
+        lines.append(f"  Left out: {len(rec.disturbed)} run{'s' if len(rec.disturbed) != 1 else ''} measured while "
+                     "other processes took the CPU (`lstmbench report` says by how much): "
+                     + "; ".join(f"{name} seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, sorted(seeds)))}"
+                                 for name, seeds in _by_strategy(rec.disturbed).items()))
     return lines
+
+
+def _by_strategy(runs: list[tuple[str, int]]) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    for name, seed in runs:
+        out.setdefault(name, []).append(seed)
+    return out
 
 
 def _sentence(text: str | None, capital: bool = True) -> str:

@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 import click
 
-from .base import EXIT_REGRESSION, default_results, main, translate_errors
+from .base import EXIT_REGRESSION, EXIT_TOO_BUSY, default_results, main, translate_errors
 
 
 @main.command(name="report")
@@ -62,7 +62,8 @@ def compare_cmd(baseline: str, current: str, threshold: float, alpha: float) -> 
 
     Exit 0: no regression; 3: a regression (larger than --threshold and significant after correction, an
     accuracy fall beyond its tolerance, a strategy with no ok run now, or a target no longer reached);
-    2: bad input, or too few runs to test anything.
+    2: bad input, too few runs to test anything, or a group left without a verdict because its runs were
+    measured while other processes took the CPU (they are left out, and named).
 
     Example: lstmbench compare reference/baselines/gpu results/gpu
     """
@@ -85,6 +86,10 @@ def compare_cmd(baseline: str, current: str, threshold: float, alpha: float) -> 
     click.echo(f"{n} regression{'s' if n != 1 else ''} in {groups} group{'s' if groups != 1 else ''} compared.")
     if comparison.has_regression:
         sys.exit(EXIT_REGRESSION)
+    if comparison.too_busy:
+        click.echo(f"Error: no verdict for {len(comparison.too_busy)} group(s): too few runs were measured on a "
+                   "quiet machine.", err=True)
+        sys.exit(EXIT_TOO_BUSY)
 
 
 def _pytest_benchmark(rows: Any, source: str) -> tuple[Any, str]:

@@ -12,6 +12,7 @@ import click
 from tqdm import tqdm
 
 from ..data import check_data
+from ..disturbance import SETTLE_MAX_S, Disturbance
 from ..errors import LstmbenchError
 from ..records import harness_overhead
 from ..runner import MIN_STABLE_SEEDS, UntilStable, parse_shard, plan_runs, run_suite, seed_runs, shard_of
@@ -40,10 +41,15 @@ from .base import EXIT_INTERRUPTED, EXIT_RUNS_FAILED, count, main, translate_err
               help="With --until-stable: the most seeds, the suite's own included.")
 @click.option("--spawn", is_flag=True, help="Start each run from a fresh interpreter instead of the forkserver "
                                             "that has torch imported (slower to start; for comparison).")
+@click.option("--rerun-disturbed", type=click.IntRange(0), default=2, show_default=True, metavar="N",
+              help="Run a run again, up to N times, when other processes took the CPU while it was timed; the "
+                   "row kept lists the disturbed attempts (0: keep every first attempt).")
+@click.option("--settle", type=click.FloatRange(0), default=SETTLE_MAX_S, show_default=True, metavar="SECONDS",
+              help="Before each run, wait up to this long for other processes to leave the CPU (0: do not look).")
 @translate_errors
 def run(suite_file: str, device: str | None, out: str, overrides: tuple[str, ...], inline: bool,
         resume: bool, nproc: int | None, shard: str | None, until_stable: float | None, max_seeds: int,
-        spawn: bool) -> None:
+        spawn: bool, rerun_disturbed: int, settle: float) -> None:
     """Train every strategy of SUITE_FILE once per seed and append one row per run.
 
     Example: lstmbench run suites/packing.yaml --set seeds=[0]
@@ -69,7 +75,7 @@ def run(suite_file: str, device: str | None, out: str, overrides: tuple[str, ...
     elif max_seeds != 10:
         raise LstmbenchError("--max-seeds limits --until-stable; give --until-stable P too")
     suite = load_suite(suite_file, overrides, device)
-    options = Options(inline, resume, shard, slice_, "spawn" if spawn else None, stable)
+    options = Options(inline, resume, shard, slice_, "spawn" if spawn else None, stable, rerun_disturbed, settle)
     if not world:
         return _run(suite, out, options)
     try:
@@ -86,6 +92,8 @@ class Options:
     slice: tuple[int, int] | None
     start: str | None  # None: the worker's default (forkserver where there is one)
     until_stable: UntilStable | None
+    rerun_disturbed: int = 2  # why 2: a burst of load rarely outlasts three runs, and a steady one is said
+    settle_s: float = SETTLE_MAX_S
 
 
 def _run(suite: Any, out: str, options: Options, group: Any = None) -> None:
@@ -122,7 +130,8 @@ def _run(suite: Any, out: str, options: Options, group: Any = None) -> None:
 
     # made before any run starts, so a device that is not there fails the command at once
     streams = [run_suite(v, isolate=not inline, done=d, on_start=on_start, on_progress=on_progress, runs=r,
-                         group=group, start=options.start, until_stable=options.until_stable)
+                         group=group, start=options.start, until_stable=options.until_stable,
+                         rerun_disturbed=options.rerun_disturbed, settle_s=options.settle_s)
                for v, d, r in zip(variants, done, runs)]
     records = (record for stream in streams for record in stream)
     stable = options.until_stable
@@ -161,6 +170,8 @@ def _run(suite: Any, out: str, options: Options, group: Any = None) -> None:
             bar.update(1)
             if record.status == "ok":
                 bar.write(f"  {record.summary()}", file=sys.stderr)
+                if record.disturbed_attempts or record.disturbance == Disturbance.DISTURBED.value:
+                    bar.write(f"    {disturbance_line(record)}", file=sys.stderr)
             else:
                 failed += 1
                 bar.write(f"  {record.strategy} seed {record.seed}: {record.status}: {record.error}", file=sys.stderr)
@@ -190,6 +201,20 @@ def _run(suite: Any, out: str, options: Options, group: Any = None) -> None:
     if failed:
         click.echo(f"Error: {failed} of {finished} runs failed; their rows carry the status and error.", err=True)
         sys.exit(EXIT_RUNS_FAILED)
+
+
+def disturbance_line(record: Any) -> str:
+    """What other processes did to a run, under its line in the log: the attempts run again, and whether the
+    row kept is still disturbed (then the report, recommend and compare leave it out)."""
+    from ..machine import busy_warning
+
+    again = len(record.disturbed_attempts)
+    head = f"run again {again} time{'s' if again != 1 else ''}: other processes took the CPU" if again else ""
+    if record.disturbance != Disturbance.DISTURBED.value:
+        return f"{head}; this attempt was quiet"
+    why = busy_warning(record.env, waits_count=not record.loader_workers) or "measured on a busy machine"
+    return (f"{head}, and again in this attempt: " if again else "measured on a busy machine: ") + \
+        f"{why}; the report, recommend and compare leave this row out"
 
 
 def _join_torchrun(suite: Any) -> Any:
