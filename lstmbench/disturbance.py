@@ -123,23 +123,13 @@ class Settled:
         return {"settle_wait_s": round(self.waited_s, 3), "other_cpu_share_before": self.other_share}
 
 
-def settle(max_s: float = SETTLE_MAX_S, slice_s: float = SETTLE_SLICE_S,
-           look: Callable[[float], float | None] | None = None,
+def settle(look: Callable[[float], float | None], max_s: float = SETTLE_MAX_S, slice_s: float = SETTLE_SLICE_S,
            now: Callable[[], float] = time.monotonic) -> Settled:
-    """Look at the machine in slices of `slice_s` until one shows other processes under BUSY_SHARE, or
-    `max_s` has passed; run from the parent between runs, when nothing of lstmbench's computes."""
-    look = look or _look
+    """Look at the machine (`look(seconds)`: other processes' share over that long, machine.look_at_others) in
+    slices of `slice_s` until one shows other processes under BUSY_SHARE, or `max_s` has passed; run from the
+    parent between runs, when nothing of lstmbench's computes."""
     began = now()
     share = look(slice_s)
     while share is not None and share > BUSY_SHARE and now() - began < max_s:
         share = look(slice_s)
     return Settled(now() - began, share)
-
-
-def _look(slice_s: float) -> float | None:
-    """The machine's busy share over `slice_s`, less this process's own (it sleeps meanwhile)."""
-    from .machine import cpu_times, other_share, own_cpu_seconds
-
-    start, own0 = cpu_times(), own_cpu_seconds()
-    time.sleep(slice_s)
-    return other_share(start, cpu_times(), own0, own_cpu_seconds())

@@ -10,6 +10,7 @@ import glob
 import os
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -29,6 +30,7 @@ class CpuTimes:
     """Jiffies summed over all CPUs from /proc/stat's first line."""
     busy: int
     total: int
+    nice: int = 0  # of busy: processes at a positive nice value, which yield to a run at the default priority
 
 
 @dataclass
@@ -124,7 +126,7 @@ def parse_proc_stat(text: str) -> CpuTimes | None:
                 return None
             total = sum(ticks)
             idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)
-            return CpuTimes(busy=total - idle, total=total)
+            return CpuTimes(busy=total - idle, total=total, nice=ticks[1])
     return None
 
 
@@ -198,6 +200,20 @@ def other_share(start: CpuTimes | None, end: CpuTimes | None, own_start_s: float
         return None
     other = (end.busy - start.busy) - (own_end_s - own_start_s) * _clock_tick()
     return round(min(1.0, max(0.0, other / total)), 4)
+
+
+def look_at_others(seconds: float) -> float | None:
+    """Other processes' share of the machine over the next `seconds` (this process sleeps meanwhile), niced
+    processes left out: they take only the CPU that runs at the default priority leave them (a spinning
+    `nice -n 19` process showed 50% here before a run and 1-2% during it; were one to disturb a run anyway, the
+    run's own wait reading would say so)."""
+    start, own0 = cpu_times(), own_cpu_seconds()
+    time.sleep(seconds)
+    end = cpu_times()
+    if start is None or end is None:
+        return None
+    return other_share(CpuTimes(start.busy - start.nice, start.total), CpuTimes(end.busy - end.nice, end.total),
+                       own0, own_cpu_seconds())
 
 
 def cpu_governor() -> str | None:

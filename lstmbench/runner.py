@@ -10,6 +10,7 @@ import numpy as np
 from .datacache import SeedData
 from .disturbance import Disturbance, judge, settle
 from .errors import LstmbenchError, SuiteError
+from .machine import look_at_others
 from .model import training_bytes
 from .probes import cpu_bf16_lstm, memory_bytes, resolve_device
 from .records import RunRecord
@@ -143,7 +144,7 @@ def run_suite(suite: Suite, isolate: bool = True, done: Mapping[tuple[str, int],
     def measured(planned: PlannedRun, cache: SeedData) -> RunRecord | None:
         earlier: list[dict[str, Any]] = []
         while True:
-            settled = settle(settle_s) if settle_s > 0 and group is None else None
+            settled = settle(look_at_others, settle_s) if settle_s > 0 and group is None else None
             record = execute(planned, cache)
             if record is None:
                 return None

@@ -71,10 +71,10 @@ def test_judge(env, extra, verdict):
 def test_settle_waits_for_a_quiet_look_and_no_longer_than_asked():
     clock = iter(range(100))
     looks = iter([0.5, 0.4, 0.02])
-    settled = settle(max_s=10, look=lambda s: next(looks), now=lambda: float(next(clock)))
+    settled = settle(lambda s: next(looks), max_s=10, now=lambda: float(next(clock)))
     assert settled.fields() == {"settle_wait_s": 3.0, "other_cpu_share_before": 0.02}
     clock = iter(range(100))
-    busy = settle(max_s=4, look=lambda s: 0.9, now=lambda: float(next(clock)))
+    busy = settle(lambda s: 0.9, max_s=4, now=lambda: float(next(clock)))
     assert busy.fields() == {"settle_wait_s": 5.0, "other_cpu_share_before": 0.9}  # gave up after 4 s
 
 
@@ -204,3 +204,14 @@ def test_a_spinning_process_never_changes_the_answer_silently(tmp_path, tiny_dic
     assert "measured while other processes took the CPU" in compared.stderr, compared.stderr
     assert compared.returncode in (0, 2), compared.stderr  # never 3: the load is not a regression
     assert os.path.exists(tmp_path / "loaded" / "tiny")
+
+
+def test_a_niced_process_is_no_reason_to_wait(monkeypatch):
+    """The look before a run leaves out niced processes' CPU (/proc/stat's nice column): they yield to the run."""
+    from lstmbench import machine
+
+    stats = iter([machine.CpuTimes(busy=0, total=0, nice=0), machine.CpuTimes(busy=100, total=200, nice=100)])
+    monkeypatch.setattr(machine, "cpu_times", lambda: next(stats))
+    monkeypatch.setattr(machine, "own_cpu_seconds", lambda: 0.0)
+    monkeypatch.setattr(machine.time, "sleep", lambda s: None)
+    assert machine.look_at_others(0.1) == 0.0

@@ -180,7 +180,7 @@ def test_unreadable_proc_gives_none(monkeypatch):
 
 def test_parsers():
     stat = "cpu  100 5 50 800 20 3 2 10 7 0\ncpu0 50 2 25 400 10 1 1 5 3 0\nintr 1 2\n"
-    assert machine.parse_proc_stat(stat) == machine.CpuTimes(busy=170, total=990)  # guest 7 is inside user
+    assert machine.parse_proc_stat(stat) == machine.CpuTimes(busy=170, total=990, nice=5)  # guest 7 is inside user
     assert machine.parse_proc_stat("cpu0 1 2 3 4\n") is None
     assert machine.parse_proc_stat("cpu  a b c d\n") is None
     # a name with spaces and a parenthesis; utime 11 stime 22 cutime 33 cstime 44
