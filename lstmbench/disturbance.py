@@ -94,11 +94,13 @@ def judge(row: dict[str, Any]) -> Disturbance:
     # that wait is the run's own cost, not a disturbance, and only the other processes' share can say
     if _number(row.get("loader_workers")):
         wait = None
-    if wait is None and other is None:
+    if wait is not None:
+        # the run's own threads say whether they were held back; the other processes' share alone would also
+        # flag a run of 1 thread beside a spinner on the other core, which measured the same as on an idle machine
+        return Disturbance.DISTURBED if wait > WAIT_SHARE else Disturbance.QUIET
+    if other is None:
         return Disturbance.UNREAD
-    if (wait or 0) > WAIT_SHARE or (other or 0) > BUSY_SHARE:
-        return Disturbance.DISTURBED
-    return Disturbance.QUIET
+    return Disturbance.DISTURBED if other > BUSY_SHARE else Disturbance.QUIET
 
 
 def split_disturbed(ok: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -296,6 +296,9 @@ def collect_env(device_name: str, threads: int) -> dict[str, Any]:
         "cpu_id": _cpu_id(),
         "cpu_count": os.cpu_count(),
         "threads": threads,
+        # OpenMP settings that change how torch's threads wait for each other (and so how a busy machine hurts)
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "mkldnn": bool(torch.backends.mkldnn.is_available()),
         "cudnn": torch.backends.cudnn.version() if torch.cuda.is_available() else None,
         "cuda": torch.version.cuda if torch.cuda.is_available() else None,

@@ -59,6 +59,8 @@ def threading_id() -> int:
     ({"run_wait_share": WAIT_SHARE + 0.01, "other_cpu_share": 0.0}, {}, Disturbance.DISTURBED),
     ({"run_wait_share": None, "other_cpu_share": BUSY_SHARE + 0.01}, {}, Disturbance.DISTURBED),
     ({"run_wait_share": WAIT_SHARE}, {}, Disturbance.QUIET),  # at the threshold is still quiet
+    # threads=1 beside a spinner on the other core: the run's threads never queued, and it ran as fast as alone
+    ({"run_wait_share": 0.004, "other_cpu_share": 0.5}, {}, Disturbance.QUIET),
     ({}, {}, Disturbance.UNREAD),  # a row from before the readings
     # the run's own DataLoader workers queue its threads: only the other processes' share can say
     ({"run_wait_share": 0.4, "other_cpu_share": 0.01}, {"loader_workers": 2}, Disturbance.QUIET),
