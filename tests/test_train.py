@@ -35,7 +35,8 @@ def test_record_is_complete_and_consistent(tiny_records):
                     "time_to_target_with_eval_s", "time_to_target_resolution_s", "reached_target",
                 "compile_graph_breaks", "peak_mem_reserved_bytes",  # runner, target, CUDA
                 "straggler_wait_fraction", "planned_wait_fraction", "position",  # DDP only; the runner's
-                "until_stable_percent"}  # run --until-stable only
+                "until_stable_percent",  # run --until-stable only
+                "tokens_to_target", "time_to_target_robust_s"}  # target only
         assert [k for k, v in row.items() if v is None and k not in optional] == [], name
         assert r.steps == 2 * 6  # ceil(96/16) batches a epoch, 2 epochs
         kept = np.minimum(train.lengths, 6) if name == "truncate" else train.lengths
