@@ -8,6 +8,7 @@ is refused with the lines of both (PyYAML would silently keep the later one).
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 from typing import Any
@@ -178,3 +179,13 @@ def count_values(value: Any) -> int:
         elif isinstance(node, list):
             stack += node
     return count
+
+
+def safe_name(text: str, limit: int = 60) -> str:
+    """`text` (from a row or a suite: a device, a configuration hash) as part of a file name: letters, digits,
+    '_', '.' and '-' kept, anything else (a '/', a '..', a space) made '_'; where that changed the text or cut it
+    to `limit`, a hash of the original follows, so different texts never share a name."""
+    slug = "".join(c if c.isascii() and (c.isalnum() or c in "_.-") else "_" for c in text)[:limit].strip(".")
+    if slug == text:
+        return slug
+    return f"{slug}-{hashlib.sha256(text.encode('utf-8', 'surrogatepass')).hexdigest()[:8]}"

@@ -135,7 +135,7 @@ def decision_pngs(report: SuiteReport) -> dict[str, bytes]:
     strategy marked: made here, above report and recommend, from plain data (plots.PlotData)."""
     out = {}
     for i, s in enumerate(report.sections):
-        tag = "" if len(report.sections) == 1 else f"-{i + 1}-{s.device}-{s.suite_hash}"
+        tag = s.file_tag(i, len(report.sections))
         png = decision_plot(PlotData(s.title, s.suite, s.device, s.summary, s.rows, s.config), recommendation(s)[0])
         if png:
             out[f"decision{tag}.png"] = png

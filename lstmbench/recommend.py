@@ -325,10 +325,13 @@ READOUT_LINES = {"mask": ("output, _ = lstm(embed(batch.inputs))", "use last_ste
 
 def python_snippet(rec: Recommendation) -> str:
     """A short runnable snippet of the public batching API (lstmbench.batching) set up as the winner; for an
-    undecided section, a comment saying why. `dataset`, `epochs`, `embed` and `lstm` are the user's."""
+    undecided section, a comment saying why. `dataset`, `epochs`, `embed` and `lstm` are the user's.
+
+    Every text from the rows (names, the why) goes into a comment made safe by `_comment` (one line, printable)
+    or into a literal made by `_literal`: a name in a shared results folder can never become a statement."""
     where = f"suite {rec.suite!r} ({rec.device})"
     if rec.winner is None:
-        return f"# lstmbench cannot recommend a strategy for {where}: {' '.join((rec.undecided or '').split())}\n"
+        return _comment(f"lstmbench cannot recommend a strategy for {where}: {rec.undecided or ''}") + "\n"
     spec = rec.strategy or {"name": rec.winner}
     readout = spec.get("readout", "mask")
     code_line, comment = READOUT_LINES.get("pack" if readout == "pack_sorted" else readout, READOUT_LINES["mask"])
@@ -340,17 +343,18 @@ def python_snippet(rec: Recommendation) -> str:
     options = {k: v for k, v in spec.items() if k not in ("name", "batching", "padding", "readout")}
     shown = ", ".join(f"{k}={v!r}" for k, v in options.items()) or "max_len=128"
     preset = (f'or the preset name "{rec.winner}"' if rec.winner in PRESETS else 'or a preset name like "bucket"')
-    body = ", ".join(f"{json.dumps(k)}: {json.dumps(v)}" for k, v in spec.items())
+    body = ", ".join(f"{_literal(str(k))}: {_literal(v)}" for k, v in spec.items())
     collate_args = "strategy, max_length=max(lengths)" if spec.get("padding") == "global" else "strategy"
+    batch_size = rec.batch_size if isinstance(rec.batch_size, int) and rec.batch_size > 0 else 32
     lines = [
-        f"# lstmbench recommends {rec.winner} for {where}: {' '.join(rec.why.split())}",
+        _comment(f"lstmbench recommends {rec.winner} for {where}: {rec.why}"),
         "# dataset (your (sequence, label) pairs), epochs, embed and lstm (an nn.LSTM(batch_first=True)) are yours",
         "from torch.utils.data import DataLoader",
         f"from lstmbench.batching import {imports}",
         "",
-        f"strategy = {{{body}}}  # {preset}, with options as keyword arguments ({shown})",
+        f"strategy = {{{body}}}  " + _comment(f"{preset}, with options as keyword arguments ({shown})"),
         "lengths = [len(seq) for seq, label in dataset]  # your Dataset of (sequence, label) pairs",
-        f"sampler = batch_sampler(lengths, strategy, batch_size={rec.batch_size or 32}, seed=0)",
+        f"sampler = batch_sampler(lengths, strategy, batch_size={batch_size}, seed=0)",
     ]
     if rec.distributed:
         lines.append("# under DDP, batch_size is per rank: batch_sampler(..., num_replicas=world_size, rank=rank)")
@@ -359,8 +363,29 @@ def python_snippet(rec: Recommendation) -> str:
         "for epoch in range(epochs):",
         "    sampler.set_epoch(epoch)",
         "    for batch in loader:  # batch.inputs [B, T] padded, batch.lengths (CPU int64), batch.labels",
-        f"        {code_line}  # readout {readout}: {comment}",
+        f"        {code_line}  " + _comment(f"readout {readout}: {comment}"),
         "        ...",
     ]
     return "\n".join(lines) + "\n"
 
+
+def _comment(text: str) -> str:
+    """`text` as one Python comment: every character that is not printable (a newline, a carriage return, a
+    form feed, U+2028) becomes a space, so nothing after it can start a line of code."""
+    return "# " + " ".join("".join(c if c.isprintable() else " " for c in str(text)).split())
+
+
+def _literal(value: Any) -> str:
+    """`value` as a Python literal: strings through JSON (double quotes, every control character escaped),
+    numbers and booleans through repr, lists and objects item by item; anything else as its text, quoted."""
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, bool) or value is None or isinstance(value, int):
+        return repr(value)
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else f'float("{value}")'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_literal(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_literal(str(k))}: {_literal(v)}" for k, v in value.items()) + "}"
+    return json.dumps(str(value))

@@ -15,6 +15,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from .row_check import nested_problem, value_problem
+
 SCHEMA_VERSION = 5  # bump when a stored key changes meaning or disappears; readers refuse newer files
 # 2: efficiency divides by the run's own unpadded reference (1: by the seed's ideal run); windows, position
 # 3: warm-up on batches set aside for it; train_time_s is steady state (first occurrences of shapes at their
@@ -162,8 +164,9 @@ def row_problem(row: Any) -> str | None:
     """What is wrong with a stored row, read back from JSON, as a sentence; None for a row every reader can use.
 
     Checked: it is an object; the keys every reader groups by are there with their types; every other field of
-    RunRecord has its declared type (or null); an ok row's numbers are finite and its tokens/s positive. A row
-    of a newer schema is not judged here: the reader refuses the whole file (see storage)."""
+    RunRecord has its declared type (or null); an ok row's numbers are finite and its tokens/s positive; then
+    each number's domain, the names readers build on, and every nested field (row_check). A row of a newer
+    schema is not judged here: the reader refuses the whole file (see storage)."""
     if not isinstance(row, dict):
         return f"a JSON {type(row).__name__}, not a result row (an object)"
     if "schema_version" not in row or "strategy" not in row:
@@ -189,7 +192,7 @@ def row_problem(row: Any) -> str | None:
         return f"status is {_quote(row['status'])}, not one of {', '.join(STATUSES)}"
     if row["status"] == "ok" and not (isinstance(row.get("tokens_per_s"), (int, float)) and row["tokens_per_s"] > 0):
         return f"an ok row with tokens_per_s {_quote(row.get('tokens_per_s'))} (a measured run has a positive one)"
-    return None
+    return value_problem(row) or nested_problem(row)
 
 
 def complete_row(row: dict[str, Any]) -> dict[str, Any]:

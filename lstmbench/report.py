@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .disturbance import split_disturbed
+from .files import safe_name
 from .machine import busy_warning
 from .plots import PlotData, crossover_plot, plots
 from .quality import accuracy_verdicts
@@ -44,6 +45,11 @@ class Section:
 
     def table(self) -> pd.DataFrame:
         return format_table(self.summary)
+
+    def file_tag(self, index: int, sections: int) -> str:
+        """What tells this section's files apart from the other sections' ('' when it is the only one): row
+        fields made into a safe file name (files.safe_name), never a path."""
+        return "" if sections == 1 else "-" + safe_name(f"{index + 1}-{self.device}-{self.suite_hash}")
 
 
 @dataclass
@@ -100,7 +106,7 @@ class SuiteReport:
                   for s in self.sections]
         out["summary.csv"] = pd.concat(frames).to_csv(index=False)
         for i, s in enumerate(self.sections):
-            tag = "" if len(self.sections) == 1 else f"-{i + 1}-{s.device}-{s.suite_hash}"
+            tag = s.file_tag(i, len(self.sections))
             for name, png in plots(PlotData(s.title, s.suite, s.device, s.summary, s.rows, s.config)).items():
                 out[f"{name}{tag}.png"] = png
         if any(s.point for s in self.sections):

@@ -169,27 +169,31 @@ def load_rows(paths: Iterable[str | Path]) -> Loaded:
     if not files:
         raise ResultsError(f"no result files (*.jsonl) under {', '.join(map(str, paths))}")
     rows: list[dict[str, Any]] = []
+    seen: dict[str, str] = {}  # each row's text -> where it was first read: a copied row counts once
     for f in files:
-        rows += _read_file(f, skipped)
+        rows += _read_file(f, skipped, seen)
     if not rows:
         why = f" ({len(skipped)} line(s) skipped; the first: {skipped[0]})" if skipped else ""
         raise ResultsError(f"no result rows in {len(files)} file(s) under {', '.join(map(str, paths))}{why}")
     return Loaded(pd.DataFrame(rows), skipped)
 
 
-def _read_file(path: Path, skipped: list[str]) -> list[dict[str, Any]]:
+MAX_WARNINGS_PER_FILE = 5  # a file of junk is named by its first lines and a count, not ten million warnings
+
+
+def _read_file(path: Path, skipped: list[str], seen: dict[str, str]) -> list[dict[str, Any]]:
     try:
-        lines = read_text(path, MAX_RESULTS_BYTES, "a result file", encoding="utf-8").splitlines()
+        lines = read_text(path, MAX_RESULTS_BYTES, "a result file", encoding="utf-8-sig").splitlines()  # a BOM, CRLF
     except Unreadable as e:
         raise ResultsError(f"cannot read a result file: {e}") from None
-    rows = []
+    rows, bad, copies = [], [], []
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except (json.JSONDecodeError, RecursionError):
-            skipped.append(f"{path}:{n}: not a complete JSON line (a run interrupted while writing?); skipped")
+            bad.append(f"{path}:{n}: not a complete JSON line (a run interrupted while writing?); skipped")
             continue
         version = row.get("schema_version") if isinstance(row, dict) else None
         if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
@@ -197,10 +201,21 @@ def _read_file(path: Path, skipped: list[str]) -> list[dict[str, Any]]:
                                f"({SCHEMA_VERSION}); upgrade lstmbench")
         problem = row_problem(row)
         if problem:
-            skipped.append(f"{path}:{n}: {problem}; skipped")
+            bad.append(f"{path}:{n}: {problem}; skipped")
             continue
+        text = json.dumps(row, sort_keys=True)
+        if text in seen:
+            copies.append(f"line {n} is {seen[text]}")
+            continue
+        seen[text] = f"{path}:{n}"
         row["source_file"] = str(path)
         rows.append(complete_row(row))
+    skipped += bad[:MAX_WARNINGS_PER_FILE]
+    if len(bad) > MAX_WARNINGS_PER_FILE:
+        skipped.append(f"{path}: {len(bad) - MAX_WARNINGS_PER_FILE} more line(s) that are not result rows; skipped")
+    if copies:
+        skipped.append(f"{path}: {len(copies)} row(s) read before, each counted once ({copies[0]}"
+                       f"{', ...' if len(copies) > 1 else ''})")
     return rows
 
 
@@ -219,23 +234,39 @@ def completed_runs(root: str | Path, suite: str, suite_hash: str) -> dict[tuple[
 
 
 def write_files(folder: Path, files: dict[str, str | bytes]) -> list[Path]:
-    """Write a report's files into `folder` (made if needed); a folder that cannot be is one ResultsError."""
+    """Write a report's files into `folder` (made if needed); a folder that cannot be is one ResultsError.
+
+    A report folder sits inside a results folder that may come from someone else: a `report/` that is a
+    symbolic link, a file in it that is one, or a name that is not a plain file name is refused, never followed."""
+    if folder.is_symlink():
+        raise ResultsError(f"cannot write the report to {folder}: a symbolic link (links in a results folder "
+                           "are not followed; remove it or give --out)")
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ResultsError(f"cannot write the report to {folder}: {_reason(e)}") from None
-    return [write_file(folder / name, content) for name, content in files.items()]
+    for name in files:
+        if name in ("", ".", "..") or Path(name).name != name or "\0" in name:
+            raise ResultsError(f"cannot write {name!r} to {folder}: not a plain file name")
+    return [write_file(folder / name, content, follow=False) for name, content in files.items()]
 
 
-def write_file(target: Path, content: str | bytes) -> Path:
-    """Write one output file; refuses a path that exists and is not a regular file (a FIFO would block)."""
+def write_file(target: Path, content: str | bytes, follow: bool = True) -> Path:
+    """Write one output file; refuses a path that exists and is not a regular file (a FIFO would block), and
+    with follow=False a symbolic link (opened with O_NOFOLLOW: a link made meanwhile is refused too)."""
+    if not follow and target.is_symlink():
+        raise ResultsError(f"cannot write {target}: a symbolic link (links in a results folder are not followed)")
     if target.exists() and not is_regular(target):
         raise ResultsError(f"cannot write {target}: {_kind(target)}, not a regular file")
+    data = content if isinstance(content, bytes) else content.encode("utf-8")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | (0 if follow else os.O_NOFOLLOW)
     try:
-        if isinstance(content, bytes):
-            target.write_bytes(content)
-        else:
-            target.write_text(content, encoding="utf-8")
+        fd = os.open(target, flags, 0o644)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
     except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise ResultsError(f"cannot write {target}: a symbolic link (links in a results folder are not "
+                               "followed)") from None
         raise ResultsError(f"cannot write {target}: {_reason(e)}") from None
     return target

@@ -2,6 +2,7 @@
 cannot decide; the command's text, its Python snippet, and its errors."""
 from __future__ import annotations
 
+import ast
 import copy
 import json
 from pathlib import Path
@@ -260,3 +261,39 @@ def test_a_faster_strategy_that_changes_the_computation_with_an_undecided_shortf
                                          "0.860 vs 0.900. It is faster, but changes the computation: truncates to 6 "
                                          "tokens, and its accuracy shortfall against the best exact strategy is not "
                                          "decided by these seeds: -0.040, p=")
+
+
+HOSTILE = "x\nimport os; os.system('touch PWNED') #"
+
+
+def statements(code: str) -> list[str]:
+    return [type(s).__name__ for s in ast.parse(code).body]
+
+
+def test_text_from_rows_never_becomes_a_statement_of_the_snippet():
+    """Names, the why, options and the batch size come from a shared results folder: whatever they hold, the
+    snippet has the statements of a benign one, the names quoted in its literal."""
+    benign = statements(python_snippet(one(CLEAR)))
+    for text in (HOSTILE, "a\rimport os", "a\u2028import os", "a\x0cimport os", 'a"\nimport os #', "a\x00b"):
+        rec = one(CLEAR)
+        rec.winner = rec.suite = rec.device = rec.why = text
+        rec.strategy = {"name": text, "batching": "bucket", "padding": "batch", "readout": text,
+                        text: [text, 1.5, True, None, float("nan")]}
+        rec.batch_size = "16); import os #"  # type: ignore[assignment]
+        code = python_snippet(rec)
+        assert statements(code) == benign, code
+        assert f'strategy = {{"name": {json.dumps(text)}, ' in code
+        assert "batch_size=32, seed=0)" in code
+        rec.winner, rec.undecided = None, text
+        assert statements(python_snippet(rec)) == []
+
+
+def test_a_row_whose_strategy_is_not_a_name_is_skipped_with_a_warning(tmp_path: Path):
+    folder = write_results(tmp_path / "results", CLEAR + [{**CLEAR[0], "strategy": HOSTILE}])
+    result = CliRunner().invoke(main, ["recommend", str(folder), "--format", "python"])
+    assert result.exit_code == 0, result.output
+    assert statements(result.stdout) == statements(python_snippet(one(CLEAR)))
+    assert "PWNED" not in result.stdout
+    assert result.stderr.splitlines() == [
+        f"Warning: {folder / 'tiny' / '20261128T000000Z-vm1-1.jsonl'}:16: strategy is \"x\\nimport os; "
+        "os.system('touch PWNED') #\", not a name (letters, digits, '_', '.', '+', '-', 100 at most); skipped"]

@@ -39,12 +39,16 @@ def report_cmd(paths: tuple[str, ...], out: str | None, pool: bool) -> None:
 
 
 def _default_report_dir(rows: Any, suite: str) -> Path:
+    """The report/ folder beside the suite's rows; rows outside a folder named after their suite have no such
+    place (a report written to ./results/ would land where nobody asked): --out must say where."""
     from .. import storage
+    from ..errors import ResultsError
 
     first = Path(rows.loc[rows["suite"] == suite, "source_file"].iloc[0])
-    if first.parent.name == suite:
-        return first.parent / storage.REPORT_DIR
-    return storage.report_dir("results", suite)
+    if first.parent.name != suite:
+        raise ResultsError(f"{first} holds rows of suite {suite!r} outside a folder named {suite}: give --out "
+                           "FOLDER to say where the report goes")
+    return first.parent / storage.REPORT_DIR
 
 
 
