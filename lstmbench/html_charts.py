@@ -14,7 +14,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 
-from .plots import pareto
+from .plots import pareto, point_label
 
 if TYPE_CHECKING:
     from .report import Section, SuiteReport
@@ -290,22 +290,26 @@ def crossover_chart(report: SuiteReport) -> Chart | None:
     names = list(dict.fromkeys(n for s in swept for n in s.summary["strategy"]))
     palette = colors(names)
     dashes = ["solid", "dash", "dot", "dashdot"]
-    seconds = list(dict.fromkeys(s.point.get(keys[1]) for s in swept)) if len(keys) > 1 else [None]
+    seconds = list(dict.fromkeys(point_label(s.point.get(keys[1])) for s in swept)) if len(keys) > 1 else [None]
+    # numbers along a numeric axis; anything else (a mapping of lengths, a name) as categories in sweep order
+    numeric = all(isinstance(s.point.get(keys[0]), (int, float)) and not isinstance(s.point.get(keys[0]), bool)
+                  for s in swept)
+    x_of = (lambda point: point[keys[0]]) if numeric else (lambda point: point_label(point[keys[0]]))  # noqa: E731
     fig = go.Figure()
     for name in names:
         for j, second in enumerate(seconds):
             xs, ys, data, medians = [], [], [], []
             for s in swept:
-                if second is not None and s.point.get(keys[1]) != second:
+                if second is not None and point_label(s.point.get(keys[1])) != second:
                     continue
                 mine = s.rows[s.rows["strategy"] == name] if len(s.rows) else s.rows
                 tps = numbers(mine, "tokens_per_s").dropna()
                 if tps.empty:
                     continue
-                xs += [s.point[keys[0]]] * len(tps)
+                xs += [x_of(s.point)] * len(tps)
                 ys += tps.tolist()
                 data += [[name, seed, s.suite_hash] for seed in mine.loc[tps.index, "seed"]]
-                medians.append((s.point[keys[0]], float(tps.median())))
+                medians.append((x_of(s.point), float(tps.median())))
             if not xs:
                 continue
             label = name if second is None else f"{name}, {keys[1]}={second}"
@@ -313,14 +317,16 @@ def crossover_chart(report: SuiteReport) -> Chart | None:
                             marker={"color": palette[name], "size": 8, "opacity": 0.8},
                             hovertemplate=_hover(f"{keys[0]} = %{{x}}", "tokens/s %{y:,.0f}",
                                                  "configuration %{customdata[2]}"))
-            medians.sort(key=lambda p: p[0])
+            if numeric:
+                medians.sort(key=lambda p: p[0])
             fig.add_scatter(x=[m[0] for m in medians], y=[m[1] for m in medians], mode="lines", legendgroup=label,
                             showlegend=False, line={"color": palette[name], "dash": dashes[j % 4]}, hoverinfo="skip")
     if not fig.data:
         return None
     fig = _layout(fig, f"Crossover: tokens/s by {keys[0]} (one dot per run; line: median)", keys[0],
                   "real tokens / s", yaxis={"rangemode": "tozero"})
-    values = list(dict.fromkeys(s.point[keys[0]] for s in swept))
-    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-        fig.update_xaxes(tickvals=sorted(values))  # the swept values, not 1.2, 1.4, ...
+    if numeric:
+        fig.update_xaxes(tickvals=sorted(set(s.point[keys[0]] for s in swept)))  # the swept values, not 1.2, 1.4
+    else:
+        fig.update_xaxes(type="category")
     return Chart("crossover", fig, "Where the lines cross, the faster strategy changes with the swept value.")

@@ -3,8 +3,10 @@ lengths, DDP straggler wait, and the crossover of a sweep. PNG bytes; storage wr
 from __future__ import annotations
 
 import io
+import json
 import textwrap
 from dataclasses import dataclass, field
+from typing import Any
 
 import matplotlib
 
@@ -184,22 +186,36 @@ def crossover_plot(suite: str, swept: list[tuple[dict, pd.DataFrame]], against_n
     keys = list(swept[0][0])
     fig, ax = plt.subplots(figsize=(7, 4))
     strategies = list(dict.fromkeys(n for _, summary in swept for n in summary["strategy"] if n != "naive"))
-    seconds = list(dict.fromkeys(point.get(keys[1]) for point, _ in swept)) if len(keys) > 1 else [None]
+    seconds = list(dict.fromkeys(point_label(point.get(keys[1])) for point, _ in swept)) if len(keys) > 1 else [None]
+    # numbers along a numeric axis; anything else (a mapping of lengths, a name) as categories in sweep order
+    firsts = [point.get(keys[0]) for point, _ in swept]
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in firsts)
+    categories = list(dict.fromkeys(point_label(v) for v in firsts))
     for i, name in enumerate(strategies):
         for j, second in enumerate(seconds):
-            points = sorted((point[keys[0]], float(summary.set_index("strategy")[column].get(name, np.nan)))
-                            for point, summary in swept if second is None or point.get(keys[1]) == second)
+            points = sorted((point[keys[0]] if numeric else categories.index(point_label(point[keys[0]])),
+                             float(summary.set_index("strategy")[column].get(name, np.nan)))
+                            for point, summary in swept
+                            if second is None or point_label(point.get(keys[1])) == second)
             label = name if second is None else f"{name}, {keys[1]}={second}"
             ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", color=f"C{i}",
                     ls=["-", "--", ":", "-."][j % 4], label=label)
     if against_naive:
         ax.axhline(1.0, color="k", lw=0.8, ls="--")
+    if not numeric:
+        ax.set_xticks(range(len(categories)), categories, fontsize=7, rotation=15)
     ax.set_xlabel(keys[0])
     ax.set_ylabel(measure + (" (median tokens/s)" if against_naive else ""))
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     ax.set_title(_wrap(f"Crossover: {suite}"), fontsize=10)
     return _png(fig)
+
+
+def point_label(value: Any) -> str:
+    """A sweep value as an axis or legend label: a name as it is, anything else as compact JSON, cut to a line."""
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return text if len(text) <= 40 else text[:39] + "…"
 
 
 def _accuracy_png(fig: plt.Figure, ax: plt.Axes, xlabel: str, ylabel: str, legend: str, title: str) -> bytes:

@@ -122,7 +122,7 @@ def build_reports(rows: pd.DataFrame, pool: bool = False) -> list[SuiteReport]:
     the same hardware (the nodes of a sharded cluster job, `run --shard K/N`) are merged, and named."""
     envs = rows["env"] if "env" in rows else [{}] * len(rows)
     rows = rows.assign(machine=[hardware(env) for env in envs],
-                       host=[env.get("host", "?") if isinstance(env, dict) else "?" for env in envs],
+                       host=[(env.get("host") or "?") if isinstance(env, dict) else "?" for env in envs],
                        code=[f"{code(env)}, {software(env)}" for env in envs])
     reports = []
     for suite, suite_rows in rows.groupby("suite", sort=True):

@@ -2,19 +2,25 @@
 it, links in it, and rows whose nested fields are malformed or out of their domain, each with its exact sentence."""
 from __future__ import annotations
 
+import ast
 import copy
 import json
 import os
+import tempfile
+import traceback
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from lstmbench.cli import main
 from lstmbench.files import safe_name
 from lstmbench.report import Section
 
+from .test_fuzz import VALUES
 from .test_recommend import CLEAR, write_results
 
 FILE = "20261128T000000Z-vm1-1.jsonl"  # write_results' file
@@ -139,3 +145,83 @@ def test_a_file_with_a_byte_order_mark_and_crlf_keeps_its_first_row(tmp_path: Pa
     (folder / FILE).write_text("\ufeff" + "".join(json.dumps(r) + "\r\n" for r in CLEAR), encoding="utf-8")
     result = CliRunner().invoke(main, ["recommend", str(tmp_path / "results")])
     assert result.exit_code == 0 and result.stderr == "", result.output
+
+
+# every readers' command on a folder of good rows plus one mutated row: one Warning or Error, never another exception
+READERS = (["recommend"], ["recommend", "--format", "python"], ["compare", "{f}", "{f}"],
+           ["export", "{f}", "-o", "{out}"])
+
+
+def _row_paths(node, prefix=()):
+    yield prefix
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _row_paths(v, prefix + (k,))
+    elif isinstance(node, list) and node and not isinstance(node[0], (int, float)):
+        for i, v in enumerate(node[:2]):
+            yield from _row_paths(v, prefix + (i,))
+
+
+ROW_PATHS = [p for p in _row_paths({**CLEAR[0], "curve": [[1.0, 16, 0.5]], "accuracy_by_length": [[1, 4, 9, 0.5]],
+                                     "window_tokens_per_s": [1.0, 2.0], "sweep": {"train.lr": 0.1}}) if p]
+
+
+@st.composite
+def mutated_rows(draw):
+    rows = copy.deepcopy(CLEAR)
+    row = rows[draw(st.integers(0, len(rows) - 1))]
+    row.update(curve=[[1.0, 16, 0.5]], accuracy_by_length=[[1, 4, 9, 0.5]], window_tokens_per_s=[1.0, 2.0])
+    for _ in range(draw(st.integers(1, 3))):
+        path = draw(st.sampled_from(ROW_PATHS))
+        node = row
+        try:
+            for key in path[:-1]:
+                node = node[key]
+            node[path[-1]] = draw(VALUES)
+        except (KeyError, IndexError, TypeError):
+            pass  # an earlier mutation changed the shape above this path
+    return rows
+
+
+@settings(max_examples=int(os.environ.get("ROW_FUZZ_EXAMPLES", 60)), deadline=None, suppress_health_check=list(HealthCheck),
+          derandomize=not os.environ.get("ROW_FUZZ_EXAMPLES"))
+@given(rows=mutated_rows(), reader=st.sampled_from(READERS))
+def test_no_row_makes_a_reader_fail_with_anything_but_one_sentence(rows, reader):
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = write_results(Path(tmp) / "results", rows)
+        args = [a.format(f=folder, out=Path(tmp) / "out.json") for a in reader]
+        result = CliRunner().invoke(main, args if len(args) > 1 and args[0] != "recommend" else args + [str(folder)])
+        assert result.exception is None or isinstance(result.exception, SystemExit), "".join(
+            traceback.format_exception(result.exception))
+        assert result.exit_code in (0, 2, 3), result.output
+        assert all(line.startswith(("Warning: ", "Error: ")) for line in result.stderr.splitlines()), result.stderr
+        if reader[-1] == "python" and result.exit_code == 0:
+            ast.parse(result.stdout)
+        if reader[0] == "export" and result.exit_code == 0:
+            json.loads((Path(tmp) / "out.json").read_text())
+
+
+@settings(max_examples=int(os.environ.get("ROW_FUZZ_EXAMPLES", 12)), deadline=None,
+          suppress_health_check=list(HealthCheck), derandomize=not os.environ.get("ROW_FUZZ_EXAMPLES"))
+@given(rows=mutated_rows())
+def test_no_row_makes_the_report_fail_with_anything_but_one_sentence(rows):
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = write_results(Path(tmp) / "results", rows)
+        result = CliRunner().invoke(main, ["report", str(folder)])
+        assert result.exception is None or isinstance(result.exception, SystemExit), "".join(
+            traceback.format_exception(result.exception))
+        assert result.exit_code in (0, 2), result.output
+        assert all(line.startswith(("Warning: ", "Error: ")) for line in result.stderr.splitlines()), result.stderr
+
+
+def test_a_sweep_over_mappings_is_reported_along_a_category_axis(tmp_path: Path):
+    """A valid sweep of data.lengths over two mappings: its points are not numbers (nor comparable)."""
+    rows = []
+    for i, point in enumerate([{"dist": "fixed", "median": 8}, {"dist": "lognormal", "median": 8}]):
+        rows += [{**copy.deepcopy(r), "sweep": {"data.lengths": point}, "suite_hash": f"h{i}"} for r in CLEAR]
+    folder = write_results(tmp_path / "results", rows)
+    result = CliRunner().invoke(main, ["report", str(folder)])
+    assert result.exit_code == 0, result.output
+    report = folder / "tiny" / "report"
+    assert (report / "crossover.png").stat().st_size > 10_000
+    assert '"{\\"dist\\":\\"lognormal\\",\\"median\\":8}"' in (report / "index.html").read_text()  # a category
