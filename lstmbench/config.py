@@ -127,6 +127,9 @@ class ModelConfig:
             at.fail("dropout", f"must be in [0, 1), got {self.dropout}")
 
 
+MAX_WORKERS = 64  # DataLoader worker processes: beyond this, a typo (each holds a copy of torch, ~300 MB)
+
+
 @dataclass(frozen=True)
 class LoaderConfig:
     """How each training batch reaches the model: in the training process, or from a torch DataLoader's
@@ -138,6 +141,9 @@ class LoaderConfig:
 
     def check(self, at: At) -> None:
         at.nonnegative("workers", self.workers)
+        if self.workers > MAX_WORKERS:
+            at.fail("workers", f"must be at most {MAX_WORKERS} (each is a process with its own copy of torch), "
+                               f"got {self.workers}")
         at.positive("prefetch_factor", self.prefetch_factor)
 
 

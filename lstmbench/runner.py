@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import itertools
+import math
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
@@ -14,6 +16,7 @@ from .machine import look_at_others
 from .model import training_bytes
 from .probes import cpu_bf16_lstm, memory_bytes, resolve_device
 from .records import RunRecord
+from .schema import MAX_SEED
 from .suite import IDEAL, StrategySpec, Suite
 from .worker import guarded, run_inline, run_isolated, run_torchrun
 
@@ -52,6 +55,16 @@ class UntilStable:
     percent: float
     max_seeds: int
 
+    def check(self, suite: Suite) -> None:
+        """Refuse what cannot run: a percentage that is not a number, seeds past what numpy and torch take."""
+        if not math.isfinite(self.percent):
+            raise LstmbenchError(f"--until-stable: expected a percentage (e.g. 5), got {self.percent}")
+        last = max(suite.seeds) + max(0, self.max_seeds - len(suite.seeds))
+        if last > MAX_SEED:
+            raise LstmbenchError(f"--until-stable adds seeds after the suite's last, {max(suite.seeds)}: with "
+                                 f"--max-seeds {self.max_seeds} they would pass {MAX_SEED} (2**32 - 1, the largest "
+                                 "seed); give the suite smaller seeds")
+
     def seeds(self, suite: Suite) -> Iterator[int]:
         """The suite's seeds, then the next unused ones, N in all."""
         extra = itertools.count(max(suite.seeds) + 1)
@@ -87,7 +100,8 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     if text is None:
         return None
     k, sep, n = text.partition("/")
-    if not (sep and k.isdigit() and n.isdigit() and 1 <= int(k) <= int(n)):
+    digits = re.compile(r"[0-9]{1,9}")  # ASCII digits only: str.isdigit() also takes '²', which int() refuses
+    if not (sep and digits.fullmatch(k) and digits.fullmatch(n) and 1 <= int(k) <= int(n)):
         raise LstmbenchError(f"--shard: expected K/N with 1 <= K <= N (e.g. 2/4), got {text!r}")
     return int(k), int(n)
 

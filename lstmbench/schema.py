@@ -15,6 +15,9 @@ from typing import Any
 from .errors import SuiteError
 
 
+MAX_SEED = 2**32 - 1  # numpy's and torch's seeds: 0 to 2**32 - 1 everywhere
+
+
 class At:
     """Where in the file a check is; raises SuiteError with the full key path."""
 
@@ -88,7 +91,7 @@ def coerce(hint: Any, value: Any, at: At, key: str, file: str) -> Any:
         value = list(value) if isinstance(value, tuple) else value
         if not isinstance(value, list) or any(isinstance(v, bool) or not isinstance(v, int) for v in value):
             at.fail(key, f"must be a list of integers, got {short(value)}")
-        if any(not 0 <= v < 2**32 for v in value):  # numpy's and torch's seeds: 0 to 2**32 - 1 everywhere
+        if any(not 0 <= v <= MAX_SEED for v in value):
             at.fail(key, f"must be integers from 0 to 4294967295 (2**32 - 1), got {short(value)}")
         return tuple(value)
     raise AssertionError(f"no coercion for {hint}")  # pragma: no cover - a schema bug, not a user error

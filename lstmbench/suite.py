@@ -30,6 +30,10 @@ SWEEP_FIXED = {  # keys a sweep cannot vary, and why
 }
 
 
+MAX_THREADS = 1024  # more threads than any machine has cores: a typo, and each thread costs memory
+MAX_NAME = 100  # a suite's name: its results folder, under the 200 characters a stored row's suite may have
+
+
 @dataclass(frozen=True)
 class Suite:
     name: str
@@ -52,6 +56,10 @@ class Suite:
     def check(self, at: At) -> None:
         if not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*", self.name):
             at.fail("name", f"must be letters, digits, '_', '.' or '-' (it names a results folder), got {short(self.name)}")
+        if len(self.name) > MAX_NAME:  # the folder and its files' names must fit the file system's 255 bytes
+            at.fail("name", f"must be at most {MAX_NAME} characters (it names a results folder), got {len(self.name)}")
+        if self.name == "report":  # readers leave report/ folders out: the suite's rows would never be read
+            at.fail("name", "must not be 'report', the name of every suite's report folder")
         if not self.seeds:
             at.fail("seeds", "must list at least one seed")
         if len(set(self.seeds)) != len(self.seeds):
@@ -59,6 +67,8 @@ class Suite:
         if not self.strategies:
             at.fail("strategies", "must list at least one strategy")
         at.nonnegative("threads", self.threads)
+        if self.threads > MAX_THREADS:
+            at.fail("threads", f"must be at most {MAX_THREADS} (0 = torch's default), got {self.threads}")
         if len(self.sweep) > 2:
             at.fail("sweep", f"varies at most two keys, got {len(self.sweep)}")
         for key, values in self.sweep.items():

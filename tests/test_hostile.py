@@ -207,6 +207,30 @@ CASES = {
     "amp fp16 on a CPU": (
         {"s.yaml": BASE.replace("epochs: 1,", "epochs: 1, amp: fp16,")}, ["validate", "s.yaml"],
         "Error: s.yaml: train.amp: fp16 needs a CUDA device, and this suite runs on cpu; use bf16 or none\n"),
+    # 8. issue 27: options and settings past what can run
+    "--shard in superscript digits": (
+        {"s.yaml": BASE}, ["run", "s.yaml", "--shard", "\u00b2/2"],
+        "Error: --shard: expected K/N with 1 <= K <= N (e.g. 2/4), got '\u00b2/2'\n"),
+    "--until-stable nan": (
+        {"s.yaml": BASE}, ["run", "s.yaml", "--until-stable", "nan"],
+        "Error: --until-stable: expected a percentage (e.g. 5), got nan\n"),
+    "--until-stable past the largest seed": (
+        {"s.yaml": BASE.replace("seeds: [0]", "seeds: [4294967290]")}, ["run", "s.yaml", "--until-stable", "5"],
+        "Error: --until-stable adds seeds after the suite's last, 4294967290: with --max-seeds 10 they would pass "
+        "4294967295 (2**32 - 1, the largest seed); give the suite smaller seeds\n"),
+    "a billion loader workers": (
+        {"s.yaml": BASE.replace("epochs: 1,", "epochs: 1, loader: {workers: 1000000000},")}, ["validate", "s.yaml"],
+        "Error: s.yaml: train.loader.workers: must be at most 64 (each is a process with its own copy of torch), "
+        "got 1000000000\n"),
+    "a billion threads": (
+        {"s.yaml": BASE + "threads: 1000000000\n"}, ["validate", "s.yaml"],
+        "Error: s.yaml: threads: must be at most 1024 (0 = torch's default), got 1000000000\n"),
+    "a suite name of 300 characters": (
+        {"s.yaml": BASE.replace("name: tiny", "name: " + "a" * 300)}, ["validate", "s.yaml"],
+        "Error: s.yaml: name: must be at most 100 characters (it names a results folder), got 300\n"),
+    "a suite named report": (
+        {"s.yaml": BASE.replace("name: tiny", "name: report")}, ["validate", "s.yaml"],
+        "Error: s.yaml: name: must not be 'report', the name of every suite's report folder\n"),
     # 7. the rest
     "a sweep over the name": (
         {"s.yaml": BASE + "sweep: {name: [p, q]}\n"}, ["validate", "s.yaml"],

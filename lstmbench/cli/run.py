@@ -75,6 +75,8 @@ def run(suite_file: str, device: str | None, out: str, overrides: tuple[str, ...
     elif max_seeds != 10:
         raise LstmbenchError("--max-seeds limits --until-stable; give --until-stable P too")
     suite = load_suite(suite_file, overrides, device)
+    if stable is not None:
+        stable.check(suite)
     options = Options(inline, resume, shard, slice_, "spawn" if spawn else None, stable, rerun_disturbed, settle)
     if not world:
         return _run(suite, out, options)
