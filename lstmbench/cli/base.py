@@ -3,6 +3,7 @@ imports the commands, which import this: one way)."""
 from __future__ import annotations
 
 import functools
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -34,7 +35,32 @@ def translate_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-@click.group()
+class OneLineGroup(click.Group):
+    """click, with its usage errors (an unknown option, a missing argument) in one line like every other error:
+    `Error: No such option '--x'; see lstmbench run --help`, exit 2; click prints three."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except click.UsageError as e:
+            where = e.ctx.command_path if e.ctx else "lstmbench"
+            message = e.format_message()  # "No such option '--x'." or "... Did you mean '--out'?"
+            joined = f"{message} See" if message.endswith("?") else f"{message.rstrip('.')}; see"
+            click.echo(f"Error: {joined} {where} --help", err=True)
+            sys.exit(e.exit_code)
+        except click.ClickException as e:
+            e.show()
+            sys.exit(e.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+@click.group(cls=OneLineGroup, name="lstmbench")
 @click.version_option(__version__, prog_name="lstmbench")
 def main() -> None:
     """Benchmark batching strategies for variable-length LSTM training."""
