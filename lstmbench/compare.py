@@ -58,6 +58,11 @@ METRICS: tuple[Metric, ...] = (
     Metric("efficiency", True, "ratio", "secondary"),
 )
 GATED = ("primary", "memory")
+# the schema versions at which a metric's meaning changed (records.SCHEMA_VERSION's notes): rows on the two sides
+# of one measure different things, and are never compared (3: steady-state training time; 4: training memory,
+# peaks without evaluations; 5: the exact accuracy's path; 2 and 5: what efficiency divides by)
+MEANING_CHANGED = {"tokens_per_s": (3,), "time_to_target_s": (3,), "train_mem_bytes": (4,), "peak_mem_bytes": (4,),
+                   "eval_accuracy_exact": (5,), "efficiency": (2, 5)}
 REGRESSION, IMPROVEMENT, NOT_SIGNIFICANT, UNCHANGED = "regression", "improvement", "not significant", "unchanged"
 TOO_FEW, REPORTED = "too few runs", "reported"
 KEYS = ["suite", "strategy", "device", "variant", "platform"]
@@ -157,6 +162,8 @@ class Comparison:
     # machine: (side, strategy, seed, machine.busy_warning of the run)
     ok_runs: dict[str, int] = field(default_factory=dict)  # side -> its ok runs, those left out included
     too_busy: list[str] = field(default_factory=list)  # groups left without a test by those left out
+    # group -> (metrics not compared, baseline schemas, current schemas): their figures mean different things
+    incomparable: dict[str, tuple[list[str], list[int], list[int]]] = field(default_factory=dict)
 
     @property
     def regressions(self) -> list[MetricChange]:
@@ -221,7 +228,14 @@ class Comparison:
         busy = [f"no verdict for {len(self.too_busy)} group(s), too few of their runs measured on a quiet machine: "
                 f"{', '.join(g.split(' on ')[0] for g in self.too_busy)}; run that side again on a quiet machine "
                 "(`lstmbench run SUITE --resume --out FOLDER` measures the left-out runs again)"] if self.too_busy else []
-        return list(self.skipped) + left + busy + [
+        alike: dict[tuple, list[str]] = {}  # one sentence per (metrics, schemas), naming its groups
+        for g, (metrics, bv, cv) in self.incomparable.items():
+            alike.setdefault((tuple(metrics), tuple(bv), tuple(cv)), []).append(g.split(" on ")[0])
+        other = [f"{', '.join(metrics)} not compared in {len(groups)} group(s) ({', '.join(groups)}): the "
+                 f"baseline's rows are schema {'/'.join(map(str, bv))} and the current's {'/'.join(map(str, cv))}, "
+                 "and these figures changed meaning between them (docs/schema.md); measure the baseline again"
+                 for (metrics, bv, cv), groups in alike.items()]
+        return list(self.skipped) + left + busy + other + [
             f"{g}: fewer than {MIN_RUNS} runs on a side; its changes are shown but not tested" for g in self.few_runs
             if g not in self.too_busy]
 
@@ -278,6 +292,11 @@ def compare_frames(base_all: pd.DataFrame, cur_all: pd.DataFrame, threshold: flo
             result.config_changed.append(name)
         result.lost += _target_lost(name, b, c)
         for metric in METRICS:
+            on_both = all(metric.name in side and side[metric.name].notna().any() for side in (b, c))
+            if on_both and not _same_meaning(metric.name, b, c):
+                versions = (sorted(set(map(int, b["schema_version"]))), sorted(set(map(int, c["schema_version"]))))
+                result.incomparable.setdefault(name, ([], *versions))[0].append(metric.name)
+                continue
             change = _change(name, metric, b, c, threshold, alpha)
             if change is not None and not (metric.name == "peak_mem_bytes" and result.changes
                                            and result.changes[-1].metric.name == "train_mem_bytes"
@@ -287,8 +306,8 @@ def compare_frames(base_all: pd.DataFrame, cur_all: pd.DataFrame, threshold: flo
     result.few_runs = sorted({c.group for c in result.changes if c.metric.family in GATED and not c.testable})
     result.too_busy = sorted(set(result.too_busy) | {g for g in result.few_runs
                                                      if g in {_name(k) for k in busy_groups}})
-    if result.too_busy and not result.tests and not result.lost:
-        return result  # nothing testable is left once the busy runs are out: the caller says so, exit 2
+    if (result.too_busy or result.incomparable) and not result.tests and not result.lost:
+        return result  # nothing testable is left once the busy runs or other schemas are out: exit 2
     if not result.changes and not result.lost:
         raise ResultsError(f"nothing to compare: no group (suite, strategy, device, hardware, torch) has "
                            f"successful runs in both {where}")
@@ -298,6 +317,13 @@ def compare_frames(base_all: pd.DataFrame, cur_all: pd.DataFrame, threshold: flo
                            f"{MIN_RUNS}; a 20% slowdown is found 19 times in 20 with 4 seeds a side on a quiet "
                            f"machine (see README), so run both sets with --set 'seeds=[0,1,2,3]'")
     return result
+
+
+def _same_meaning(metric: str, b: pd.DataFrame, c: pd.DataFrame) -> bool:
+    """Whether every row of both sides measured `metric` in one sense (no MEANING_CHANGED version between them)."""
+    changed = MEANING_CHANGED.get(metric, ())
+    eras = {sum(int(v) >= at for at in changed) for v in (*b["schema_version"], *c["schema_version"])}
+    return len(eras) <= 1
 
 
 def _change(name: str, metric: Metric, b: pd.DataFrame, c: pd.DataFrame, threshold: float,

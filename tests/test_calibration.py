@@ -33,8 +33,10 @@ def _runs(folder: Path) -> dict[tuple[str, int], dict]:
     rows = rows[(rows["status"] == "ok") & (rows["schema_version"] >= 2)]
     # the test itself is calibrated here, on real run-to-run noise, the one disturbed run of these rows
     # included (packing-first's truncate seed 2, other processes at 30%): compare's own leaving-out of such runs
-    # would otherwise drop it from some resamples (tests/test_disturbance.py tests that)
-    return {(r["strategy"], int(r["seed"])): {**r, "env": {**r["env"], "other_cpu_share": None}}
+    # would otherwise drop it from some resamples (tests/test_disturbance.py tests that); and one schema for both
+    # (packing-first's rows are schema 4, packing-repeat's 2: compare would not gate throughput across them, but
+    # the run-to-run noise they show is what the gate is calibrated on)
+    return {(r["strategy"], int(r["seed"])): {**r, "env": {**r["env"], "other_cpu_share": None}, "schema_version": 4}
             for r in rows.to_dict("records")}
 
 

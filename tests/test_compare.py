@@ -220,3 +220,28 @@ def test_a_row_whose_seed_is_not_an_integer_is_skipped_with_a_warning(tmp_path):
     r = invoke(base, cur)
     assert r.stderr.splitlines()[0] == f'Warning: current: {cur / "rows.jsonl"}:1: seed is "x", not an integer; skipped'
     assert r.exit_code == 0, r.output
+
+
+def _with_schema(folder: Path, version: int) -> Path:
+    path = folder / "rows.jsonl"
+    path.write_text("".join(json.dumps({**json.loads(line), "schema_version": version}) + "\n"
+                            for line in path.read_text().splitlines()))
+    return folder
+
+
+def test_rows_of_schemas_whose_figures_mean_different_things_are_not_gated(tmp_path):
+    """Schema 2 timed warm-up shapes in train_time_s (3 did not): a 20% 'slowdown' between them is no verdict."""
+    base = _with_schema(write_set(tmp_path / "base", 4, seed=0), 2)
+    slow = _with_schema(write_set(tmp_path / "slow", 4, seed=1, speed=48_000 * 0.8), 5)
+    r = invoke(base, slow)
+    assert r.exit_code == 2, r.output
+    assert r.stderr.splitlines() == [
+        "Warning: tokens_per_s, peak_mem_bytes, eval_accuracy_exact not compared in 2 group(s) "
+        "(packing/bucket, packing/mask): the baseline's rows are schema 2 and the current's 5, and these figures "
+        "changed meaning between them (docs/schema.md); measure the baseline again",
+        "Error: nothing compared in 2 group(s): the two sets' rows are of schemas whose figures mean different "
+        "things; measure the baseline again."]
+    # from schema 3 on, throughput means the same: it is gated (and the slowdown found); memory is not
+    r = invoke(_with_schema(base, 3), slow)
+    assert r.exit_code == 3, r.output
+    assert r.stderr.startswith("Warning: peak_mem_bytes, eval_accuracy_exact not compared in 2 group(s)")

@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 import click
 
-from .base import EXIT_REGRESSION, EXIT_TOO_BUSY, default_results, main, translate_errors
+from .base import EXIT_BAD_INPUT, EXIT_REGRESSION, EXIT_TOO_BUSY, default_results, main, translate_errors
 
 
 @main.command(name="report")
@@ -94,6 +94,10 @@ def compare_cmd(baseline: str, current: str, threshold: float, alpha: float) -> 
         click.echo(f"Error: no verdict for {len(comparison.too_busy)} group(s): too few runs were measured on a "
                    "quiet machine.", err=True)
         sys.exit(EXIT_TOO_BUSY)
+    if comparison.incomparable and not comparison.tests:
+        click.echo(f"Error: nothing compared in {len(comparison.incomparable)} group(s): the two sets' rows are of "
+                   "schemas whose figures mean different things; measure the baseline again.", err=True)
+        sys.exit(EXIT_BAD_INPUT)
 
 
 def _pytest_benchmark(rows: Any, source: str) -> tuple[Any, str]:
