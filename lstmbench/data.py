@@ -189,9 +189,13 @@ def _normalised(train: tuple, held_out: tuple, origin: str) -> Splits:
 
 
 def _split(n: int, cfg: DataConfig, rng: np.random.Generator, origin: str) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded: the first eval_size of a permutation are held out, up to train_size of the rest train."""
+    """Seeded: the first eval_size of a permutation are held out, up to train_size of the rest train. A file's
+    data with eval_size at its default (512, sized for the synthetic task) holds out at most a fifth: a user's
+    file of 240 series keeps 192 to train on."""
     order = rng.permutation(n)
-    n_eval = min(cfg.eval_size or max(n // 5, 1), n)  # 0: a fifth, and at least one
+    fifth = max(n // 5, 1)
+    wanted = min(cfg.eval_size, fifth) if cfg.eval_size == DataConfig.eval_size else cfg.eval_size or fifth
+    n_eval = min(wanted, n)  # 0: a fifth, and at least one
     train = order[n_eval:][:cfg.train_size or None]
     if len(train) == 0:
         raise SuiteError(origin, "data.eval_size", f"the data has {n} examples and eval_size takes {n_eval}: "

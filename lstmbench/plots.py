@@ -246,9 +246,14 @@ def _accuracy_by_length(rows: pd.DataFrame, names: list[str]) -> dict[str, tuple
 
 
 def _train_lengths(config: dict) -> np.ndarray | None:
+    """The first seed's training lengths, made again from the row's config: for the synthetic task only. A
+    file the config names (data.path, lengths.file) is relative to a suite file the rows do not record, and a
+    path from a shared results folder is never opened: no histogram then (it is optional)."""
     try:
         suite = suite_from_dict(config)
-    except LstmbenchError:  # a row from another version: the histogram is optional
+    except LstmbenchError:  # a row from another version
+        return None
+    if suite.data.source != "synthetic" or suite.data.lengths.file:
         return None
     return make_data(suite.data, suite.seeds[0]).train.lengths
 

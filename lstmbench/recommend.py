@@ -187,6 +187,12 @@ def _undecided(section: Section, rows: pd.DataFrame, exact: pd.Series, has_targe
     """Why the results cannot decide, or None: no exact strategy ran (no accuracy to check against), or the
     paired accuracy test has fewer than 2 seeds in common to pair."""
     inexact = [n for n, e in zip(rows["strategy"], exact) if not e and n in set(section.rows["strategy"])]
+    failed_exact = [n for n, c, ok in zip(rows["strategy"], rows["computes"], rows["runs_ok"])
+                    if str(c).startswith("exact") and ok == 0]
+    if not exact.any() and failed_exact:  # in the suite, but every run of them failed: the errors say why
+        return (f"the results cannot decide: every run of the exact strateg{'ies' if len(failed_exact) > 1 else 'y'} "
+                f"({', '.join(failed_exact)}) failed, so nothing checks the accuracy against the exact computation; "
+                "see why below, and run them again once that is fixed")
     if not exact.any():
         what = f" the accuracy of {', '.join(inexact)}" if inexact else " the accuracy"
         return (f"the results cannot decide: no exact strategy (mask, pack, bucket, ...) has an ok run, so nothing "

@@ -297,3 +297,14 @@ def test_a_row_whose_strategy_is_not_a_name_is_skipped_with_a_warning(tmp_path: 
     assert result.stderr.splitlines() == [
         f"Warning: {folder / 'tiny' / '20261128T000000Z-vm1-1.jsonl'}:16: strategy is \"x\\nimport os; "
         "os.system('touch PWNED') #\", not a name (letters, digits, '_', '.', '+', '-', 100 at most); skipped"]
+
+
+def test_when_every_run_failed_the_sentence_points_to_the_errors_not_to_the_suite(tmp_path: Path):
+    rows = run_rows(config(["naive", "mask", BUCKET_MASK]), {"naive": {"status": "error", "error": "boom"},
+                                                            "mask": {"status": "oom", "error": "OOM"},
+                                                            "bucket-mask": {"status": "error", "error": "x"}}, seeds=3)
+    result = CliRunner().invoke(main, ["recommend", str(write_results(tmp_path / "results", rows))])
+    assert result.stdout.splitlines()[1] == (
+        "  Undecided: The results cannot decide: every run of the exact strategies (mask, bucket-mask) failed, so "
+        "nothing checks the accuracy against the exact computation; see why below, and run them again once that is "
+        "fixed.")

@@ -57,6 +57,15 @@ def test_text_files_split_tokenise_and_pad(tmp_path, fmt):
     assert sorted(np.concatenate([train.lengths, splits.eval.lengths])) == lengths
 
 
+def test_a_small_file_with_the_default_eval_size_holds_out_a_fifth(tmp_path):
+    """The default eval_size (512) suits the synthetic task; a file of 240 examples keeps 192 to train on."""
+    (tmp_path / "d.csv").write_text("text,label\n" + "".join(f"ab{i},{'xy'[i % 2]}\n" for i in range(240)))
+    splits = make_data(suite_for(tmp_path, {"source": "text", "path": "d.csv"}).data, 0, str(tmp_path / "s.yaml"))
+    assert (len(splits.train), len(splits.eval)) == (192, 48)
+    explicit = suite_for(tmp_path, {"source": "text", "path": "d.csv", "eval_size": 100})
+    assert len(make_data(explicit.data, 0, explicit.origin).eval) == 100  # a size the user gave is kept
+
+
 def test_vocabulary_is_built_on_the_training_split_only():
     vocab = build_vocab([["a", "b", "a"], ["a", "c"]], min_freq=2, max_vocab=0)
     assert vocab == {"a": 2}

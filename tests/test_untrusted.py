@@ -225,3 +225,21 @@ def test_a_sweep_over_mappings_is_reported_along_a_category_axis(tmp_path: Path)
     report = folder / "tiny" / "report"
     assert (report / "crossover.png").stat().st_size > 10_000
     assert '"{\\"dist\\":\\"lognormal\\",\\"median\\":8}"' in (report / "index.html").read_text()  # a category
+
+
+@pytest.mark.parametrize("data", [{"source": "text", "path": "d.csv"}, {"source": "text", "path": "/dev/zero"},
+                                  {"lengths": {"dist": "empirical", "file": "/etc/passwd"}}])
+def test_a_file_the_rows_config_names_is_never_opened(tmp_path: Path, monkeypatch, data):
+    """The lengths histogram is made again for the synthetic task only: a config's paths are relative to a suite
+    file the rows do not record (report from another folder failed on them), and come from someone else."""
+    rows = []
+    for r in CLEAR:
+        config = copy.deepcopy(r["config"])
+        config["data"].update(data)
+        rows.append({**r, "config": config})
+    folder = write_results(tmp_path / "results", rows)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["report", str(folder)])
+    assert result.exit_code == 0 and result.stderr == "", result.output
+    assert not (folder / "tiny" / "report" / "lengths.png").exists()
+    assert (folder / "tiny" / "report" / "throughput.png").exists()
