@@ -18,7 +18,10 @@ model.last_step and both_directions), not a copy: the batches you get are the ba
 
 A strategy is what a suite's `strategies:` entry holds: a preset name ("bucket", "truncate", ...; `lstmbench
 strategies` lists them), or a composed mapping with `name`, `batching`, `padding`, `readout`; options
-(max_len, max_tokens, boundaries, megabatch, pad_multiple, deal) as keyword arguments.
+(max_len, max_tokens, boundaries, megabatch, pad_multiple, deal) as keyword arguments. A composed name
+"<batching>-<readout>" as suites name them (the default suite's "bucket-mask", which `recommend` may print) is
+that batching and readout with padding batch. Every bad argument is one BatchingError sentence naming it
+(batching_checks).
 """
 from __future__ import annotations
 
@@ -32,10 +35,12 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 from torch.utils.data import Sampler
 
+from . import batching_checks as checks, model
 from .data import from_pairs
 from .errors import BatchingError, SuiteError
-from .model import both_directions, last_step, within_length_reversal
+from .model import both_directions, within_length_reversal
 from .ranks import rank_epoch_stream
+from .schema import names, short
 from .strategies import Batch, Strategy, epoch_stream
 from .suite import PRESETS, StrategySpec, parse_strategy
 
@@ -46,6 +51,8 @@ def strategy_spec(strategy: str | dict | StrategySpec, **options: Any) -> Strate
     """The validated strategy: a preset name, a composed mapping or a StrategySpec, with `options` on top."""
     if isinstance(strategy, StrategySpec):
         strategy = {k: v for k, v in vars(strategy).items()}
+    if isinstance(strategy, str) and strategy not in PRESETS and "-" in strategy:
+        strategy = _composed(strategy)
     if isinstance(strategy, str) and strategy in PRESETS:
         item: Any = {strategy: dict(options)} if options else strategy
     elif isinstance(strategy, dict):
@@ -58,6 +65,18 @@ def strategy_spec(strategy: str | dict | StrategySpec, **options: Any) -> Strate
         return parse_strategy(item, "strategy", "lstmbench.batching")
     except SuiteError as e:
         raise BatchingError(str(e)) from None
+
+
+def _composed(name: str) -> dict[str, str]:
+    """A composed name "<batching>-<readout>" (a suite's "bucket-mask") as its mapping, padding batch."""
+    batching, _, readout = name.partition("-")
+    if batching in StrategySpec.CHOICES["batching"] and readout in StrategySpec.CHOICES["readout"]:
+        return {"name": name, "batching": batching, "padding": "batch", "readout": readout}
+    raise BatchingError(
+        f"lstmbench.batching: strategy: unknown strategy {short(name)}; give a composed strategy as the mapping "
+        '{"name": ..., "batching": ..., "padding": ..., "readout": ...} or name it "<batching>-<readout>" '
+        f"(batching {names(StrategySpec.CHOICES['batching'])}; readout {names(StrategySpec.CHOICES['readout'])}), "
+        'as in "bucket-mask"')
 
 
 @dataclass(frozen=True)
@@ -136,29 +155,8 @@ def batch_sampler(lengths: Sequence[int] | np.ndarray | torch.Tensor, strategy: 
                                 deal="balanced")
     """
     spec = strategy_spec(strategy, **options)
-    if spec.padding == "reshape":
-        raise BatchingError("the ideal (reshape) cuts batches into equal rows: a measuring device, not a batching")
-    array = np.asarray(lengths.cpu() if isinstance(lengths, torch.Tensor) else lengths)
-    if array.ndim != 1 or array.size == 0 or not np.issubdtype(array.dtype, np.integer):
-        raise BatchingError(f"lengths must be a non-empty 1-D sequence of integers, got {array.dtype} of shape "
-                            f"{array.shape}")
-    if array.min() < 1:
-        raise BatchingError(f"every length must be >= 1 (an empty sequence has no last step): example "
-                            f"{int(np.argmin(array))} has length {int(array.min())}")
-    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise BatchingError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-    if not isinstance(num_replicas, (int, np.integer)) or num_replicas < 1:
-        raise BatchingError(f"num_replicas must be an integer >= 1, got {num_replicas!r}")
-    if not isinstance(rank, (int, np.integer)) or not 0 <= rank < num_replicas:
-        raise BatchingError(f"rank must be in [0, {num_replicas}), got {rank!r}")
-    if drop_last and (num_replicas > 1 or spec.batching == "token_budget"):
-        why = "under DDP every rank already has as many steps" if num_replicas > 1 else \
-            "token_budget batches vary in size by design"
-        raise BatchingError(f"drop_last does not apply here: {why}")
-    if num_replicas > 1 and len(array) < 2 * num_replicas:
-        raise BatchingError(f"{len(array)} examples cannot fill a batch on each of {num_replicas} ranks")
-    return BatchSampler(array.astype(np.int64), spec, int(batch_size), int(seed), drop_last, int(num_replicas),
-                        int(rank))
+    array = checks.sampler_arguments(lengths, spec, batch_size, seed, drop_last, num_replicas, rank)
+    return BatchSampler(array, spec, int(batch_size), int(seed), bool(drop_last), int(num_replicas), int(rank))
 
 
 @dataclass
@@ -193,11 +191,11 @@ class Collated:
 class Collate:
     """The collate_fn of `collate(...)`: picklable, for DataLoader worker processes."""
 
-    def __init__(self, spec: StrategySpec, pad_value: float, max_length: int | None):
+    def __init__(self, spec: StrategySpec, pad_value: int | float, max_length: int | None):
         self.strategy, self.pad_value, self.max_length = Strategy(spec), pad_value, max_length
 
     def __call__(self, pairs: Sequence[tuple[Any, Any]]) -> Collated:
-        sequences, labels = _arrays(pairs)
+        sequences, labels = checks.batch_pairs(pairs, self.pad_value)
         longest = max(len(s) for s in sequences)
         width = longest
         if self.strategy.spec.padding == "global" and self.max_length is not None:
@@ -224,39 +222,17 @@ def collate(strategy: str | dict | StrategySpec, *, pad_value: float = 0, pad_mu
     if pad_multiple is not None:
         options["pad_multiple"] = pad_multiple
     spec = strategy_spec(strategy, **options)
-    if spec.padding == "reshape":
-        raise BatchingError("the ideal (reshape) cuts batches into equal rows: a measuring device, not a batching")
-    if max_length is not None and (not isinstance(max_length, (int, np.integer)) or max_length < 1):
-        raise BatchingError(f"max_length must be an integer >= 1, got {max_length!r}")
-    if spec.padding == "global" and max_length is None:  # said now, not in a DataLoader worker later
-        raise BatchingError("padding global pads to the data set's longest sequence: pass collate(..., max_length=N)")
-    return Collate(spec, pad_value, max_length)
+    pad_value = checks.collate_arguments(spec, pad_value, max_length)
+    return Collate(spec, pad_value, None if max_length is None else int(max_length))
 
 
-def _arrays(pairs: Sequence[tuple[Any, Any]]) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """The pairs as numpy arrays, checked: one kind of sequence, at least one step each, labels alike."""
-    if not len(pairs):
-        raise BatchingError("an empty batch: the sampler gave no indices")
-    sequences, labels = [], []
-    for i, pair in enumerate(pairs):
-        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
-            raise BatchingError(f"item {i} of the batch is not a (sequence, label) pair")
-        seq, label = (np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x) for x in pair)
-        if seq.ndim not in (1, 2) or len(seq) == 0:
-            raise BatchingError(f"item {i}: a sequence must be 1-D (token ids) or 2-D [length, features] with at "
-                                f"least one step, got shape {seq.shape}")
-        if label.ndim == 1 and len(label) != len(seq):
-            raise BatchingError(f"item {i}: {len(label)} per-step labels for a sequence of {len(seq)} steps")
-        sequences.append(seq)
-        labels.append(label)
-    if len({(s.ndim,) + s.shape[1:] for s in sequences}) > 1:
-        kinds = sorted({"token ids" if s.ndim == 1 else f"[length, {s.shape[1]}] features" for s in sequences})
-        raise BatchingError(f"the batch mixes sequence shapes: {', '.join(kinds)}")
-    if len({y.ndim for y in labels}) > 1 or max(y.ndim for y in labels) > 1:
-        raise BatchingError("labels must be all scalars (one per sequence) or all 1-D (one per step)")
-    if sequences[0].ndim == 1 and not np.issubdtype(sequences[0].dtype, np.integer):
-        raise BatchingError(f"1-D sequences are token ids and must be integers, got {sequences[0].dtype}")
-    return sequences, labels
+def last_step(output: torch.Tensor, lengths: torch.Tensor, bidirectional: bool = False) -> torch.Tensor:
+    """[B, H]: each sequence's output at its true last step, from a batch-first [B, T, H] LSTM output over a
+    right-padded batch (the masked readout); `lengths` [B] integers in [1, T], on any device (batch.lengths).
+    With `bidirectional`, output is [B, T, 2H] in sequence order: the forward half at step length - 1, the
+    reverse half at step 0. model.last_step, its arguments checked first."""
+    checks.last_step_arguments(output, lengths, bidirectional)
+    return model.last_step(output, lengths, bidirectional=bool(bidirectional))
 
 
 def bidirectional_lstm(lstm: nn.LSTM, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -264,21 +240,15 @@ def bidirectional_lstm(lstm: nn.LSTM, x: torch.Tensor, lengths: torch.Tensor) ->
     (output [B, T, H x directions] in sequence order, zero past each length; last [B, H x directions], each
     sequence's final state of the last layer, what h_n of a packed run holds). A bidirectional LSTM's reverse
     direction runs over each sequence reversed within its length, never over the padding (what packing does,
-    without the generic loop on CPU). x: [B, T, input] (batch_first) or [T, B, input]; lengths [B].
+    without the generic loop on CPU). x: [B, T, input] (batch_first) or [T, B, input], on the LSTM's device and
+    in its weights' dtype (or under autocast); lengths: B integers in [1, T], a tensor on any device or a list.
 
         output, last = bidirectional_lstm(model.lstm, model.embed(batch.inputs), batch.lengths)
         logits = model.head(last)
     """
-    if lstm.proj_size:
-        raise BatchingError("bidirectional_lstm: an nn.LSTM with proj_size is not supported")
+    lengths = checks.lstm_arguments(lstm, x, lengths)
     if not lstm.batch_first:
         x = x.transpose(0, 1)
-    lengths = torch.as_tensor(lengths, dtype=torch.int64)
-    if x.dim() != 3 or lengths.shape != (x.shape[0],):
-        raise BatchingError(f"bidirectional_lstm: x must be [B, T, input] with B lengths, got x {tuple(x.shape)} "
-                            f"and lengths {tuple(lengths.shape)}")
-    if len(lengths) and (lengths.min() < 1 or lengths.max() > x.shape[1]):
-        raise BatchingError(f"bidirectional_lstm: lengths must be in [1, {x.shape[1]}]")
     inside = (torch.arange(x.shape[1], device=x.device) < lengths.to(x.device)[:, None]).unsqueeze(-1)
     if lstm.bidirectional:
         ahead, behind = both_directions(lstm, x, lengths)
@@ -288,5 +258,5 @@ def bidirectional_lstm(lstm: nn.LSTM, x: torch.Tensor, lengths: torch.Tensor) ->
         output = lstm(x if lstm.batch_first else x.transpose(0, 1))[0]
         output = output if lstm.batch_first else output.transpose(0, 1)
     output = output.masked_fill(~inside, 0)
-    last = last_step(output, lengths, bidirectional=lstm.bidirectional)
+    last = model.last_step(output, lengths, bidirectional=lstm.bidirectional)
     return (output if lstm.batch_first else output.transpose(0, 1)), last

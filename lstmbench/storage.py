@@ -89,6 +89,48 @@ def check_destination(root: str | Path, suite: str) -> Path:
     return folder
 
 
+@dataclass
+class Claim:
+    """A results folder held by one `lstmbench run` (an exclusive flock on a lock file in it, released when the
+    process ends however it ends, kill -9 included): `--resume` reads what is done and runs the rest under it."""
+
+    path: Path
+    fd: int
+
+
+def claim(root: str | Path, suite: str, shard: tuple[int, int] | None = None) -> Claim | None:
+    """Claim <root>/<suite> (made and proven writable first) for this process, or raise ResultsError naming the
+    process that holds it. Shards of one job (`run --shard K/N` on several nodes) claim their own K; None where
+    the platform has no flock (Windows)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on Linux or macOS
+        return None
+    folder = check_destination(root, suite)
+    path = folder / (f".lock-shard-{shard[0]}-of-{shard[1]}" if shard else ".lock")
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as e:
+        raise ResultsError(f"cannot claim {_shown(folder)}: {_reason(e)}; nothing was run") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
+        os.close(fd)
+        raise ResultsError(f"{_shown(folder)} is being written by another lstmbench run ({holder}); wait for it "
+                           "to end, or give another --out; nothing was run") from None
+    stamp = datetime.now(timezone.utc).strftime("%H:%M:%S UTC")
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()[:60]}, since {stamp}".encode(), 0)
+    return Claim(path, fd)
+
+
+def release(held: Claim | None) -> None:
+    """End a claim (the lock file stays, unlocked: the next run claims it again)."""
+    if held is not None:
+        os.close(held.fd)
+
+
 def _shown(path: Path) -> str:
     """A path as the user would write it: relative to the working folder when it lies inside it."""
     try:

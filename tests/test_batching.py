@@ -201,3 +201,105 @@ def test_bad_arguments_are_one_clear_value_error(call, message):
         call()
     assert isinstance(e.value, BatchingError)
     assert str(e.value) == message
+
+
+_TOKENS = [([1, 2], 0), ([1], 1)]
+_LSTM = nn.LSTM(4, 5, batch_first=True)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: batch_sampler([3, 4], "bucket", 2, seed=-1), "seed must be an integer from 0 to 4294967295, got -1"),
+    (lambda: batch_sampler([3, 4], "bucket", 2, seed=1.5), "seed must be an integer from 0 to 4294967295, got 1.5"),
+    (lambda: batch_sampler([3, 4], "bucket", 2, seed="3"), "seed must be an integer from 0 to 4294967295, got '3'"),
+    (lambda: batch_sampler([3, 4], "bucket", 2, seed=2**32), "seed must be an integer from 0 to 4294967295, got "
+                                                             "4294967296"),
+    (lambda: batch_sampler(np.array([3, 2**63 + 5], dtype=np.uint64), "bucket", 2),
+     "every length must be at most 2**63 - 1 (int64): example 1 has length 9223372036854775813"),
+    (lambda: batch_sampler([[3], [4, 5]], "bucket", 2),
+     "lengths must be a non-empty 1-D sequence of integers, got [[3], [4, 5]]"),
+    (lambda: batch_sampler([3, 4], "bucket", 2, deal="balanced"),
+     "deal balanced deals each step's batches over the ranks, so it needs num_replicas > 1, got num_replicas=1"),
+    (lambda: batch_sampler([3, 4], {"name": "b", "batching": "bucket", "deal": "balanced"}, 2),
+     "deal balanced deals each step's batches over the ranks, so it needs num_replicas > 1, got num_replicas=1"),
+    (lambda: batch_sampler([3, 4], "bucket", True), "batch_size must be an integer >= 1, got True"),
+    (lambda: batch_sampler([3, 4], "bucket", 2, drop_last="no"), "drop_last must be True or False, got 'no'"),
+    (lambda: batch_sampler([3, 4], "bucket-maks", 2),
+     "lstmbench.batching: strategy: unknown strategy 'bucket-maks'; give a composed strategy as the mapping "
+     '{"name": ..., "batching": ..., "padding": ..., "readout": ...} or name it "<batching>-<readout>" (batching '
+     'random, bucket, boundaries, token_budget; readout last, mask, pack, pack_sorted), as in "bucket-mask"'),
+    (lambda: collate("mask", pad_value=0.5)(_TOKENS),
+     "pad_value must be an integer for token ids (from -2**63 to 2**63 - 1), got 0.5"),
+    (lambda: collate("mask", pad_value=2**70),
+     "pad_value must be a number (an integer from -2**63 to 2**63 - 1, or a float), got 1180591620717411303424"),
+    (lambda: collate("mask", pad_value="x"),
+     "pad_value must be a number (an integer from -2**63 to 2**63 - 1, or a float), got 'x'"),
+    (lambda: collate("mask", pad_value=1e300)([(np.ones((2, 3)), 0)]),
+     "pad_value must fit float32 features (at most 3.4e+38 in magnitude), got 1e+300"),
+    (lambda: collate("mask")([([1, 2], "a")]),
+     "item 0: labels must be integers (or floats, kept as regression targets), got 'a'"),
+    (lambda: collate("mask")([([1, 2], 0), ([1], None)]),
+     "item 1: labels must be integers (or floats, kept as regression targets), got None"),
+    (lambda: collate("mask")([([1, 2], [0.5, 1.5])]), "item 0: per-step labels must be integers, got [0.5, 1.5]"),
+    (lambda: collate("mask")([([[1, 2], [3]], 0)]),
+     "item 0: a sequence must be a rectangular array of numbers, got [[1, 2], [3]]"),
+    (lambda: collate("mask")([([1, 2], 0), ([4, -2], 1)]),
+     "item 1: token ids must be from 0 to 2**63 - 1 (nn.Embedding indices), got -2"),
+    (lambda: collate("mask")([(np.full((2, 3), "a"), 0)]),
+     "item 0: 2-D sequences are [length, features] and must hold real numbers, got <U1"),
+    (lambda: collate("mask")(5), "pairs must be a list of (sequence, label) pairs, got int"),
+    (lambda: last_step(torch.zeros(2, 3, 4), torch.tensor([0, 3])),
+     "last_step: lengths must be in [1, 3] (the time steps), got 0"),
+    (lambda: last_step(torch.zeros(2, 3, 4), torch.tensor([4, 3])),
+     "last_step: lengths must be in [1, 3] (the time steps), got 4"),
+    (lambda: last_step(torch.zeros(2, 3, 4), [1, 3]),
+     "last_step: lengths must be a tensor of integers (e.g. batch.lengths), got a list"),
+    (lambda: last_step(torch.zeros(2, 3, 4), torch.tensor([1.0, 3.0])),
+     "last_step: lengths must be a tensor of integers (e.g. batch.lengths), got torch.float32"),
+    (lambda: last_step(torch.zeros(2, 3), torch.tensor([1, 3])),
+     "last_step: output must be a batch-first [B, T, H] LSTM output, got shape (2, 3)"),
+    (lambda: last_step(torch.zeros(2, 3, 4), torch.tensor([1, 3, 2])),
+     "last_step: lengths must hold 2 lengths, one per row of output (a time-major [T, B, H] output must be "
+     "transposed first), got shape (3,)"),
+    (lambda: last_step(torch.zeros(2, 3, 5), torch.tensor([1, 3]), bidirectional=True),
+     "last_step: a bidirectional output holds both directions (2H features), so its last dimension must be even, "
+     "got 5"),
+    (lambda: bidirectional_lstm(nn.GRU(4, 5, batch_first=True), torch.zeros(2, 3, 4), torch.tensor([1, 3])),
+     "bidirectional_lstm: lstm must be an nn.LSTM, got GRU"),
+    (lambda: bidirectional_lstm(_LSTM, torch.zeros(2, 3, 4), torch.tensor([1.5, 3.0])),
+     "bidirectional_lstm: lengths must be an integer tensor or a list of ints, got torch.float32"),
+    (lambda: bidirectional_lstm(_LSTM, torch.zeros(2, 3, 4), [1.5, 3]),
+     "bidirectional_lstm: lengths must be an integer tensor or a list of ints, got [1.5, 3]"),
+    (lambda: bidirectional_lstm(nn.LSTM(4, 5), torch.zeros(4), torch.tensor([1])),
+     "bidirectional_lstm: x must be 3-D, [T, B, input] (time-major), got shape (4,)"),
+    (lambda: bidirectional_lstm(_LSTM, torch.zeros(2, 3, 6), torch.tensor([1, 3])),
+     "bidirectional_lstm: x has 6 features per step, but the LSTM's input_size is 4"),
+    (lambda: bidirectional_lstm(_LSTM, torch.zeros(2, 3, 4, dtype=torch.float64), torch.tensor([1, 3])),
+     "bidirectional_lstm: x is torch.float64, but its dtype must match the LSTM's weights (torch.float32)"),
+    (lambda: bidirectional_lstm(_LSTM, torch.zeros(2, 3, 4, device="meta"), torch.tensor([1, 3])),
+     "bidirectional_lstm: x is on meta, but it must be on the LSTM's device (cpu)"),
+    (lambda: bidirectional_lstm(_LSTM, torch.zeros(2, 3, 4), [1, 3, 2]),
+     "bidirectional_lstm: lengths must hold 2 lengths, one per sequence of x [B, T, input] (the LSTM is "
+     "batch_first), got shape (3,)"),
+    (lambda: bidirectional_lstm(_LSTM, torch.zeros(2, 3, 4), [0, 3]),
+     "bidirectional_lstm: lengths must be in [1, 3] (the time steps), got 0"),
+])
+def test_hostile_arguments_are_one_batching_error_naming_the_argument(call, message):
+    with pytest.raises(BatchingError) as e:
+        call()
+    assert str(e.value) == message
+
+
+def test_a_composed_name_as_recommend_prints_it_is_that_composition():
+    mapping = {"name": "bucket-mask", "batching": "bucket", "padding": "batch", "readout": "mask"}
+    assert strategy_spec("bucket-mask") == strategy_spec(mapping)
+    assert list(batch_sampler(LENGTHS, "bucket-mask", 16, seed=3)) == list(batch_sampler(LENGTHS, mapping, 16, seed=3))
+    assert strategy_spec("token_budget-pack_sorted", max_tokens=64).max_tokens == 64
+
+
+def test_checked_entries_still_take_what_they_document():
+    assert collate("mask", pad_value=2.0)(_TOKENS).inputs.tolist() == [[1, 2], [1, 2]]
+    assert collate("mask", pad_value=-1.5)([(np.ones((2, 3)), 0.5), (np.ones((1, 3)), 1.5)]).inputs[1, 1, 0] == -1.5
+    assert last_step(torch.arange(12.).view(2, 3, 2), torch.tensor([1, 3], dtype=torch.int32)).tolist() == \
+        [[0.0, 1.0], [10.0, 11.0]]
+    assert bidirectional_lstm(_LSTM, torch.zeros(0, 3, 4), [])[1].shape == (0, 5)
+    assert bidirectional_lstm(_LSTM, torch.zeros(2, 3, 4), np.array([1, 3], dtype=np.int32))[1].shape == (2, 5)

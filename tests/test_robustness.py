@@ -72,20 +72,31 @@ def test_kill_9_mid_suite_then_resume_gives_every_run_once(tmp_path, tiny_dict):
     assert len(rows_of(out)) == 16
 
 
-def test_two_writers_into_one_folder_leave_only_whole_lines(tmp_path, tiny_dict):
-    tiny_dict["seeds"] = [0]
+@pytest.mark.parametrize("second", [[], ["--resume"]])
+def test_a_second_writer_into_one_folder_is_refused_and_every_row_kept_once(tmp_path, tiny_dict, second):
+    """Two `run` (or a `run` and a `--resume`) into one folder at once: the second is refused in one line while
+    the first holds the folder, so no run is measured twice; the first keeps every row."""
+    tiny_dict["seeds"] = list(range(10))
     tiny_dict["strategies"] = ["mask", "pack"]
     suite = write_suite(tmp_path, tiny_dict)
     out = tmp_path / "results"
-    procs = [lstmbench("run", suite, "--out", out, "--inline") for _ in range(2)]
-    for p in procs:
-        p.communicate(timeout=120)
-        assert p.returncode == 0
-    files = sorted((out / "tiny").glob("*.jsonl"))
-    assert len(files) == 2  # one file per invocation
-    for f in files:
-        lines = f.read_text().splitlines()
-        assert len(lines) == 3 and all(json.loads(line)["status"] == "ok" for line in lines)
+    first = lstmbench("run", suite, "--out", out, "--inline")
+    deadline = time.time() + 120
+    while time.time() < deadline and not rows_of(out):  # the first holds the folder once it has a row
+        time.sleep(0.02)
+    other = lstmbench("run", suite, "--out", out, "--inline", *second)
+    _, stderr = other.communicate(timeout=120)
+    assert first.poll() is None, "the first run ended before the second started: make the suite longer"
+    assert other.returncode == 2
+    assert stderr.startswith(f"Error: {out / 'tiny'} is being written by another lstmbench run (pid {first.pid} on ")
+    assert stderr.endswith("UTC); wait for it to end, or give another --out; nothing was run\n")
+    first.communicate(timeout=300)
+    assert first.returncode == 0
+    pairs = sorted((r["strategy"], r["seed"]) for r in rows_of(out))
+    assert pairs == sorted((s, seed) for seed in range(10) for s in ("ideal", "mask", "pack"))  # each once
+    again = lstmbench("run", suite, "--out", out, "--inline", "--resume")
+    stdout, _ = again.communicate(timeout=120)
+    assert again.returncode == 0 and stdout.strip() == "Nothing to run."  # the claim ended with its run
 
 
 @pytest.fixture

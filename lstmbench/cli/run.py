@@ -15,7 +15,8 @@ from ..data import check_data
 from ..disturbance import SETTLE_MAX_S, Disturbance
 from ..errors import LstmbenchError
 from ..records import harness_overhead
-from ..runner import MIN_STABLE_SEEDS, UntilStable, parse_shard, plan_runs, run_suite, seed_runs, shard_of
+from ..runner import (MIN_STABLE_SEEDS, UntilStable, parse_shard, plan_runs, preflight, run_suite, seed_runs,
+                      shard_of)
 from ..suite import expand_sweep, load_suite
 from .base import EXIT_INTERRUPTED, EXIT_RUNS_FAILED, count, main, translate_errors
 
@@ -99,17 +100,30 @@ class Options:
 
 
 def _run(suite: Any, out: str, options: Options, group: Any = None) -> None:
-    from .. import report, storage
+    from .. import storage
 
-    inline, resume, shard, slice_ = options.inline, options.resume, options.shard, options.slice
-    began = time.perf_counter()
+    slice_, began = options.slice, time.perf_counter()
 
     variants = expand_sweep(suite)  # the suite itself unless it sweeps keys
     for variant in variants:
         check_data(variant)
+        preflight(variant)  # what this machine refuses (no GPU, no bf16), before the folder is made and claimed
     planned = [plan_runs(v) for v in variants]
     if slice_:
         planned = shard_of(planned, *slice_)
+    # one run at a time into a folder (a second is refused in one line): what --resume reads as done stays so
+    claimed = storage.claim(out, suite.name, slice_) if not (group and group.rank) else None
+    try:
+        _run_claimed(suite, out, options, group, variants, planned, began)
+    finally:
+        storage.release(claimed)
+
+
+def _run_claimed(suite: Any, out: str, options: Options, group: Any, variants: list, planned: list,
+                 began: float) -> None:
+    from .. import report, storage
+
+    inline, resume, shard, slice_ = options.inline, options.resume, options.shard, options.slice
     done = [storage.completed_runs(out, v.name, v.hash) if resume and not (group and group.rank) else {}
             for v in variants]
     if group:
