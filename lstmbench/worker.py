@@ -62,7 +62,7 @@ def run_isolated(suite: Suite, spec: StrategySpec, seed: int, device: str,
     # run is still ended with lstmbench: killed below on any exit of this function, and by the kernel if we die
     child = ctx.Process(target=_child, args=(suite, spec, seed, device, messages, steps, os.getpid(), data_dir,
                                              start), daemon=False)
-    _start_deaf_to_ctrl_c(child)
+    _start_deaf_to_ctrl_c(child, start)
     try:
         while True:
             try:
@@ -89,21 +89,46 @@ def _started(record: RunRecord, start: str) -> RunRecord:
     return record
 
 
-def _start_deaf_to_ctrl_c(child: Any) -> None:
-    """Start the child with SIGINT ignored: Ctrl-C reaches the whole foreground process group, and a child still
-    importing torch would print a KeyboardInterrupt traceback. An ignored signal stays ignored across exec, and
-    Python installs its own handler only where SIGINT is at its default. The parent handles Ctrl-C: it kills
-    the child and keeps the finished rows."""
+def _start_deaf_to_ctrl_c(child: Any, start: str = "spawn") -> None:
+    """Start the child so that it ignores Ctrl-C from birth: Ctrl-C reaches the whole foreground process group,
+    and a child still importing torch would print a KeyboardInterrupt traceback. The parent handles Ctrl-C: it
+    kills the child and keeps the finished rows.
+
+    An ignored signal stays ignored across exec, and Python installs its own handler only where SIGINT is at its
+    default. forkserver: the server is launched (once, a fork and an exec) with SIGINT ignored, and every run it
+    forks inherits that; the parent meanwhile only notes a Ctrl-C, and acts on it once the child is started (it
+    was lost before, and the suite went on). spawn: each child is exec'd from the parent, so the parent ignores
+    SIGINT while it starts one; a Ctrl-C in that moment is lost (spawn is the fallback, `run --spawn`)."""
     import threading
 
     if threading.current_thread() is not threading.main_thread():
         child.start()
         return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
+    if start == "forkserver":
+        with _ignoring_ctrl_c():
+            from multiprocessing import forkserver
+            forkserver.ensure_running()  # once; later calls see it running
+        noted: list[int] = []
+        previous = signal.signal(signal.SIGINT, lambda *_: noted.append(1))
+        try:
+            child.start()
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        if noted:
+            child.kill()
+            child.join()
+            raise KeyboardInterrupt
+        return
+    with _ignoring_ctrl_c():
         child.start()
-    finally:
-        signal.signal(signal.SIGINT, previous)
+
+
+class _ignoring_ctrl_c:  # noqa: N801 - a context manager read as a phrase
+    def __enter__(self) -> None:
+        self.previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def __exit__(self, *_: Any) -> None:
+        signal.signal(signal.SIGINT, self.previous)
 
 
 def run_torchrun(suite: Suite, spec: StrategySpec, seed: int, device: str,
