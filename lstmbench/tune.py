@@ -41,6 +41,10 @@ TIMED_STEPS = 3  # then at least 3 timed steps, their median: one slow step (a p
 MAX_TIMED_STEPS = 9  # and up to 9 while they take under MIN_TIMED_S: short steps are noisier
 MIN_TIMED_S = 0.05  # (50 ms: a few-ms step's median over 3 is at the clock's and the scheduler's mercy)
 MIN_PROBES = 5  # a kind's first 5 probes run even past the budget: 4 coefficients (packed) need 4, one checks them
+# the first probes run past the budget, but never past this many times it (or OVERRUN_FLOOR_S): on a busy machine
+# they ran 50x slower, and a 0.3 s budget took 158 s
+OVERRUN = 10
+OVERRUN_FLOOR_S = 30.0
 MAX_PASSES = 3  # with budget left once the grid is done, it is timed again (each shape's noise is +-15% here)
 MEMORY_PROBES = 4  # memory is measured on a kind's first 4 probes, cheap shapes by the grid's order (TensorMemory
 # replays a step op by op: slow on long packed loops), and extrapolates: it is linear in cells to ~1%
@@ -127,6 +131,7 @@ class ProbeRun:
     seconds: float
     busy: int  # probes timed while other processes used the CPU, timed again or left out
     passes: int  # times the grid was begun (a pass may end at the budget)
+    stopped: bool = False  # stopped at the overrun limit, some kind perhaps short of MIN_PROBES
 
 
 def probe(suite: Suite, data: Dataset, seed: int, grid: list[tuple[str, int, int, str]], budget_s: float,
@@ -140,8 +145,10 @@ def probe(suite: Suite, data: Dataset, seed: int, grid: list[tuple[str, int, int
     probes: list[Probe] = []
     kernels: dict[str, str] = {}
     queue, retried, busy, passes = list(grid), set(), 0, 1
-    began = clock.now()
+    began, limit = clock.now(), max(OVERRUN * budget_s, OVERRUN_FLOOR_S)
     while queue:
+        if clock.now() - began > limit:
+            return ProbeRun(probes, kernels, clock.now() - began, busy, passes, stopped=True)
         item = queue.pop(0)
         if not queue and passes < MAX_PASSES and clock.now() - began < budget_s:
             passes += 1  # budget left after the whole grid: time it again, backwards (noise averages out)
@@ -261,6 +268,11 @@ def tune(suite: Suite, budget_s: float = BUDGET_S, memory_cap_mib: float | None 
         run = probe(suite, data, seed, probe_grid(shapes, data.lengths, MIN_PROBES), budget_s, device, on_probe)
     busy = busy_warning(watch.stop())
     unprobed = sorted(set(shapes) - {p.kind for p in run.probes})
+    short = sorted(k for k in shapes if sum(p.kind == k for p in run.probes) < MIN_PROBES)
+    if run.stopped and short:
+        raise TuneError(f"probing stopped after {run.seconds:.0f} s, over {OVERRUN} times the --budget-s of "
+                        f"{budget_s:g} s, with too few {' and '.join(short)} probes to fit ({run.busy} timed while "
+                        "other processes used the CPU); run it again on a quieter machine")
     if unprobed:  # every probe of a kind was timed while other processes used the CPU, twice: left out
         raise TuneError(f"no {' or '.join(unprobed)} step could be timed: other processes used the CPU during "
                         f"every probe ({run.busy} disturbed); run it again on a quieter machine")

@@ -2,6 +2,8 @@
 tiny suite. No timing figure is asserted: probes are timed on whatever machine runs the tests."""
 from __future__ import annotations
 
+import re
+
 import pytest
 import yaml
 from click.testing import CliRunner
@@ -152,3 +154,17 @@ def test_cli_tune_proposes_a_valid_strategy(tmp_path, tiny_dict):
 def test_cli_tune_refuses_bad_options(tiny_file, args, message):
     r = CliRunner().invoke(main, ["lengths", str(tiny_file), *args])
     assert r.exit_code == 2 and message in r.output, r.output
+
+
+def test_probing_stops_at_its_overrun_limit_with_one_sentence(tiny_file, monkeypatch):
+    """On a busy machine the first probes ran 50x slower (a 0.3 s budget took 158 s): they stop at OVERRUN times
+    the budget, and a kind left with too few probes to fit is said so."""
+    import lstmbench.tune
+
+    monkeypatch.setattr(lstmbench.tune, "OVERRUN_FLOOR_S", 0.0)  # the limit: 10 x 0.01 s, spent by the first probe
+    r = CliRunner().invoke(main, ["lengths", str(tiny_file), "--tune", "--budget-s", "0.01"])
+    assert r.exit_code == 2, r.output
+    error = r.stderr.splitlines()[-1]
+    assert re.fullmatch(r"Error: probing stopped after \d+ s, over 10 times the --budget-s of 0.01 s, with too few "
+                        r"(packed and padded|packed|padded) probes to fit \(\d+ timed while other processes used the "
+                        r"CPU\); run it again on a quieter machine", error), error
