@@ -1,4 +1,5 @@
 """The public batching API equals what the harness plans, collates and reads, and refuses bad arguments clearly."""
+import os
 import pickle
 
 import numpy as np
@@ -303,3 +304,51 @@ def test_checked_entries_still_take_what_they_document():
         [[0.0, 1.0], [10.0, 11.0]]
     assert bidirectional_lstm(_LSTM, torch.zeros(0, 3, 4), [])[1].shape == (0, 5)
     assert bidirectional_lstm(_LSTM, torch.zeros(2, 3, 4), np.array([1, 3], dtype=np.int32))[1].shape == (2, 5)
+
+
+# property: whatever a user passes, the API answers with a result or one BatchingError, never another exception
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+ODD = (st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=True, allow_infinity=True)
+       | st.text(max_size=5) | st.sampled_from(["bucket", "mask", "bucket-mask", "pack", "naive", "balanced"]))
+ODD_LISTS = st.lists(ODD, max_size=5) | st.lists(st.integers(-3, 60), max_size=8)
+SETTINGS = settings(max_examples=int(os.environ.get("API_FUZZ_EXAMPLES", 150)), deadline=None,
+                    suppress_health_check=list(HealthCheck), derandomize=not os.environ.get("API_FUZZ_EXAMPLES"))
+
+
+def _one_sentence(call) -> None:
+    try:
+        call()
+    except BatchingError as e:
+        assert "\n" not in str(e) and len(str(e)) < 700, str(e)
+
+
+@SETTINGS
+@given(lengths=ODD_LISTS | ODD, strategy=ODD | st.dictionaries(st.sampled_from(["name", "batching", "readout",
+                                                                                "padding", "max_len"]), ODD),
+       batch_size=ODD, seed=ODD, replicas=ODD, rank=ODD)
+def test_batch_sampler_answers_any_arguments_with_one_sentence(lengths, strategy, batch_size, seed, replicas, rank):
+    def call():
+        sampler = batch_sampler(lengths, strategy, batch_size, seed=seed, num_replicas=replicas, rank=rank)
+        list(sampler)
+    _one_sentence(call)
+
+
+@SETTINGS
+@given(items=st.lists(st.tuples(ODD_LISTS | ODD, ODD | ODD_LISTS), max_size=4), pad_value=ODD,
+       strategy=st.sampled_from(["mask", "pack", "naive", "bucket-mask", "truncate"]))
+def test_collate_answers_any_batch_with_one_sentence(items, pad_value, strategy):
+    _one_sentence(lambda: collate(strategy, pad_value=pad_value, max_length=64)(items))
+
+
+@SETTINGS
+@given(shape=st.lists(st.integers(0, 4), min_size=0, max_size=4), lengths=ODD_LISTS | ODD,
+       as_tensor=st.booleans(), bidirectional=ODD)
+def test_last_step_answers_any_arguments_with_one_sentence(shape, lengths, as_tensor, bidirectional):
+    def call():
+        given_lengths = lengths
+        if as_tensor and isinstance(lengths, list) and all(isinstance(v, int) for v in lengths):
+            given_lengths = torch.tensor(lengths, dtype=torch.int64)
+        last_step(torch.zeros(shape), given_lengths, bidirectional=bidirectional)
+    _one_sentence(call)
