@@ -8,6 +8,7 @@ vocabulary built on the training split, or (time series) z-normalised with the t
 """
 from __future__ import annotations
 
+import array
 import functools
 import hashlib
 from dataclasses import dataclass
@@ -109,34 +110,89 @@ def make_data(cfg: DataConfig, seed: int, origin: str = "") -> Splits:
 
 
 def _texts(cfg: DataConfig, texts: list[str], labels: list[str], rng: np.random.Generator, origin: str) -> Splits:
-    tokenised = [sources.tokenize(t, cfg.tokenize) for t in texts]
+    ids, lengths, rank = encode(texts, cfg.tokenize)
+    starts = np.cumsum(lengths) - lengths
+    kept = np.arange(len(texts))
     if cfg.max_length:  # before the split: both splits come from the same filtered set
-        kept = [i for i, tokens in enumerate(tokenised) if len(tokens) <= cfg.max_length]
-        if not kept:
+        kept = np.flatnonzero(lengths <= cfg.max_length)
+        if not len(kept):
             raise SuiteError(origin, "data.max_length", f"is {cfg.max_length}: no example is that short")
-        tokenised, texts, labels = [tokenised[i] for i in kept], [texts[i] for i in kept], [labels[i] for i in kept]
-    eval_idx, train_idx = _split(len(texts), cfg, rng, origin)
-    empty = [i for i in np.concatenate([train_idx, eval_idx]) if not tokenised[i]]
-    if empty:
+    eval_idx, train_idx = _split(len(kept), cfg, rng, origin)
+    picked = np.concatenate([train_idx, eval_idx])
+    empty = picked[lengths[kept[picked]] == 0]
+    if len(empty):
         raise SuiteError(origin, "data", f"{len(empty)} examples have no tokens after {cfg.tokenize} "
                                          f"tokenisation (the first is example {empty[0] + 1})")
-    longest = max(range(len(tokenised)), key=lambda i: len(tokenised[i]))
-    if len(tokenised[longest]) > MAX_SEQUENCE:
-        raise SuiteError(origin, "data", f"example {longest + 1} has {len(tokenised[longest]):,} tokens after "
+    longest = int(np.argmax(lengths[kept]))
+    if lengths[kept[longest]] > MAX_SEQUENCE:
+        raise SuiteError(origin, "data", f"example {longest + 1} has {int(lengths[kept[longest]]):,} tokens after "
                                          f"{cfg.tokenize} tokenisation; sequences are at most {MAX_SEQUENCE:,} steps "
                                          "long (an LSTM runs one step per token, in sequence: longer ones would "
                                          "train for hours); cut the texts")
-    vocab = sources.build_vocab([tokenised[i] for i in train_idx], cfg.min_freq, cfg.max_vocab)
-    classes = {c: i for i, c in enumerate(sorted(set(labels)))}
-    encoded = [np.array([vocab.get(t, sources.OOV) for t in tokens], dtype=np.int64) for tokens in tokenised]
-    y = np.array([classes[c] for c in labels], dtype=np.int64)
+    size = int(ids.max(initial=0)) + 1 if rank is None else len(rank)  # provisional ids are below this
+    lookup, vocab_size = vocabulary(gather(ids, starts, lengths, kept[train_idx]), size, rank, cfg.min_freq,
+                                    cfg.max_vocab)
+    classes = {c: i for i, c in enumerate(sorted({labels[i] for i in kept}))}
+    y = np.fromiter((classes[labels[i]] for i in kept), dtype=np.int64, count=len(kept))
+    width = int(lengths[kept[picked]].max())
+    _check_size(len(picked), width, 1, origin)
 
-    def split(idx: np.ndarray, width: int) -> Dataset:
-        return from_sequences([encoded[i] for i in idx], y[idx], len(classes), width, len(vocab) + 2)
+    def split(idx: np.ndarray) -> Dataset:
+        rows = kept[idx]
+        return _dataset(lookup[gather(ids, starts, lengths, rows)], y[idx], lengths[rows], len(classes), width,
+                        vocab_size)
 
-    width = max(len(encoded[i]) for i in np.concatenate([train_idx, eval_idx]))
-    _check_size(len(train_idx) + len(eval_idx), width, 1, origin)
-    return Splits(split(train_idx, width), split(eval_idx, width))
+    return Splits(split(train_idx), split(eval_idx))
+
+
+def encode(texts: list[str], mode: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(every text's tokens as one flat array of provisional ids, each text's length, each id's rank among the
+    tokens sorted, or None where that is the id's own order). char: an id is the character's code point, taken
+    in bulk (a list of one-character strings cost 8 bytes a character, and more); word: ids number the words
+    (sources.tokenize's) in the order they first appear."""
+    if mode == "char":
+        lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
+        ids, at = np.empty(int(lengths.sum()), dtype=np.uint32), 0
+        for i in range(0, len(texts), 4096):  # a bounded slice of the text in UTF-32 at a time
+            part = np.frombuffer("".join(texts[i:i + 4096]).encode("utf-32-le", "surrogatepass"), dtype="<u4")
+            ids[at:at + len(part)], at = part, at + len(part)
+        return ids, lengths, None
+    numbers: dict[str, int] = {}
+    flat, counts = array.array("q"), []
+    for text in texts:
+        words = sources.WORD.findall(text.lower())
+        counts.append(len(words))
+        flat.extend([numbers.setdefault(w, len(numbers)) for w in words])
+    rank = np.empty(len(numbers), dtype=np.int64)
+    rank[[numbers[w] for w in sorted(numbers)]] = np.arange(len(numbers))
+    return np.frombuffer(flat, dtype=np.int64), np.array(counts, dtype=np.int64), rank
+
+
+def vocabulary(train: np.ndarray, size: int, rank: np.ndarray | None, min_freq: int, max_vocab: int
+               ) -> tuple[np.ndarray, int]:
+    """(token id of each of `size` provisional ids, vocabulary size) from the training split's ids (encode's):
+    tokens seen at least min_freq times, most frequent first and then in sorted order (at most max_vocab, 0 =
+    all), numbered from 2: 0 is padding and 1 (OOV) stands for everything else."""
+    counts = np.bincount(train, minlength=size)
+    present = np.flatnonzero(counts >= min_freq)
+    kept = present[np.lexsort((present if rank is None else rank[present], -counts[present]))][:max_vocab or None]
+    lookup = np.full(size, sources.OOV, dtype=np.int64)
+    lookup[kept] = np.arange(sources.OOV + 1, sources.OOV + 1 + len(kept))
+    return lookup, len(kept) + 2
+
+
+def gather(flat: np.ndarray, starts: np.ndarray, lengths: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """The tokens of `rows`, one after another; built a few million tokens at a time, so that the index
+    arrays stay small."""
+    out = np.empty(int(lengths[rows].sum()), dtype=flat.dtype)
+    ends = np.cumsum(lengths[rows])
+    cuts = np.searchsorted(ends, np.arange(2**22, ends[-1] if len(ends) else 0, 2**22), side="right")
+    at = 0
+    for part in np.split(rows, cuts):
+        n = lengths[part]
+        index = np.repeat(starts[part] - (np.cumsum(n) - n), n) + np.arange(int(n.sum()))
+        out[at:at + len(index)], at = flat[index], at + len(index)
+    return out
 
 
 def _series(cfg: DataConfig, rng: np.random.Generator, origin: str) -> Splits:
@@ -145,11 +201,13 @@ def _series(cfg: DataConfig, rng: np.random.Generator, origin: str) -> Splits:
     is split."""
     if cfg.source == "ucr":
         train_x, train_y, test_x, test_y = sources.read_ucr(cfg.dataset, origin)
+        files = [("data.dataset", f"{cfg.dataset}_{part}.ts") for part in ("TRAIN", "TEST")]
     else:
         train_x, train_y = _series_file(cfg, "path", origin)
+        files = [(f"data.{key}", str(sources.resolve(getattr(cfg, key), origin))) for key in ("path", "eval_path")]
         if not cfg.eval_path:
             test_idx, train_idx = _split(len(train_x), cfg, rng, origin)
-            return _normalised((train_x, train_y, train_idx), (train_x, train_y, test_idx), origin)
+            return _normalised((train_x, train_y, train_idx, files[0]), (train_x, train_y, test_idx, files[0]), origin)
         test_x, test_y = _series_file(cfg, "eval_path", origin)
         if test_x[0].shape[1] != train_x[0].shape[1]:
             names = [sources.resolve(p, origin) for p in (cfg.eval_path, cfg.path)]
@@ -158,7 +216,7 @@ def _series(cfg: DataConfig, rng: np.random.Generator, origin: str) -> Splits:
                                                        "needs the same features")
     train_idx = rng.permutation(len(train_x))[:cfg.train_size or None]
     test_idx = rng.permutation(len(test_x))[:cfg.eval_size or None]
-    return _normalised((train_x, train_y, train_idx), (test_x, test_y, test_idx), origin)
+    return _normalised((train_x, train_y, train_idx, files[0]), (test_x, test_y, test_idx, files[1]), origin)
 
 
 def _series_file(cfg: DataConfig, key: str, origin: str) -> tuple[list[np.ndarray], list[str]]:
@@ -172,20 +230,31 @@ def _series_file(cfg: DataConfig, key: str, origin: str) -> tuple[list[np.ndarra
 
 
 def _normalised(train: tuple, held_out: tuple, origin: str) -> Splits:
-    """Datasets of the sequences (series, labels, indices) picked for each split, z-normalised per feature
-    with the training split's mean and std; classes are the sorted labels of both."""
-    (train_x, train_y, train_idx), (test_x, test_y, test_idx) = train, held_out
-    stacked = np.concatenate([train_x[i] for i in train_idx])
+    """Datasets of the sequences (series, labels, indices, (suite key, file)) picked for each split, z-normalised
+    per feature with the training split's mean and std, computed in float64 (in float32 the squares of values
+    near 1e20 overflow: the std becomes inf and every feature 0); classes are the sorted labels of both."""
+    (train_x, train_y, train_idx, _), (test_x, test_y, test_idx, _) = train, held_out
+    stacked = np.concatenate([train_x[i] for i in train_idx], dtype=np.float64)
     mean, std = stacked.mean(axis=0), stacked.std(axis=0) + 1e-8  # + 1e-8: a constant feature becomes 0
     classes = {c: i for i, c in enumerate(sorted(set(train_y) | set(test_y)))}
     width = max(len(s) for s in [*(train_x[i] for i in train_idx), *(test_x[i] for i in test_idx)])
     _check_size(len(train_idx) + len(test_idx), width, stacked.shape[1], origin)
 
-    def split(xs: list[np.ndarray], ys: list[str], idx: np.ndarray) -> Dataset:
-        return from_sequences([((xs[i] - mean) / std).astype(np.float32) for i in idx],
-                              [classes[ys[i]] for i in idx], len(classes), width)
+    def scaled(x: np.ndarray, key: str, name: str) -> np.ndarray:
+        z = (x - mean) / std
+        over = np.abs(z).max(axis=0) > sources.F32_MAX  # only where training held a (nearly) constant feature
+        if over.any():
+            j = int(np.argmax(over))
+            raise SuiteError(origin, key, f"{name}: feature {j + 1} reaches {np.abs(z[:, j]).max():.3g} normalised "
+                                          f"with the training split's mean {mean[j]:.3g} and std {std[j]:.3g}, past "
+                                          f"the range of float32 (±{sources.F32_MAX:.2g}): it is (nearly) constant in "
+                                          "training but not here; rescale or drop it")
+        return z.astype(np.float32)
 
-    return Splits(split(train_x, train_y, train_idx), split(test_x, test_y, test_idx))
+    def split(xs: list[np.ndarray], ys: list[str], idx: np.ndarray, file: tuple[str, str]) -> Dataset:
+        return from_sequences([scaled(xs[i], *file) for i in idx], [classes[ys[i]] for i in idx], len(classes), width)
+
+    return Splits(split(*train), split(*held_out))
 
 
 def _split(n: int, cfg: DataConfig, rng: np.random.Generator, origin: str) -> tuple[np.ndarray, np.ndarray]:
@@ -241,13 +310,13 @@ def _dataset(tokens: np.ndarray, labels: np.ndarray, lengths: np.ndarray, num_cl
              vocab_size: int = 0, tags: np.ndarray | None = None) -> Dataset:
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     padded = np.full((len(lengths), width, *tokens.shape[1:]), PAD, dtype=tokens.dtype)
-    rows = np.repeat(np.arange(len(lengths)), lengths)
-    cols = np.arange(len(tokens)) - np.repeat(offsets[:-1], lengths)
-    padded[rows, cols] = tokens
+    # a byte a cell, filled in row order as the tokens are: index arrays of rows and columns cost 32 a token
+    real = np.arange(width) < lengths[:, None]
+    padded[real] = tokens
     padded_tags = None
     if tags is not None:
         padded_tags = np.full((len(lengths), width), IGNORE, dtype=np.int64)
-        padded_tags[rows, cols] = tags
+        padded_tags[real] = tags
     features = tokens.shape[1] if tokens.ndim == 2 else 0
     return Dataset(tokens, offsets, labels, num_classes, padded, 0 if features else vocab_size, features, padded_tags)
 

@@ -20,7 +20,11 @@ from .schema import short
 
 KIB, MIB, GIB = 2**10, 2**20, 2**30
 MAX_SUITE_BYTES = 1 * MIB  # a suite is a page of YAML; a megabyte is generous and still reads instantly
-MAX_DATA_BYTES = 512 * MIB  # a data table; beyond it the padded matrix would pass its own limit anyway
+MAX_DATA_BYTES = 512 * MIB  # a .ts or .npz series file; beyond it the padded matrix would pass its own limit anyway
+# A text table (.csv, .tsv, .jsonl; a long-format series .csv) becomes Python strings and numbers, 30-45x its size at
+# the peak: at 32 MiB `lstmbench lengths` peaked at 1.0-1.4 GiB RSS (texts of ~100 or 2 characters), under a 2 GiB
+# bound; very uneven lengths add the padded matrix, which MAX_PADDED_CELLS caps (99 MB had needed 5.4 GiB)
+MAX_TABLE_BYTES = 32 * MIB
 MAX_LENGTHS_BYTES = 64 * MIB  # one integer a line: millions of lengths
 MAX_RESULTS_BYTES = 1 * GIB  # a result file of one invocation: a row is a few KiB
 MAX_YAML_DEPTH = 32  # a suite nests four levels; 32 leaves room for any sweep value and stops a bomb
@@ -61,8 +65,10 @@ def read_bytes(path: str | os.PathLike, limit: int, what: str) -> bytes:
         if info.st_size > limit:
             raise Unreadable(f"{name}: {size(info.st_size)}, over the limit of {size(limit)} for {what}")
         os.set_blocking(fd, True)
-        try:
-            data = f.read(limit + 1)
+        try:  # read(limit + 1) would reserve the whole limit (512 MiB for a data file) whatever the file's size
+            data = f.read(info.st_size + 1)
+            if len(data) > info.st_size:  # it grew since fstat: read on, to the limit
+                data += f.read(limit + 1 - len(data))
         except OSError as e:
             raise Unreadable(f"{name}: cannot read: {e.strerror or e}") from None
     if len(data) > limit:  # it grew while we read

@@ -7,7 +7,6 @@ and their bundled files read directly.
 """
 from __future__ import annotations
 
-import collections
 import csv
 import functools
 import importlib.util
@@ -16,12 +15,13 @@ import json
 import math
 import re
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from .errors import SuiteError
-from .files import MAX_DATA_BYTES, Unreadable, read_bytes, read_text, size
+from .files import MAX_DATA_BYTES, MAX_TABLE_BYTES, Unreadable, read_bytes, read_text, size
 from .schema import short
 from .suite import MAX_SEQUENCE
 
@@ -32,6 +32,7 @@ SERIES_FORMATS = (".ts", ".npz", ".csv")
 NPZ_LAYOUT = "a .npz holds x_0, x_1, ... (one [T] or [T, F] array a sequence) and labels (one a sequence)"
 CSV_LAYOUT = "a long-format .csv has columns id, time, the features and the label, one row a time step"
 NOT_FINITE = "a NaN or infinite value; drop or fill missing values first"
+F32_MAX = float(np.finfo(np.float32).max)  # series are stored as float32: about 3.4e38
 
 
 def resolve(path: str, origin: str) -> Path:
@@ -62,42 +63,61 @@ def _read_table(path: str, mtime: int, text_column: str, label_column: str, orig
                 ) -> tuple[list[str], list[str]]:
     fail = functools.partial(SuiteError, origin, "data.path")
     try:
-        text = read_text(path, MAX_DATA_BYTES, "a data file")
+        text = read_text(path, MAX_TABLE_BYTES, "a data file")
     except Unreadable as e:
         raise fail(str(e)) from None
-    if path.lower().endswith(".jsonl"):
-        rows = []
-        for n, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except (json.JSONDecodeError, RecursionError):
-                    raise fail(f"{path}: line {n} is not JSON") from None
-                if not isinstance(rows[-1], dict):
-                    raise fail(f"{path}: line {n} is not a JSON object")
-    else:
-        csv.field_size_limit(MAX_DATA_BYTES)  # a long document is refused by its length below, not here
-        try:
-            rows = list(csv.DictReader(io.StringIO(text, newline=""), delimiter="\t" if path.endswith("tsv") else ","))
-        except csv.Error as e:
-            raise fail(f"{path}: not a valid table: {e}") from None
-    if not rows:
+    first, texts, labels = None, [], []  # only the two columns are kept: a dict a row cost 4x the file
+    for row in _jsonl_rows(text, path, fail) if path.lower().endswith(".jsonl") else _csv_rows(text, path, fail):
+        first = row if first is None else first
+        texts.append(row.get(text_column))
+        labels.append(row.get(label_column))
+    del text
+    if first is None:
         raise fail(f"{path}: has no rows")
     for column, key in ((text_column, "text_column"), (label_column, "label_column")):
-        if column not in rows[0]:
+        if column not in first:
             raise SuiteError(origin, f"data.{key}", f"{path} has no column {short(column)} "
-                                                    f"(columns: {', '.join(map(str, rows[0]))[:200]})")
-    texts, labels = [], []
-    for n, row in enumerate(rows, 1):
-        text, label = row.get(text_column), row.get(label_column)
+                                                    f"(columns: {', '.join(map(str, first))[:200]})")
+    classes: dict[str, str] = {}  # one string object a class, not one a row
+    for n, (text, label) in enumerate(zip(texts, labels), 1):
         if not isinstance(text, str) or label is None:
             raise fail(f"{path}: row {n} has no {short(text_column)} text or no {short(label_column)} label")
         if isinstance(label, (list, dict)) or isinstance(label, float) and not label.is_integer():
             raise fail(f"{path}: row {n}: the label {short(label)} is not a class; a label is a string or "
                        "an integer (one per sequence)")
-        texts.append(text)
-        labels.append(str(int(label)) if isinstance(label, float) else str(label))
+        label = str(int(label)) if isinstance(label, float) else str(label)
+        labels[n - 1] = classes.setdefault(label, label)
     return texts, labels
+
+
+# Line ends as StringIO(newline="") finds them for csv, and as str.splitlines for JSON Lines
+_CSV_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+")
+_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+_JSON_LINE = re.compile(f"([^{_BREAKS}]*)(?:\r\n|[{_BREAKS}])|([^{_BREAKS}]+)")
+
+
+def _jsonl_rows(text: str, path: str, fail: functools.partial) -> Iterator[dict]:
+    """One object a non-blank line, read as the file is walked (not a list of every line first)."""
+    for n, match in enumerate(_JSON_LINE.finditer(text), 1):
+        line = match[1] if match[2] is None else match[2]
+        if line.strip():
+            try:
+                row = json.loads(line)
+            except (json.JSONDecodeError, RecursionError):
+                raise fail(f"{path}: line {n} is not JSON") from None
+            if not isinstance(row, dict):
+                raise fail(f"{path}: line {n} is not a JSON object")
+            yield row
+
+
+def _csv_rows(text: str, path: str, fail: functools.partial) -> Iterator[dict]:
+    """The rows of a .csv or .tsv as dicts, one at a time (StringIO would copy the text at 4 bytes a character)."""
+    csv.field_size_limit(MAX_TABLE_BYTES)  # a long document is refused by its length later, not here
+    lines = (match[0] for match in _CSV_LINE.finditer(text))
+    try:
+        yield from csv.DictReader(lines, delimiter="\t" if path.endswith("tsv") else ",")
+    except csv.Error as e:
+        raise fail(f"{path}: not a valid table: {e}") from None
 
 
 def read_reviews(origin: str) -> tuple[list[str], list[str]]:
@@ -130,7 +150,8 @@ def _read_ts(path: Path, origin: str, key: str = "data.dataset") -> tuple[list[n
         text = read_text(path, MAX_DATA_BYTES, "a data file")
     except Unreadable as e:
         raise fail(str(e)) from None
-    return _parse_ts(text, str(path), fail)[:2]
+    series, labels, places = _parse_ts(text, str(path), fail)
+    return as_float32(series, places, fail), labels
 
 
 def _parse_ts(text: str, path: str, fail: functools.partial) -> tuple[list[np.ndarray], list[str], list[str]]:
@@ -148,7 +169,7 @@ def _parse_ts(text: str, path: str, fail: functools.partial) -> tuple[list[np.nd
         if not dims:  # one field: values without a label
             raise fail(f"{path}:{n}: no class label")
         try:  # an empty dimension is an empty sequence, which check_series names
-            values = [np.array([float(v) for v in d.split(",")] if d.strip() else [], dtype=np.float32)
+            values = [np.array([float(v) for v in d.split(",")] if d.strip() else [], dtype=np.float64)
                       for d in dims]
         except ValueError:
             raise fail(f"{path}:{n}: not a series of numbers") from None
@@ -180,24 +201,23 @@ def _read_series(path: str, mtime: int, label_column: str, origin: str, key: str
     suffix = Path(path).suffix.lower()
     try:
         data = read_bytes(path, MAX_DATA_BYTES, "a data file") if suffix == ".npz" else \
-            read_text(path, MAX_DATA_BYTES, "a data file")
+            read_text(path, MAX_TABLE_BYTES if suffix == ".csv" else MAX_DATA_BYTES, "a data file")
     except Unreadable as e:
         raise fail(str(e)) from None
-    with np.errstate(over="ignore"):  # a value past float32's range becomes inf, which check_series names
+    with np.errstate(over="ignore"):  # a value past float64's range (a long double) is inf: check_series says so
         if suffix == ".ts":
             series, labels, places = _parse_ts(data, path, fail)
         elif suffix == ".npz":
             series, labels, places = _parse_npz(data, path, fail)
         else:
             series, labels, places = _parse_csv(data, path, label_column, origin, key)
-    check_series(series, labels, places, path, fail)
-    return series, labels
+    return check_series(series, labels, places, path, fail), labels
 
 
 def check_series(series: list[np.ndarray], labels: list[str], places: list[str], path: str,
-                 fail: functools.partial) -> None:
-    """One sentence for the first sequence without a label, empty, too long, with another number of
-    features than the first, or holding NaN or infinity."""
+                 fail: functools.partial) -> list[np.ndarray]:
+    """The series as float32, or one sentence for the first sequence without a label, empty, too long, with
+    another number of features than the first, holding NaN or infinity, or a value float32 cannot hold."""
     if not series:
         raise fail(f"{path}: has no sequences")
     features = series[0].shape[1]
@@ -215,6 +235,18 @@ def check_series(series: list[np.ndarray], labels: list[str], places: list[str],
         bad = ~np.isfinite(x)
         if bad.any():
             raise fail(f"{where}: step {int(np.argwhere(bad)[0][0]) + 1} has {NOT_FINITE}")
+    return as_float32(series, places, fail)
+
+
+def as_float32(series: list[np.ndarray], places: list[str], fail: functools.partial) -> list[np.ndarray]:
+    """Finite float64 series as float32; a value past F32_MAX is refused (a cast would make it inf, and warn)."""
+    for x, where in zip(series, places):
+        big = np.abs(x) > F32_MAX
+        if big.any():
+            step, feature = np.argwhere(big)[0]
+            raise fail(f"{where}: step {step + 1} has {x[step, feature]:g}, past the range of float32 "
+                       f"(±{F32_MAX:.2g}) in which series are stored; rescale the series")
+    return [x.astype(np.float32) for x in series]
 
 
 def feature_count(n: int) -> str:
@@ -255,21 +287,51 @@ def _parse_npz(data: bytes, path: str, fail: functools.partial) -> tuple[list[np
 
 
 def _npz_array(npz: np.lib.npyio.NpzFile, name: str, path: str, fail: functools.partial) -> np.ndarray:
-    """One array of the archive; a damaged or pickled one is one sentence."""
+    """One array of the archive, its header checked first; a damaged or pickled one is one sentence."""
     try:
+        _npz_header(npz, name, path, fail)
         return npz[name]
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
         raise fail(f"{path}: {name} cannot be read ({str(e).splitlines()[0][:120]})") from None
 
 
+def _npz_header(npz: np.lib.npyio.NpzFile, name: str, path: str, fail: functools.partial) -> None:
+    """Refuses from its .npy header, before numpy allocates it, an array of Python objects (a pickle), one over the
+    limit of a data file (a header of a few bytes can declare terabytes) or one declaring more than it holds."""
+    try:  # as NpzFile looks it up: the name as it is, else with .npy
+        member = npz.zip.getinfo(name)
+    except KeyError:
+        member = npz.zip.getinfo(f"{name}.npy")
+    with npz.zip.open(member) as f:
+        try:
+            version = np.lib.format.read_magic(f)
+        except ValueError:
+            raise fail(f"{path}: {name} is not a .npy array; {NPZ_LAYOUT}") from None
+        if version not in ((1, 0), (2, 0)):  # 3.0 only for structured dtypes, which are not numbers anyway
+            raise ValueError(f".npy format version {version[0]}.{version[1]}")
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read(f)
+        held = member.file_size - f.tell()
+    nbytes = math.prod(shape) * dtype.itemsize
+    if dtype.hasobject:
+        raise fail(f"{path}: {name} holds Python objects ({dtype}), which only a pickle loads, and pickles are "
+                   "not loaded; save numbers (labels: integers or strings)")
+    if nbytes > MAX_DATA_BYTES or max(shape, default=0) > MAX_DATA_BYTES:
+        raise fail(f"{path}: {name} declares a {dtype} array of shape {short(shape)}, over the limit of "
+                   f"{size(MAX_DATA_BYTES)} for a data file")
+    if nbytes > held:
+        raise fail(f"{path}: {name} declares {size(nbytes)} of {dtype} values but holds {size(max(held, 0))}: "
+                   "the archive is damaged or cut short")
+
+
 def _npz_sequence(npz: np.lib.npyio.NpzFile, name: str, path: str, fail: functools.partial) -> np.ndarray:
-    """x_i as float32 [T, F]: a [T] array is one feature."""
+    """x_i as float64 [T, F] (checked, then made float32): a [T] array is one feature."""
     x = _npz_array(npz, name, path, fail)
     if x.dtype.kind not in "biuf":
         raise fail(f"{path}: {name} holds {x.dtype} values, not numbers")
     if x.ndim not in (1, 2) or x.ndim == 2 and x.shape[1] == 0:
         raise fail(f"{path}: {name} has shape {x.shape}; a sequence is [T] or [T, F] with F >= 1")
-    return (x[:, None] if x.ndim == 1 else x).astype(np.float32)
+    return (x[:, None] if x.ndim == 1 else x).astype(np.float64)
 
 
 def _parse_csv(text: str, path: str, label_column: str, origin: str, key: str
@@ -278,8 +340,8 @@ def _parse_csv(text: str, path: str, label_column: str, origin: str, key: str
     label (`label_column`, the same on every row of an id) and one or more features (every other column,
     in file order). Sequences come in the order their ids first appear."""
     fail = functools.partial(SuiteError, origin, key)
-    csv.field_size_limit(MAX_DATA_BYTES)  # a long cell is refused as not a number below, not here
-    reader = csv.reader(io.StringIO(text, newline=""))
+    csv.field_size_limit(MAX_TABLE_BYTES)  # a long cell is refused as not a number below, not here
+    reader = csv.reader(match[0] for match in _CSV_LINE.finditer(text))  # not StringIO: 4 bytes a character
     try:
         header = next(reader, None)
         rows = [(reader.line_num, row) for row in reader if row]  # line_num: the row's last line
@@ -332,22 +394,15 @@ def _ordered(rows: list[tuple[float, int, list[float]]], sid: str, path: str, fa
     for a, b in zip(rows, rows[1:]):
         if a[0] == b[0]:
             raise fail(f"{path}:{b[1]}: id {short(sid)} has time {b[0]:g} twice (also at line {a[1]})")
-    return np.array([r[2] for r in rows], dtype=np.float32)
+    return np.array([r[2] for r in rows], dtype=np.float64)
+
+
+WORD = re.compile(r"\w+|[^\w\s]")  # a word token: a run of word characters, or one punctuation mark
 
 
 def tokenize(text: str, mode: str) -> list[str]:
     """char: every character; word: lower-cased runs of word characters, and each punctuation mark."""
-    return list(text) if mode == "char" else re.findall(r"\w+|[^\w\s]", text.lower())
-
-
-def build_vocab(tokenised: list[list[str]], min_freq: int, max_vocab: int) -> dict[str, int]:
-    """Training-split tokens seen at least min_freq times, most frequent first (at most max_vocab, 0 = all),
-    numbered from 2: 0 is padding and 1 stands for everything else."""
-    counts = collections.Counter(t for tokens in tokenised for t in tokens)
-    kept = sorted((t for t, c in counts.items() if c >= min_freq), key=lambda t: (-counts[t], t))
-    if max_vocab:
-        kept = kept[:max_vocab]
-    return {t: i for i, t in enumerate(kept, start=OOV + 1)}
+    return list(text) if mode == "char" else WORD.findall(text.lower())
 
 
 def _package_dir(package: str, source: str, origin: str) -> Path:

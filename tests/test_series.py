@@ -2,6 +2,9 @@
 tests write, z-normalised on the training split, split with the seed or kept apart by eval_path."""
 from __future__ import annotations
 
+import io
+import zipfile
+
 import numpy as np
 import pytest
 import torch
@@ -118,6 +121,24 @@ def test_a_tiny_series_suite_trains(tmp_path):
     assert r.status == "ok" and np.isfinite(r.final_loss) and 0 <= r.eval_accuracy <= 1
 
 
+def npz_of(**members) -> bytes:
+    """A .npz archive as bytes: an array is saved as np.savez saves it, (shape, dtype) writes only a header that
+    declares it (no data: what a hostile file can do in a few bytes), bytes are the member as they are."""
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as z:
+        for name, value in members.items():
+            member = io.BytesIO()
+            if isinstance(value, np.ndarray):
+                np.lib.format.write_array(member, value)
+            elif isinstance(value, bytes):
+                member.write(value)
+            else:
+                np.lib.format.write_array_header_1_0(member, {"shape": value[0], "fortran_order": False,
+                                                             "descr": np.lib.format.dtype_to_descr(np.dtype(value[1]))})
+            z.writestr(f"{name}.npy", member.getvalue())
+    return archive.getvalue()
+
+
 BAD = {  # file name -> content; each case below names one
     "ragged.ts": "@data\n1,2:3,4:a\n1,2,3:b\n",
     "ragged.npz": {"x_0": np.ones((3, 2)), "x_1": np.ones((4, 3)), "labels": np.array([0, 1])},
@@ -139,6 +160,14 @@ BAD = {  # file name -> content; each case below names one
     "pickled.npz": {"x_0": np.array([[1.0]], dtype=object), "labels": np.array([0])},
     "twofeatures.npz": {"x_0": np.ones((3, 2)), "x_1": np.ones((3, 2)), "labels": np.array([0, 1])},
     "onefeature.npz": {"x_0": np.ones(3), "x_1": np.ones(3), "labels": np.array([0, 1])},
+    # issue 27: a header that declares 8 TB, one that declares more than its member holds, a member not .npy
+    "huge.npz": npz_of(x_0=((10**6, 10**6), np.float64), labels=np.array([0])),
+    "short.npz": npz_of(x_0=((1000,), np.float64), x_1=np.ones(3), labels=np.array([0, 1])),
+    "notnpy.npz": npz_of(x_0=np.ones(3), labels=b"0,1"),
+    # values float32 (the series' dtype) cannot hold: a cast would make them inf, with a warning on stderr
+    "big.ts": "@data\n1e308,2,3:a\n1,2:b\n",
+    "big.npz": {"x_0": np.array([1.0, -1e300]), "x_1": np.ones(2), "labels": np.array([0, 1])},
+    "big.csv": "id,time,v,label\na,0,1,x\na,1,3.5e38,x\nb,0,1,y\n",
 }
 
 
@@ -174,13 +203,28 @@ BAD = {  # file name -> content; each case below names one
     ({"path": "one.csv"}, "{d}/one.csv: every sequence has the label 'x'; a classifier needs at least 2 classes"),
     ({"path": "missing.npz"}, "{d}/missing.npz: no such file"),
     ({"path": "one.csv", "eval_path": "missing.ts"}, "data.eval_path: {d}/missing.ts: no such file"),
-    ({"path": "pickled.npz"}, "{d}/pickled.npz: x_0 cannot be read (Object arrays cannot be loaded when "
-                              "allow_pickle=False)"),
+    ({"path": "pickled.npz"}, "{d}/pickled.npz: x_0 holds Python objects (object), which only a pickle loads, "
+                              "and pickles are not loaded; save numbers (labels: integers or strings)"),
+    ({"path": "huge.npz"}, "{d}/huge.npz: x_0 declares a float64 array of shape (1000000, 1000000), over the limit "
+                           "of 512 MiB for a data file"),
+    ({"path": "short.npz"}, "{d}/short.npz: x_0 declares 7.81 KiB of float64 values but holds 0 bytes: the archive "
+                            "is damaged or cut short"),
+    ({"path": "notnpy.npz"}, "{d}/notnpy.npz: labels is not a .npy array; a .npz holds x_0, x_1, ... (one [T] or "
+                             "[T, F] array a sequence) and labels (one a sequence)"),
+    ({"path": "big.ts"}, "{d}/big.ts:2: step 1 has 1e+308, past the range of float32 (±3.4e+38) in which series "
+                         "are stored; rescale the series"),
+    ({"path": "big.npz"}, "{d}/big.npz: x_0: step 2 has -1e+300, past the range of float32 (±3.4e+38) in which "
+                          "series are stored; rescale the series"),
+    ({"path": "big.csv"}, "{d}/big.csv: id 'a' (line 2): step 2 has 3.5e+38, past the range of float32 (±3.4e+38) "
+                          "in which series are stored; rescale the series"),
 ])
+@pytest.mark.filterwarnings("error")  # no numpy warning on stderr either
 def test_bad_series_files_are_one_sentence(tmp_path, data, message):
     for name, content in BAD.items():
         if isinstance(content, dict):
             np.savez(tmp_path / name, **content)
+        elif isinstance(content, bytes):
+            (tmp_path / name).write_bytes(content)
         else:
             (tmp_path / name).write_text(content)
     if data.get("eval_path") == "missing.ts":  # the training file must pass to reach the held-out one
@@ -210,3 +254,28 @@ def test_series_keys_are_checked(data, message):
     with pytest.raises(SuiteError) as e:
         suite_from_dict({"name": "s", "strategies": ["mask"], "data": data}, "s.yaml")
     assert str(e.value) == f"s.yaml: {message}"
+
+
+@pytest.mark.filterwarnings("error")
+def test_values_near_1e20_are_normalised_in_float64(tmp_path):
+    """Issue 27: in float32 the std of values near 1e20 overflowed (squares past 3.4e38): a warning on stderr,
+    every feature 0 and training at chance while validate said ok."""
+    xs, ys = make_series(30, features=2)
+    write(tmp_path / "big.ts", [x * np.float32(1e19) for x in xs], ys)
+    suite = suite_for(tmp_path, {"path": "big.ts", "train_size": 0, "eval_size": 6})
+    train = make_data(suite.data, 0, suite.origin).train
+    np.testing.assert_allclose(train.tokens.mean(axis=0), 0, atol=1e-5)
+    np.testing.assert_allclose(train.tokens.std(axis=0), 1, atol=1e-4)
+
+
+@pytest.mark.filterwarnings("error")
+def test_a_held_out_value_past_float32_once_normalised_is_refused(tmp_path):
+    """A feature constant in training has a std of 1e-8: a held-out 1e31 becomes 1e39, which float32 cannot hold."""
+    write(tmp_path / "train.ts", [np.ones(3, dtype=np.float32)] * 4, ["a", "b"] * 2)
+    write(tmp_path / "test.ts", [np.ones(3, dtype=np.float32), np.array([1, 1e31, 1], dtype=np.float32)], ["a", "b"])
+    suite = suite_for(tmp_path, {"path": "train.ts", "eval_path": "test.ts", "train_size": 0, "eval_size": 0})
+    with pytest.raises(SuiteError) as e:
+        make_data(suite.data, 0, suite.origin)
+    assert str(e.value) == (f"{tmp_path}/suite.yaml: data.eval_path: {tmp_path}/test.ts: feature 1 reaches 1e+39 "
+                            "normalised with the training split's mean 1 and std 1e-08, past the range of float32 "
+                            "(±3.4e+38): it is (nearly) constant in training but not here; rescale or drop it")

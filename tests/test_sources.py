@@ -2,16 +2,20 @@
 `data` extra is installed."""
 from __future__ import annotations
 
+import collections
 import importlib.util
 import json
+import os
+import tracemalloc
 
 import numpy as np
 import pytest
 import torch
 
-from lstmbench.data import PAD, make_data
+from lstmbench.data import PAD, encode, make_data, vocabulary
 from lstmbench.errors import SuiteError
-from lstmbench.sources import OOV, build_vocab, tokenize
+from lstmbench.files import MAX_TABLE_BYTES, MIB
+from lstmbench.sources import OOV, tokenize
 from lstmbench.suite import suite_from_dict
 from lstmbench.verify import EQUIVALENT, verify_suite
 
@@ -66,11 +70,39 @@ def test_a_small_file_with_the_default_eval_size_holds_out_a_fifth(tmp_path):
     assert len(make_data(explicit.data, 0, explicit.origin).eval) == 100  # a size the user gave is kept
 
 
+def build_vocab(texts: list[str], mode: str, min_freq: int, max_vocab: int) -> dict[str, int]:
+    """The vocabulary rule spelled out on token lists: tokens seen at least min_freq times, most frequent first,
+    then sorted, at most max_vocab (0 = all), numbered from 2."""
+    counts = collections.Counter(t for text in texts for t in tokenize(text, mode))
+    kept = sorted((t for t, c in counts.items() if c >= min_freq), key=lambda t: (-counts[t], t))[:max_vocab or None]
+    return {t: i for i, t in enumerate(kept, start=OOV + 1)}
+
+
+def bulk_vocab(texts: list[str], mode: str, min_freq: int, max_vocab: int) -> dict[str, int]:
+    """What data.encode and data.vocabulary make of the same texts, as a token -> id dict."""
+    ids, lengths, rank = encode(texts, mode)
+    lookup, vocab_size = vocabulary(ids, int(ids.max()) + 1 if rank is None else len(rank), rank, min_freq, max_vocab)
+    tokens = [t for text in texts for t in tokenize(text, mode)]
+    assert len(tokens) == len(ids) == lengths.sum()
+    vocab = {t: int(lookup[i]) for t, i in zip(tokens, ids) if lookup[i] != OOV}
+    assert vocab_size == len(vocab) + 2
+    return vocab
+
+
 def test_vocabulary_is_built_on_the_training_split_only():
-    vocab = build_vocab([["a", "b", "a"], ["a", "c"]], min_freq=2, max_vocab=0)
-    assert vocab == {"a": 2}
-    assert build_vocab([["x", "y", "y"]], 1, 1) == {"y": 2}
+    assert bulk_vocab(["aba", "ac"], "char", min_freq=2, max_vocab=0) == {"a": 2}
+    assert bulk_vocab(["xyy"], "char", 1, 1) == {"y": 2}
     assert tokenize("Hi, there!", "word") == ["hi", ",", "there", "!"] and tokenize("ab", "char") == ["a", "b"]
+
+
+@pytest.mark.parametrize("mode", ["char", "word"])
+def test_the_bulk_vocabulary_follows_the_rule(mode):
+    """Ties broken by the token's sort order, code points past the BMP and a lone surrogate (JSON can hold one)."""
+    rng = np.random.default_rng(0)
+    alphabet = ["a", "B", "é", "日本", "😀", "\ud800", " ", ",", "!", "x_1", "ß"]
+    texts = ["".join(rng.choice(alphabet, size=rng.integers(0, 30))) for _ in range(200)] + [""]
+    for min_freq, max_vocab in ((1, 0), (3, 0), (1, 4), (50, 2)):
+        assert bulk_vocab(texts, mode, min_freq, max_vocab) == build_vocab(texts, mode, min_freq, max_vocab)
 
 
 @pytest.mark.parametrize("data, message", [
@@ -163,3 +195,33 @@ def test_ucr_sets_from_sktime(name, features, classes, lo, hi):
     assert abs(float(splits.train.tokens.mean())) < 1e-3  # z-normalised on the training split
     if name == "JapaneseVowels":
         assert {v.verdict for v in verify_suite(suite)} == {EQUIVALENT}
+
+
+def test_a_text_table_over_its_limit_is_one_sentence(tmp_path):
+    """A sparse file: refused by its size before a byte is read."""
+    with open(tmp_path / "big.csv", "wb") as f:
+        f.truncate(MAX_TABLE_BYTES + MIB)
+    with pytest.raises(SuiteError) as e:
+        make_data(suite_for(tmp_path, {"source": "text", "path": "big.csv"}).data, 0, str(tmp_path / "suite.yaml"))
+    assert str(e.value) == f"{tmp_path}/suite.yaml: data.path: {tmp_path}/big.csv: 33 MiB, over the limit of 32 MiB " \
+                           "for a data file"
+
+
+def test_a_text_table_loads_in_a_bounded_multiple_of_its_size(tmp_path):
+    """Issue 27: lists of one-character strings, a dict a row and index arrays of 32 bytes a token took 50-60x a
+    table's size (and read() reserved the whole 512 MiB limit at once); now the tokens (8 bytes each) and the
+    padded matrix (8 a cell) dominate. Rows of 60-140 characters: padding adds 40%."""
+    rng = np.random.default_rng(0)
+    rows = ["".join(rng.choice(list("abcdefgh "), size=rng.integers(60, 141))) + f",{'xy'[i % 2]}\n"
+            for i in range(10_000)]
+    path = tmp_path / "t.csv"
+    path.write_text("text,label\n" + "".join(rows))
+    suite = suite_for(tmp_path, {"source": "text", "path": "t.csv", "train_size": 0, "eval_size": 0})
+    tracemalloc.start()
+    try:
+        splits = make_data(suite.data, 0, suite.origin)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(splits.train) + len(splits.eval) == 10_000
+    assert peak < 30 * os.path.getsize(path), f"{peak / os.path.getsize(path):.1f}x the file"
