@@ -21,8 +21,10 @@ STRATEGY_NAME = re.compile(r"[A-Za-z0-9_.+-]{1,100}")  # as a suite's strategy n
 SUITE_HASH = re.compile(r"[A-Za-z0-9]{1,64}")  # Suite.hash: 12 hex digits
 # a torch device ("cpu", "cuda:0") or a GPU's marketing name ("NVIDIA A100-SXM4-80GB", "Intel(R) Max 1550")
 DEVICE = re.compile(r"[A-Za-z0-9_.:()+ -]{1,100}")
-UNIT_FIELDS = ("eval_accuracy", "eval_accuracy_exact", "target_accuracy", "pad_fraction", "data_time_fraction",
-               "straggler_wait_fraction", "planned_wait_fraction")  # shares and accuracies: 0 to 1
+# accuracies and shares of a whole: 0 to 1 (not data_time_fraction: loader workers prepare batches in parallel with
+# the step, and their seconds over the step's passed 1 in real rows)
+UNIT_FIELDS = ("eval_accuracy", "eval_accuracy_exact", "target_accuracy", "pad_fraction", "straggler_wait_fraction",
+               "planned_wait_fraction")
 SIGNED_FIELDS = ("shape_warmup_s",)  # a difference of two timings: noise can make it negative
 NUMBER_LISTS = ("window_tokens_per_s", "reference_window_tokens_per_s", "rank_step_time_median_s",
                 "rank_compute_time_s", "rank_padded_tokens")
