@@ -12,6 +12,7 @@ with a sentence saying why.
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import socket
@@ -211,7 +212,7 @@ def load_rows(paths: Iterable[str | Path]) -> Loaded:
     if not files:
         raise ResultsError(f"no result files (*.jsonl) under {', '.join(map(str, paths))}")
     rows: list[dict[str, Any]] = []
-    seen: dict[str, str] = {}  # each row's text -> where it was first read: a copied row counts once
+    seen: dict[bytes, str] = {}  # each row's digest -> where it was first read: a copied row counts once
     for f in files:
         rows += _read_file(f, skipped, seen)
     if not rows:
@@ -223,7 +224,7 @@ def load_rows(paths: Iterable[str | Path]) -> Loaded:
 MAX_WARNINGS_PER_FILE = 5  # a file of junk is named by its first lines and a count, not ten million warnings
 
 
-def _read_file(path: Path, skipped: list[str], seen: dict[str, str]) -> list[dict[str, Any]]:
+def _read_file(path: Path, skipped: list[str], seen: dict[bytes, str]) -> list[dict[str, Any]]:
     try:
         lines = read_text(path, MAX_RESULTS_BYTES, "a result file", encoding="utf-8-sig").splitlines()  # a BOM, CRLF
     except Unreadable as e:
@@ -245,11 +246,11 @@ def _read_file(path: Path, skipped: list[str], seen: dict[str, str]) -> list[dic
         if problem:
             bad.append(f"{path}:{n}: {problem}; skipped")
             continue
-        text = json.dumps(row, sort_keys=True)
-        if text in seen:
-            copies.append(f"line {n} is {seen[text]}")
+        digest = hashlib.sha256(json.dumps(row, sort_keys=True).encode()).digest()  # 32 bytes, not the row's KiB
+        if digest in seen:
+            copies.append(f"line {n} is {seen[digest]}")
             continue
-        seen[text] = f"{path}:{n}"
+        seen[digest] = f"{path}:{n}"
         row["source_file"] = str(path)
         rows.append(complete_row(row))
     skipped += bad[:MAX_WARNINGS_PER_FILE]

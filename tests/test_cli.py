@@ -170,3 +170,9 @@ def test_report_and_recommend_without_results_say_where_results_come_from(tmp_pa
         assert r.exit_code == 2
         assert r.output == ("Error: results: no such folder: run a suite first (lstmbench run suites/packing.yaml), "
                             "or name result files or folders (the committed reference results: reference/)\n")
+
+
+def test_lstmbench_alone_prints_its_help():
+    r = CliRunner().invoke(main, [])
+    assert r.exit_code == 2 and r.output.startswith("Usage: lstmbench [OPTIONS] COMMAND [ARGS]...")
+    assert "Error" not in r.output

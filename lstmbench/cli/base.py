@@ -3,6 +3,7 @@ imports the commands, which import this: one way)."""
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -45,6 +46,9 @@ class OneLineGroup(click.Group):
             return super().main(args, prog_name, complete_var, False, **extra)
         try:
             code = super().main(args, prog_name, complete_var, False, **extra)
+        except click.exceptions.NoArgsIsHelpError as e:  # `lstmbench` alone: the help, as click prints it
+            e.show()
+            sys.exit(e.exit_code)
         except click.UsageError as e:
             where = e.ctx.command_path if e.ctx else "lstmbench"
             message = e.format_message()  # "No such option '--x'." or "... Did you mean '--out'?"
@@ -56,6 +60,9 @@ class OneLineGroup(click.Group):
             sys.exit(e.exit_code)
         except click.Abort:
             click.echo("Aborted!", err=True)
+            sys.exit(1)
+        except BrokenPipeError:  # `lstmbench report | head`: the reader left; what is left to print goes nowhere
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             sys.exit(1)
         sys.exit(code if isinstance(code, int) else 0)
 
