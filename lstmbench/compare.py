@@ -227,7 +227,8 @@ class Comparison:
                             f"the first: {mine[0][0]} seed {mine[0][1]}: {mine[0][2]}")
         busy = [f"no verdict for {len(self.too_busy)} group(s), too few of their runs measured on a quiet machine: "
                 f"{', '.join(g.split(' on ')[0] for g in self.too_busy)}; run that side again on a quiet machine "
-                "(`lstmbench run SUITE --resume --out FOLDER` measures the left-out runs again)"] if self.too_busy else []
+                "(`lstmbench run SUITE --resume --out FOLDER` measures the left-out runs again)"
+                ] if self.too_busy else []
         alike: dict[tuple, list[str]] = {}  # one sentence per (metrics, schemas), naming its groups
         for g, (metrics, bv, cv) in self.incomparable.items():
             alike.setdefault((tuple(metrics), tuple(bv), tuple(cv)), []).append(g.split(" on ")[0])
@@ -387,7 +388,8 @@ def _target_lost(name: str, b: pd.DataFrame, c: pd.DataFrame) -> list[str]:
     if not missed and not fewer:
         return []
     target = pd.to_numeric(b["target_accuracy"], errors="coerce").max()
-    seeds = f" (seed{'s' if len(missed) > 1 else ''} {', '.join(map(str, missed))} no longer reach it)" if missed else ""
+    which = f"seed{'s' if len(missed) > 1 else ''} {', '.join(map(str, missed))}"
+    seeds = f" ({which} no longer reach it)" if missed else ""
     return [f"{name}: reached accuracy {target:g} in {len(reached_b)} of {len(b)} runs in the baseline, "
             f"{len(reached_c)} of {len(c)} now{seeds}"]
 

@@ -203,7 +203,8 @@ def probe_grid(shapes: dict[str, list[tuple[int, int]]], lengths: np.ndarray,
         rows = np.unique(np.geomspace(low, high, 6).round().astype(int))
         widths = np.unique([present[max(0, np.searchsorted(present, w, "right") - 1)]
                             for w in np.percentile(s[:, 1], [0, 10, 30, 50, 70, 90, 97, 100])])
-        near = lambda axis, values: np.abs(np.log(s[:, axis:axis + 1]) - np.log(values)[None, :]).argmin(1)
+        def near(axis: int, values: np.ndarray, s: np.ndarray = s) -> np.ndarray:
+            return np.abs(np.log(s[:, axis:axis + 1]) - np.log(values)[None, :]).argmin(1)
         cells, counts = np.unique(np.stack([near(0, rows), near(1, widths)], 1), axis=0, return_counts=True)
         points = np.log(np.stack([rows[cells[:, 0]], widths[cells[:, 1]]], 1).astype(float))
         size = points.sum(1)  # log(rows x length)

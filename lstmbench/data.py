@@ -79,10 +79,10 @@ class Splits:
         sequences): equal checksums, equal data."""
         h = hashlib.sha256()
         for data in (self.train, self.eval):
-            for array in (data.tokens, data.offsets, data.labels, data.padded_tags):
-                if array is not None:
-                    h.update(f"{array.dtype}{array.shape}".encode())
-                    h.update(np.ascontiguousarray(array).tobytes())
+            for part in (data.tokens, data.offsets, data.labels, data.padded_tags):
+                if part is not None:
+                    h.update(f"{part.dtype}{part.shape}".encode())
+                    h.update(np.ascontiguousarray(part).tobytes())
         return h.hexdigest()[:16]
 
 

@@ -161,7 +161,7 @@ def warnings(section: Section) -> list[str]:
 
 def provenance(section: Section) -> str:
     """Where the numbers came from: code, torch, device, machine, configuration, hosts, result files."""
-    envs = [e for e in (section.rows["env"] if "env" in section.rows else []) if isinstance(e, dict)]
+    envs = [e for e in section.rows.get("env", []) if isinstance(e, dict)]
 
     def values(key: str) -> str:
         found = sorted({str(e[key]) for e in envs if e.get(key) not in (None, "")})

@@ -294,7 +294,8 @@ def _cost(second: dict, first: dict, target: float | None) -> str:
     accuracy = f"; accuracy {second['eval_accuracy']:.3f} vs {first['eval_accuracy']:.3f}"
     if target is None:
         fewer = 1 - second["tokens_per_s"] / first["tokens_per_s"]
-        return (f"{name}: {abs(fewer):.0%} {'fewer' if fewer >= 0 else 'more'} tokens/s ({second['tokens_per_s']:,.0f} vs "
+        word = "fewer" if fewer >= 0 else "more"
+        return (f"{name}: {abs(fewer):.0%} {word} tokens/s ({second['tokens_per_s']:,.0f} vs "
                 f"{first['tokens_per_s']:,.0f} median)" + accuracy)
     t2, t1 = second["time_to_target_s"], first["time_to_target_s"]
     runs = (f", {second['reached_target']}/{second['runs_ok']} runs reached vs "

@@ -278,7 +278,8 @@ def code(env: Any) -> str:
     if not isinstance(env, dict):
         return "lstmbench ?"
     commit = env.get("git_commit")
-    return f"lstmbench {env.get('lstmbench') or '?'} at {commit[:7] + ('-dirty' if commit.endswith('-dirty') else '') if commit else 'no commit'}"
+    at = commit[:7] + ("-dirty" if commit.endswith("-dirty") else "") if commit else "no commit"
+    return f"lstmbench {env.get('lstmbench') or '?'} at {at}"
 
 
 def collect_env(device_name: str, threads: int) -> dict[str, Any]:

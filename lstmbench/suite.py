@@ -55,7 +55,8 @@ class Suite:
 
     def check(self, at: At) -> None:
         if not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*", self.name):
-            at.fail("name", f"must be letters, digits, '_', '.' or '-' (it names a results folder), got {short(self.name)}")
+            at.fail("name", "must be letters, digits, '_', '.' or '-' (it names a results folder), got "
+                            f"{short(self.name)}")
         if len(self.name) > MAX_NAME:  # the folder and its files' names must fit the file system's 255 bytes
             at.fail("name", f"must be at most {MAX_NAME} characters (it names a results folder), got {len(self.name)}")
         if self.name == "report":  # readers leave report/ folders out: the suite's rows would never be read

@@ -126,7 +126,10 @@ def cold_warm(warmup: list[float], timed: list[float], keys: list[Any], cells: l
     steady, extra = [times[0]], [0.0]
     for i in range(1, len(times)):
         again = by_key.get(keys[i])
-        estimate = times[i] if not first[i] else float(np.median(again)) if again else line(cells[i]) if line else times[i]
+        if not first[i]:
+            estimate = times[i]
+        else:
+            estimate = float(np.median(again)) if again else line(cells[i]) if line else times[i]
         steady.append(estimate if estimate > 0 else times[i])  # not clipped at the step's time: noise cancels
         extra.append(times[i] - steady[-1])
     return ColdWarm(steady, extra, len(warmup))

@@ -177,10 +177,9 @@ def run_one(suite: Suite, spec: StrategySpec, seed: int, device: torch.device,
     cw = cold_warm(warm_times, step_times, keys, [sum(b * t for b, t in key) for key in keys])
     train_time = raw_time - cw.timed_extra()  # steady state: the first occurrences at their steady time
     windows = window_rates(step_tokens, cw.timed_steady)
-    if not group:
-        if not is_ideal:  # after the peak memory was read: the reference's copy is not the run's memory
-            reference = measure_reference(model, initial, strategy, train, reference_sample(plan, per_epoch),
-                                          device, suite.train.lr, precision, suite.train.loader)
+    if not group and not is_ideal:  # after the peak memory was read: the reference's copy is not the run's memory
+        reference = measure_reference(model, initial, strategy, train, reference_sample(plan, per_epoch),
+                                      device, suite.train.lr, precision, suite.train.loader)
 
     t_eval = clock.now()
     accuracy = accuracy_exact = loss_exact = by_length = None

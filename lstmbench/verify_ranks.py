@@ -66,7 +66,8 @@ def verify_distributed(suite: Suite, group: Any, batches: int = 3,
             count = sum(strategy.scored(data, idx) for idx in step)
             batch = strategy.collate(data, step[group.rank])
             ddp.zero_grad(set_to_none=True)
-            loss = loss_of(ddp(batch.tokens, batch.lengths, strategy.readout), batch.labels, "sum") * (group.world / count)
+            output = ddp(batch.tokens, batch.lengths, strategy.readout)
+            loss = loss_of(output, batch.labels, "sum") * (group.world / count)
             loss.backward()
             union_loss = loss.detach() / group.world
             dist.all_reduce(union_loss)

@@ -9,4 +9,5 @@ from .base import (EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_REGRESSION, EXIT_RUNS_
 
 from . import inspect, recommend, results, run  # noqa: E402,F401 - registers the commands on `main`
 
-__all__ = ["main", "CliError", "MAX_MESSAGE", "EXIT_BAD_INPUT", "EXIT_INTERRUPTED", "EXIT_REGRESSION", "EXIT_RUNS_FAILED"]
+__all__ = ["main", "CliError", "MAX_MESSAGE", "EXIT_BAD_INPUT", "EXIT_INTERRUPTED", "EXIT_REGRESSION",
+           "EXIT_RUNS_FAILED"]

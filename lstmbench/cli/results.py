@@ -59,7 +59,8 @@ def _default_report_dir(rows: Any, suite: str) -> Path:
 @click.option("--threshold", default=0.05, show_default=True, type=click.FloatRange(0, None),
               help="Smallest relative change that can count as a regression.")
 @click.option("--alpha", default=0.02, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True),
-              help="False-alarm rate of a whole comparison of unchanged code (Benjamini-Hochberg over every gated test).")
+              help="False-alarm rate of a whole comparison of unchanged code (Benjamini-Hochberg over every gated "
+                   "test).")
 @translate_errors
 def compare_cmd(baseline: str, current: str, threshold: float, alpha: float) -> None:
     """Compare two result sets (files or folders) per suite, strategy, device, hardware and torch version.
