@@ -9,7 +9,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 suite="$1"; out="$2"; pairs="$3"; old="${4:-}"
 py="$here/.venv/bin/python"
-name="$("$py" -c "import sys; from lstmbench.suite import load_suite; print(load_suite(sys.argv[1]).name)" "$suite")"
+name="$("$py" -c "import sys; from lstmbench.suite.load import load_suite; print(load_suite(sys.argv[1]).name)" "$suite")"
 if [ -n "$old" ]; then
   oldtree="$(mktemp -d)"
   git -C "$here" worktree add -q --detach "$oldtree" "$old"

@@ -12,8 +12,8 @@ import itertools
 
 import pandas as pd
 
-from lstmbench import storage
-from lstmbench.compare import compare_frames
+from lstmbench.results import storage
+from lstmbench.results.compare import compare_frames
 from lstmbench.errors import ResultsError
 
 

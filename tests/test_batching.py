@@ -10,11 +10,11 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from torch.utils.data import DataLoader
 
 from lstmbench.batching import batch_sampler, bidirectional_lstm, collate, last_step, strategy_spec
-from lstmbench.data import from_sequences
+from lstmbench.data.make import from_sequences
 from lstmbench.errors import BatchingError
-from lstmbench.ranks import plan_ranks
-from lstmbench.strategies import Strategy, plan_epochs
-from lstmbench.suite import PRESETS
+from lstmbench.strategies.ranks import plan_ranks
+from lstmbench.strategies.strategy import Strategy, plan_epochs
+from lstmbench.suite.load import PRESETS
 
 RNG = np.random.default_rng(7)
 LENGTHS = np.clip(RNG.lognormal(np.log(20), 0.8, 203).astype(int), 1, 150)
@@ -100,7 +100,7 @@ def test_collate_equals_the_harness_batches(strategy, kind):
     seqs, labels = _pairs(tagged=kind == "tagged", features=kind == "features")
     data = from_sequences(seqs, np.zeros(len(seqs)) if kind == "tagged" else labels)
     if kind == "tagged":  # the harness's tag data: a label per step, IGNORE past each end
-        from lstmbench.data import from_pairs
+        from lstmbench.data.make import from_pairs
         data = from_pairs([np.asarray(s) for s in seqs], [np.asarray(y) for y in labels], data.max_length)
     spec = strategy_spec(strategy)
     fn = collate(strategy, max_length=data.max_length)

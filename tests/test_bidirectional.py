@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from lstmbench.data import IGNORE, make_data
-from lstmbench.model import LSTMClassifier, build_model, loss_of, model_for, weights_checksum, within_length_reversal
-from lstmbench.probes import KernelProbe
-from lstmbench.strategies import Strategy, plan_epochs
-from lstmbench.suite import PRESETS, DataConfig, Lengths, ModelConfig, StrategySpec, load_suite
-from lstmbench.verify import EQUIVALENT, verify_suite
+from lstmbench.data.make import IGNORE, make_data
+from lstmbench.measure.model import LSTMClassifier, build_model, loss_of, model_for, weights_checksum, within_length_reversal
+from lstmbench.measure.probes import KernelProbe
+from lstmbench.strategies.strategy import Strategy, plan_epochs
+from lstmbench.suite.load import PRESETS, DataConfig, Lengths, ModelConfig, StrategySpec, load_suite
+from lstmbench.measure.verify import EQUIVALENT, verify_suite
 
 DATA = {task: DataConfig(task=task, train_size=48, eval_size=8, vocab_size=12,
                          lengths=Lengths(median=10, sigma=0.8, min=2, max=40)) for task in ("classify", "tag")}
@@ -84,7 +84,7 @@ def test_unidirectional_mask_is_unchanged(monkeypatch):
     """Same ops as before: one nn.LSTM call, the forward output gathered at each true end, bit for bit."""
     data, model = _model("classify", 2, torch.float32, bidirectional=False)
     batch = Strategy(StrategySpec(name="mask", **PRESETS["mask"])).collate(data, np.arange(16))
-    monkeypatch.setattr("lstmbench.model.both_directions", lambda *a: pytest.fail("bidirectional path taken"))
+    monkeypatch.setattr("lstmbench.measure.model.both_directions", lambda *a: pytest.fail("bidirectional path taken"))
     out, _ = model.lstm(model.embed(batch.tokens))
     expected = model.head(out[torch.arange(16), batch.lengths - 1])
     assert torch.equal(model(batch.tokens, batch.lengths, "mask"), expected)

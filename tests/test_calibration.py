@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lstmbench import storage
-from lstmbench.compare import compare_frames
+from lstmbench.results import storage
+from lstmbench.results.compare import compare_frames
 
 FIRST, REPEAT = Path(__file__).parent / "data" / "packing-first", Path(__file__).parent / "data" / "packing-repeat"
 PAIRS = 300  # a rate of 1 in 50 is then estimated to about +-1.6% (two standard errors)
@@ -121,7 +121,7 @@ def rates(sets, seeds: int, slowdown: float, rng: np.random.Generator) -> tuple[
 
 def test_the_real_pair_itself_passes():
     """The two real invocations, compared as they are: same code, same machine, no regression."""
-    from lstmbench.compare import compare_results
+    from lstmbench.results.compare import compare_results
 
     assert not compare_results([FIRST], [REPEAT]).has_regression
 

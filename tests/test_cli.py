@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from lstmbench.cli import main
 
-from .conftest import write_suite
+from tests.conftest import write_suite
 
 
 def invoke(*args: str):
@@ -99,10 +99,10 @@ def test_run_then_report_end_to_end(tiny_file, tmp_path):
 
 
 def test_failed_runs_are_rows_and_exit_1(tiny_file, tmp_path, monkeypatch):
-    import lstmbench.train
+    import lstmbench.measure.train
 
-    real_loss = lstmbench.train.loss_of
-    monkeypatch.setattr(lstmbench.train, "loss_of", lambda *a, **k: real_loss(*a, **k) * float("nan"))
+    real_loss = lstmbench.measure.train.loss_of
+    monkeypatch.setattr(lstmbench.measure.train, "loss_of", lambda *a, **k: real_loss(*a, **k) * float("nan"))
     out = tmp_path / "results"
     r = invoke("run", tiny_file, "--inline", "--out", out, "--set", "seeds=[0]", "--set", "strategies=[mask]",
                "--set", "ideal=false")
@@ -124,7 +124,7 @@ def test_run_children_do_not_import_the_reporting_stack():
     import subprocess
     import sys
 
-    code = ("import sys, lstmbench.cli, lstmbench.worker, lstmbench.train; "
+    code = ("import sys, lstmbench.cli, lstmbench.run.worker, lstmbench.measure.train; "
             "print(sorted(m for m in ('pandas', 'matplotlib', 'scipy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

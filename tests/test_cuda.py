@@ -14,12 +14,12 @@ import sys
 import pytest
 import torch
 
-from lstmbench.model import Precision, build_model
-from lstmbench.probes import KernelProbe
-from lstmbench.suite import ModelConfig, suite_from_dict
-from lstmbench.timing import StepTimer
+from lstmbench.measure.model import Precision, build_model
+from lstmbench.measure.probes import KernelProbe
+from lstmbench.suite.load import ModelConfig, suite_from_dict
+from lstmbench.measure.timing import StepTimer
 
-from .conftest import TINY, write_suite
+from tests.conftest import TINY, write_suite
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 CUDA = torch.device("cuda")
@@ -69,7 +69,7 @@ def test_efficiency_is_at_most_1_05_where_nothing_is_padded():
     """Every sequence of one length: the run's batches are its unpadded reference's, through the same pinned
     workers and the same event timing, so efficiency is 1 within noise (it was inflated when the reference
     synchronised every step and collated in the training process)."""
-    from lstmbench.train import run_one
+    from lstmbench.measure.train import run_one
 
     raw = copy.deepcopy(TINY)
     raw.update(device="cuda", seeds=[0], strategies=["mask"])
@@ -103,7 +103,7 @@ def test_a_copy_of_a_cuda_model_keeps_cudnns_flat_weights():
     """copy_model flattens the copy's LSTM weights again: no re-compaction (and its warning) at each call."""
     import warnings
 
-    from lstmbench.train import copy_model
+    from lstmbench.measure.train import copy_model
 
     model = build_model(ModelConfig(embed_dim=8, hidden_size=16), 12, 2, seed=0).to(CUDA)
     twin = copy_model(model)

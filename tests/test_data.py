@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from lstmbench.data import PAD, make_data, sample_lengths
-from lstmbench.suite import DataConfig, Lengths
+from lstmbench.data.make import PAD, make_data, sample_lengths
+from lstmbench.suite.load import DataConfig, Lengths
 
 
 def test_same_seed_same_data_other_seed_other_data():

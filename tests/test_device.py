@@ -7,10 +7,10 @@ import torch
 from click.testing import CliRunner
 
 from lstmbench.cli import main
-from lstmbench.probes import cpu_bf16_lstm, resolve_device
-from lstmbench.suite import load_suite
-from lstmbench.train import run_one
-from lstmbench.worker import run_inline
+from lstmbench.measure.probes import cpu_bf16_lstm, resolve_device
+from lstmbench.suite.load import load_suite
+from lstmbench.measure.train import run_one
+from lstmbench.run.worker import run_inline
 
 CPU = torch.device("cpu")
 cuda_only = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -60,7 +60,7 @@ def test_compile_option_trains_through_torch_compile(tiny_file, monkeypatch):
 
 
 def test_a_simulated_out_of_memory_is_an_oom_row_with_the_batch_shape(tiny_file, monkeypatch):
-    import lstmbench.train as train
+    import lstmbench.measure.train as train
 
     real_step, calls = train.train_step, []
 
@@ -80,7 +80,7 @@ def test_a_simulated_out_of_memory_is_an_oom_row_with_the_batch_shape(tiny_file,
 
 
 def test_an_oom_row_lets_the_suite_go_on(tiny_file, monkeypatch, tmp_path):
-    import lstmbench.train as train
+    import lstmbench.measure.train as train
 
     real_step = train.train_step
 

@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lstmbench.data import make_data
-from lstmbench.model import model_for, weights_checksum
-from lstmbench.suite import suite_from_dict
+from lstmbench.data.make import make_data
+from lstmbench.measure.model import model_for, weights_checksum
+from lstmbench.suite.load import suite_from_dict
 
-from .conftest import write_suite
+from tests.conftest import write_suite
 
 DDP = {
     "name": "ddp",
@@ -125,7 +125,7 @@ def break_rank_1(tmp_path: Path, action: str = "raise RuntimeError('injected fai
     waits in the all-reduce."""
     return in_ranks(tmp_path,
                     "if os.environ.get('RANK') == '1':\n"
-                    "    import lstmbench.train as t\n"
+                    "    import lstmbench.measure.train as t\n"
                     "    real, calls = t.train_step, []\n"
                     "    def step(*a, **k):\n"
                     "        calls.append(1)\n"
@@ -177,7 +177,7 @@ def test_verify_catches_a_wrongly_scaled_distributed_loss(tmp_path):
     """The ranks' loss scale is wrong (every step's count taken as 1, so DDP averages sums, not the union's
     mean): verify must say MISMATCH and exit 1. The break is a sitecustomize in the ranks alone."""
     env = in_ranks(tmp_path, "if 'RANK' in os.environ:\n"
-                             "    from lstmbench.strategies import Strategy\n"
+                             "    from lstmbench.strategies.strategy import Strategy\n"
                              "    Strategy.scored = lambda self, data, idx: 1\n")
     suite = write_suite(tmp_path, {**DDP, "strategies": ["mask"]})
     done = lstmbench("verify", str(suite), "--batches", "1", cwd=tmp_path, env=env)

@@ -14,15 +14,15 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from lstmbench import runner
+from lstmbench.run import runner
 from lstmbench.cli import main
-from lstmbench.disturbance import (BUSY_SHARE, WAIT_SHARE, Disturbance, SchedTimes, judge, parse_schedstat,
+from lstmbench.measure.disturbance import (BUSY_SHARE, WAIT_SHARE, Disturbance, SchedTimes, judge, parse_schedstat,
                                    sched_times, settle, wait_share)
-from lstmbench.recommend import recommend_rows
+from lstmbench.report.recommend import recommend_rows
 
-from .conftest import write_suite
-from .test_compare import write_set
-from .test_recommend import CLEAR, ENV
+from tests.conftest import write_suite
+from tests.test_compare import write_set
+from tests.test_recommend import CLEAR, ENV
 
 ROOT = Path(__file__).resolve().parent.parent
 HAS_SCHEDSTAT = sched_times() is not None
@@ -210,7 +210,7 @@ def test_a_spinning_process_never_changes_the_answer_silently(tmp_path, tiny_dic
 
 def test_a_niced_process_is_no_reason_to_wait(monkeypatch):
     """The look before a run leaves out niced processes' CPU (/proc/stat's nice column): they yield to the run."""
-    from lstmbench import machine
+    from lstmbench.measure import machine
 
     stats = iter([machine.CpuTimes(busy=0, total=0, nice=0), machine.CpuTimes(busy=100, total=200, nice=100)])
     monkeypatch.setattr(machine, "cpu_times", lambda: next(stats))

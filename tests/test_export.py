@@ -10,8 +10,8 @@ from click.testing import CliRunner
 
 from lstmbench.cli import main
 from lstmbench.errors import ResultsError
-from lstmbench.export import stats, to_pytest_benchmark
-from lstmbench.records import RunRecord
+from lstmbench.results.export import stats, to_pytest_benchmark
+from lstmbench.measure.record import RunRecord
 
 STEPS = 192
 
@@ -126,7 +126,7 @@ def test_pytest_benchmark_compare_cli_reads_it(exported):
 
 def test_groups_by_suite_strategy_and_device(tmp_path):
     results = write_set(tmp_path / "r", extra=[row("mask", 0, 1.0, device="cuda"), row("mask", 0, 3.0, suite="other")])
-    from lstmbench import storage
+    from lstmbench.results import storage
 
     document = to_pytest_benchmark(storage.load_rows([results]).rows)
     names = [b["name"] for b in document["benchmarks"]]
@@ -164,7 +164,7 @@ def test_library_raises_results_error_on_rows_without_timings():
 
 def test_sweep_points_and_ddp_ranks_are_benchmarks_of_their_own(tmp_path):
     """The committed DDP suite: one process and two, per strategy: 16 benchmarks, never pooled."""
-    from lstmbench.storage import load_rows
+    from lstmbench.results.storage import load_rows
 
     root = Path(__file__).resolve().parents[1]
     document = to_pytest_benchmark(load_rows([root / "reference" / "ddp"]).rows)

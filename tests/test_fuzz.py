@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from lstmbench.cli import main
 
-from .conftest import TINY
+from tests.conftest import TINY
 
 SCALARS = (st.none() | st.booleans() | st.sampled_from([-1, 0, 1, 2, 3, 7, 64, 10**9])
            | st.integers(-100, 100) | st.floats(allow_nan=True, allow_infinity=True)

@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lstmbench.cli import MAX_MESSAGE, main
-from lstmbench.probes import cpu_bf16_lstm
-from lstmbench.records import SCHEMA_VERSION
+from lstmbench.measure.probes import cpu_bf16_lstm
+from lstmbench.measure.record import SCHEMA_VERSION
 
 BASE = """name: tiny
 seeds: [0]
@@ -356,7 +356,7 @@ def test_an_allocation_failure_inside_verify_is_one_sentence(at, monkeypatch):
         raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: not enough memory: you "
                            "tried to allocate 68719476736 bytes.")
 
-    monkeypatch.setattr("lstmbench.verify.SuiteChecks.generic", fails)
+    monkeypatch.setattr("lstmbench.measure.verify.SuiteChecks.generic", fails)
     code, stderr = at({"s.yaml": BASE}, "verify", "s.yaml")
     assert (code, stderr) == (2, "Error: verify: out of memory: [enforce fail at alloc_cpu.cpp:117] data. "
                                  "DefaultCPUAllocator: not enough memory: you tried to allocate 68719476736 bytes.\n")

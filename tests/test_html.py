@@ -12,9 +12,11 @@ import pytest
 from click.testing import CliRunner
 from plotly.offline import get_plotlyjs
 
-from lstmbench import html, report, storage
+from lstmbench.report import html
+from lstmbench.report import summary as report
+from lstmbench.results import storage
 from lstmbench.cli import main
-from lstmbench.html_charts import pareto
+from lstmbench.report.charts import pareto
 
 ROOT = Path(__file__).parent.parent
 GPU_ROWS = Path(__file__).parent / "data" / "gpu-h200" / "gpu.jsonl"  # one seed per strategy on an NVIDIA H200

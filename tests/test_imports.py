@@ -73,8 +73,8 @@ def _cycles() -> list[list[str]]:
 
 
 def test_the_graph_is_read():
-    assert "lstmbench.ddp" in GRAPH["lstmbench.train"]  # a top-level import
-    assert "lstmbench.train" in GRAPH["lstmbench.worker"]  # a function-level one
+    assert "lstmbench.measure.ddp" in GRAPH["lstmbench.measure.train"]  # a top-level import
+    assert "lstmbench.measure.train" in GRAPH["lstmbench.run.worker"]  # a function-level one
 
 
 def test_no_import_cycles():

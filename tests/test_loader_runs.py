@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from .conftest import write_suite
+from tests.conftest import write_suite
 
 ROOT = Path(__file__).resolve().parents[1]
 LINUX_PROC = os.path.exists("/proc/self/stat")
@@ -36,7 +36,7 @@ INSTRUMENTED = '''
 import os, signal, threading, time
 from pathlib import Path
 
-import lstmbench.loader as loader
+import lstmbench.strategies.loader as loader
 
 original = loader.Collate.__call__
 

@@ -9,15 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-from lstmbench import probes, train as train_module
-from lstmbench.data import make_data
-from lstmbench.model import model_for
-from lstmbench.probes import TensorMemory
-from lstmbench.strategies import Strategy
-from lstmbench.suite import load_suite
-from lstmbench.train import Precision, run_one, step_memory_bytes
+from lstmbench.measure import probes
+from lstmbench.measure import train as train_module
+from lstmbench.data.make import make_data
+from lstmbench.measure.model import model_for
+from lstmbench.measure.probes import TensorMemory
+from lstmbench.strategies.strategy import Strategy
+from lstmbench.suite.load import load_suite
+from lstmbench.measure.train import Precision, run_one, step_memory_bytes
 
-from .conftest import TINY, write_suite
+from tests.conftest import TINY, write_suite
 
 CPU = torch.device("cpu")
 

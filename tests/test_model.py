@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from lstmbench.model import build_model, weights_checksum
-from lstmbench.suite import ModelConfig
+from lstmbench.measure.model import build_model, weights_checksum
+from lstmbench.suite.load import ModelConfig
 
 
 def test_same_seed_same_weights_and_checksum():

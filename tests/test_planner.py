@@ -5,10 +5,10 @@ import numpy as np
 from click.testing import CliRunner
 
 from lstmbench.cli import main
-from lstmbench.data import make_data
-from lstmbench.planner import PAD_MULTIPLE, histogram, length_stats, plan_suite
-from lstmbench.strategies import Strategy, plan_epochs
-from lstmbench.suite import load_suite
+from lstmbench.data.make import make_data
+from lstmbench.strategies.lengths import PAD_MULTIPLE, histogram, length_stats, plan_suite
+from lstmbench.strategies.strategy import Strategy, plan_epochs
+from lstmbench.suite.load import load_suite
 
 
 def test_plan_matches_collated_batches(tiny_file):

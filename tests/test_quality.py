@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lstmbench.quality import ALPHA, accuracy_verdicts
+from lstmbench.report.quality import ALPHA, accuracy_verdicts
 from lstmbench.stats import below_best, seeds_needed
 
 

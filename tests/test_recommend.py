@@ -11,11 +11,11 @@ import pandas as pd
 from click.testing import CliRunner
 
 from lstmbench.cli import main
-from lstmbench.recommend import fewest_seeds, python_snippet, recommend, recommend_rows
-from lstmbench.records import SCHEMA_VERSION
-from lstmbench.suite import suite_from_dict
+from lstmbench.report.recommend import fewest_seeds, python_snippet, recommend, recommend_rows
+from lstmbench.measure.record import SCHEMA_VERSION
+from lstmbench.suite.load import suite_from_dict
 
-from .conftest import TINY
+from tests.conftest import TINY
 
 ENV = {"host": "vm1", "cpu": "cpu-x", "cpu_count": 2, "threads": 2, "device_name": "cpu", "torch": "2.x",
        "lstmbench": "0.1.0", "git_commit": "abc"}

@@ -4,10 +4,10 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from lstmbench import report
-from lstmbench.suite import suite_from_dict
+from lstmbench.report import summary as report
+from lstmbench.suite.load import suite_from_dict
 
-from .conftest import TINY
+from tests.conftest import TINY
 
 CONFIG = suite_from_dict(TINY).to_dict()  # what rows carry: the resolved suite
 
@@ -198,7 +198,7 @@ def test_plots_show_each_run_as_a_dot():
     matplotlib.use("Agg")
     from matplotlib.collections import PathCollection
 
-    from lstmbench import plots
+    from lstmbench.report import plots
 
     captured = []
     real = plots._dots
@@ -226,7 +226,7 @@ def test_exact_comes_from_the_runs_checks_not_a_table():
 
 
 def test_warm_and_cold_times_side_by_side():
-    from lstmbench.report import _warm_cold
+    from lstmbench.report.summary import _warm_cold
 
     assert _warm_cold(1.5, 1.8) == "1.50 / 1.80"
     assert _warm_cold(1.5, float("nan")) == "1.50"  # a row before schema 3: steady state only

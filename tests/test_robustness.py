@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from lstmbench.cli import main
 
-from .conftest import write_suite
+from tests.conftest import write_suite
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -103,9 +103,9 @@ def test_a_second_writer_into_one_folder_is_refused_and_every_row_kept_once(tmp_
 @pytest.fixture
 def failing(monkeypatch):
     """Make named strategies fail inside their run, in this process (runs with --inline)."""
-    import lstmbench.train
+    import lstmbench.measure.train
 
-    original = lstmbench.train.run_one
+    original = lstmbench.measure.train.run_one
     plan = {}
 
     def run_one(suite, spec, *args, **kwargs):
@@ -113,7 +113,7 @@ def failing(monkeypatch):
             raise plan[spec.name]
         return original(suite, spec, *args, **kwargs)
 
-    monkeypatch.setattr(lstmbench.train, "run_one", run_one)
+    monkeypatch.setattr(lstmbench.measure.train, "run_one", run_one)
     return plan
 
 
@@ -147,7 +147,7 @@ def test_a_killed_run_process_is_a_crashed_row(tmp_path, tiny_dict):
     # spawn re-imports the main script in each child, so the patch below reaches the run processes
     script.write_text(
         "import os, signal\n"
-        "import lstmbench.train as t\n"
+        "import lstmbench.measure.train as t\n"
         "original = t.run_one\n"
         "def run_one(suite, spec, *a, **k):\n"
         "    if spec.name == 'mask':\n"
@@ -168,10 +168,10 @@ def test_a_killed_run_process_is_a_crashed_row(tmp_path, tiny_dict):
 
 
 def test_report_warns_about_a_torn_line_and_keeps_the_rest(tmp_path):
-    from lstmbench.records import SCHEMA_VERSION
-    from lstmbench.suite import suite_from_dict
+    from lstmbench.measure.record import SCHEMA_VERSION
+    from lstmbench.suite.load import suite_from_dict
 
-    from .conftest import TINY
+    from tests.conftest import TINY
 
     folder = tmp_path / "tiny"
     folder.mkdir()
@@ -201,7 +201,7 @@ def test_a_results_folder_that_is_a_file_fails_before_any_run(tmp_path, tiny_fil
     monkeypatch.chdir(tmp_path)
     (tmp_path / "afile").write_text("")
     started = []
-    monkeypatch.setattr("lstmbench.train.run_one", lambda *a, **k: started.append(a))
+    monkeypatch.setattr("lstmbench.measure.train.run_one", lambda *a, **k: started.append(a))
     r = CliRunner().invoke(main, ["run", str(tiny_file), "--inline", "--out", "afile"])
     assert (r.exit_code, r.stderr) == (2, "Error: cannot write results to afile/tiny: afile is a file, not a folder; "
                                           "nothing was run\n")
@@ -216,7 +216,7 @@ def full_after(monkeypatch, tmp_path):
     import errno
     import tempfile
 
-    from lstmbench import storage
+    from lstmbench.results import storage
 
     rescue = tmp_path / "rescue"
     rescue.mkdir()
@@ -299,7 +299,7 @@ def test_a_ctrl_c_while_a_run_process_starts_is_not_lost(monkeypatch):
     started child and raises KeyboardInterrupt."""
     import multiprocessing.forkserver
 
-    from lstmbench.worker import _start_deaf_to_ctrl_c
+    from lstmbench.run.worker import _start_deaf_to_ctrl_c
 
     monkeypatch.setattr(multiprocessing.forkserver, "ensure_running", lambda: None)
 

@@ -9,15 +9,15 @@ import os
 import numpy as np
 import pytest
 
-from lstmbench import runner
-from lstmbench.data import make_data
-from lstmbench.datacache import SeedData, load
-from lstmbench.records import Overhead, RunRecord, harness_overhead
-from lstmbench.suite import load_suite
-from lstmbench.train import REFERENCE_MIN_STEPS, reference_sample
-from lstmbench.worker import run_isolated
+from lstmbench.run import runner
+from lstmbench.data.make import make_data
+from lstmbench.data.cache import SeedData, load
+from lstmbench.measure.record import Overhead, RunRecord, harness_overhead
+from lstmbench.suite.load import load_suite
+from lstmbench.measure.train import REFERENCE_MIN_STEPS, reference_sample
+from lstmbench.run.worker import run_isolated
 
-from .conftest import TINY, write_suite
+from tests.conftest import TINY, write_suite
 
 
 @pytest.fixture
@@ -135,7 +135,7 @@ def test_harness_overhead_sentence():
 
 
 def test_default_start_is_the_forkserver_on_posix():
-    from lstmbench.worker import default_start
+    from lstmbench.run.worker import default_start
 
     assert default_start() == ("forkserver" if os.name == "posix" else "spawn")
     assert dataclasses.fields(runner.UntilStable)[0].name == "percent"
@@ -164,7 +164,7 @@ def test_a_killed_runs_cache_is_removed_by_the_next(tiny, tmp_path, monkeypatch)
     import subprocess
     import sys
 
-    from lstmbench import datacache
+    from lstmbench.data import cache as datacache
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                           text=True, check=True).stdout.strip()
@@ -182,7 +182,7 @@ def test_a_killed_runs_cache_is_removed_by_the_next(tiny, tmp_path, monkeypatch)
 def test_report_names_stable_and_limited_strategies():
     import pandas as pd
 
-    from lstmbench.report import stability_note
+    from lstmbench.report.summary import stability_note
 
     rows = pd.DataFrame([{"strategy": s, "seed": k, "until_stable": mark, "until_stable_percent": 3.0}
                          for s, marks in (("mask", ["", "", "stable"]), ("pack", ["", "", "", "limit"]))

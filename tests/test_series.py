@@ -10,10 +10,10 @@ import pytest
 import torch
 import yaml
 
-from lstmbench import sources
-from lstmbench.data import make_data
+from lstmbench.data import sources
+from lstmbench.data.make import make_data
 from lstmbench.errors import SuiteError
-from lstmbench.suite import MAX_SEQUENCE, load_suite, suite_from_dict
+from lstmbench.suite.load import MAX_SEQUENCE, load_suite, suite_from_dict
 
 
 def make_series(n: int = 24, features: int = 2, seed: int = 0, classes: str = "ab") -> tuple[list, list]:
@@ -112,7 +112,7 @@ def test_a_new_key_at_its_default_leaves_the_hash_alone(tiny_dict):
 
 
 def test_a_tiny_series_suite_trains(tmp_path):
-    from lstmbench.train import run_one
+    from lstmbench.measure.train import run_one
 
     xs, ys = make_series(36, features=2)
     write(tmp_path / "mine.ts", xs, ys)

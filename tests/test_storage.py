@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from lstmbench import storage
+from lstmbench.results import storage
 from lstmbench.errors import ResultsError
-from lstmbench.records import SCHEMA_VERSION
+from lstmbench.measure.record import SCHEMA_VERSION
 
 
 def row(**kw):

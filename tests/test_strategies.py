@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lstmbench.data import PAD, from_sequences, make_data
-from lstmbench.strategies import PACKED, Strategy, computation_note, plan_epochs
-from lstmbench.suite import PRESETS, DataConfig, Lengths, StrategySpec
+from lstmbench.data.make import PAD, from_sequences, make_data
+from lstmbench.strategies.strategy import PACKED, Strategy, computation_note, plan_epochs
+from lstmbench.suite.load import PRESETS, DataConfig, Lengths, StrategySpec
 
 
 def preset(name: str, **kw) -> Strategy:
@@ -121,7 +121,7 @@ def test_computation_notes_label_what_changes_the_computation():
 
 
 def test_ideal_batches_reshape_the_same_tokens_without_padding(splits):
-    from lstmbench.suite import IDEAL
+    from lstmbench.suite.load import IDEAL
 
     ideal, data = Strategy(IDEAL), splits.train
     for idx in plan_epochs(ideal, data.lengths, 32, 1, seed=0):

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 
 from lstmbench.errors import SuiteError
-from lstmbench.suite import load_suite, suite_from_dict
+from lstmbench.suite.load import load_suite, suite_from_dict
 
-from .conftest import write_suite
+from tests.conftest import write_suite
 
 ROOT = Path(__file__).resolve().parents[1]
 

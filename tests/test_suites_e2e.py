@@ -21,9 +21,9 @@ import pytest
 import torch
 import yaml
 
-from lstmbench.probes import resolve_device
-from lstmbench.runner import plan_runs
-from lstmbench.suite import expand_sweep, load_suite, parse_strategy
+from lstmbench.measure.probes import resolve_device
+from lstmbench.run.runner import plan_runs
+from lstmbench.suite.load import expand_sweep, load_suite, parse_strategy
 
 ROOT = Path(__file__).resolve().parents[1]
 SUITES = sorted((ROOT / "suites").glob("*.yaml"))
@@ -46,7 +46,7 @@ def scaled(raw: dict) -> tuple[list[str], list[str]]:
     options = []
     device = raw.get("device", "cpu")
     if device in ("cuda", "auto") and not torch.cuda.is_available():
-        from lstmbench.probes import cpu_bf16_lstm
+        from lstmbench.measure.probes import cpu_bf16_lstm
 
         options = ["--device", "cpu"]
         if train.get("amp") == "fp16" or (train.get("amp") == "bf16" and not cpu_bf16_lstm()):

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from lstmbench.cli import main
 from lstmbench.errors import SuiteError
-from lstmbench.suite import expand_sweep, load_suite
+from lstmbench.suite.load import expand_sweep, load_suite
 
 
 def test_expand_gives_one_variant_per_combination(tiny_file):

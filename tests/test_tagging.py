@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 import torch
 
-from lstmbench.data import IGNORE, make_data
+from lstmbench.data.make import IGNORE, make_data
 from lstmbench.errors import SuiteError
-from lstmbench.model import model_for
-from lstmbench.strategies import Strategy, plan_epochs
-from lstmbench.suite import PRESETS, DataConfig, Lengths, ModelConfig, StrategySpec, load_suite, suite_from_dict
-from lstmbench.train import run_one
-from lstmbench.verify import check_batch
+from lstmbench.measure.model import model_for
+from lstmbench.strategies.strategy import Strategy, plan_epochs
+from lstmbench.suite.load import PRESETS, DataConfig, Lengths, ModelConfig, StrategySpec, load_suite, suite_from_dict
+from lstmbench.measure.train import run_one
+from lstmbench.measure.verify import check_batch
 
 DATA = DataConfig(task="tag", train_size=48, eval_size=8, vocab_size=12, lengths=Lengths(median=10, min=2, max=40))
 
@@ -49,7 +49,7 @@ def test_naive_and_truncated_tagging_differ(name, kw):
     idx = plan_epochs(strategy, data.lengths, 16, 1, 0)[0]
     assert not check_batch(model, strategy, data, idx).holds(1e-6)
     note = "scores the padded steps too" if name == "naive" else "truncates to 5 tokens"
-    from lstmbench.strategies import computation_note
+    from lstmbench.strategies.strategy import computation_note
     assert computation_note(strategy.spec, tag=True) == note
     batch = strategy.collate(data, idx)
     scored = int((batch.labels != IGNORE).sum())

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from lstmbench.data import make_data
+from lstmbench.data.make import make_data
 from lstmbench.errors import SuiteError
-from lstmbench.suite import load_suite
-from lstmbench.train import accuracy_by_length, resolution, run_one
+from lstmbench.suite.load import load_suite
+from lstmbench.measure.train import accuracy_by_length, resolution, run_one
 
-from .conftest import TINY, write_suite
+from tests.conftest import TINY, write_suite
 
 CPU = torch.device("cpu")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lstmbench.timing import StepTimer, cold_warm
+from lstmbench.measure.timing import StepTimer, cold_warm
 
 
 class FakeGpu:

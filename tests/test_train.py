@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from lstmbench.data import make_data
-from lstmbench.records import REQUIRED_KEYS, SCHEMA_VERSION
-from lstmbench.suite import load_suite
-from lstmbench.train import run_one
+from lstmbench.data.make import make_data
+from lstmbench.measure.record import REQUIRED_KEYS, SCHEMA_VERSION
+from lstmbench.suite.load import load_suite
+from lstmbench.measure.train import run_one
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
@@ -18,7 +18,7 @@ CPU = torch.device("cpu")
 
 @pytest.fixture(scope="module")
 def tiny_records(tmp_path_factory):
-    from .conftest import TINY, write_suite
+    from tests.conftest import TINY, write_suite
 
     suite = load_suite(write_suite(tmp_path_factory.mktemp("s"), TINY))
     return suite, {spec.name: run_one(suite, spec, 0, CPU) for spec in suite.strategies}
@@ -103,7 +103,7 @@ def test_warm_up_is_set_aside_and_cold_costs_are_consistent(tiny_records):
 
 
 def test_curve_and_time_to_target(tmp_path, tiny_dict):
-    from .conftest import write_suite
+    from tests.conftest import write_suite
 
     tiny_dict["train"].update(eval_every=3, target_accuracy=0.01)
     suite = load_suite(write_suite(tmp_path, tiny_dict))
@@ -113,7 +113,7 @@ def test_curve_and_time_to_target(tmp_path, tiny_dict):
     assert times == sorted(times) and times[-1] == r.train_time_s
     assert r.curve[-1][2] == r.eval_accuracy
     assert r.target_accuracy == 0.01 and r.time_to_target_s == times[0]  # any accuracy reaches 1%
-    from lstmbench.train import time_to_target
+    from lstmbench.measure.train import time_to_target
 
     curve = [[1.0, 3, 0.5], [2.0, 6, 0.8], [3.0, 9, 0.95]]
     assert time_to_target(curve, 0.8) == 2.0 and time_to_target(curve, 0.99) is None
@@ -121,8 +121,8 @@ def test_curve_and_time_to_target(tmp_path, tiny_dict):
 
 
 def test_order_shuffled_per_seed_and_efficiency_against_the_runs_own_unpadded_batches(tiny_file):
-    from lstmbench.runner import plan_runs, run_suite
-    from lstmbench.strategies import Strategy
+    from lstmbench.run.runner import plan_runs, run_suite
+    from lstmbench.strategies.strategy import Strategy
 
     suite = load_suite(tiny_file, ["seeds=[0, 1, 2, 3]", "strategies=[naive, mask]"])
     plan = plan_runs(suite)
@@ -161,7 +161,7 @@ def test_the_runs_own_equivalence_check_is_in_its_row(tiny_records):
 
 
 def test_windows_cover_the_timed_steps(tiny_records):
-    from lstmbench.train import window_rates
+    from lstmbench.measure.train import window_rates
 
     assert window_rates([10, 10, 10, 10], [1.0, 1.0, 2.0, 2.0], 2) == [10.0, 5.0]
     assert window_rates([10, 30], [1.0, 1.0], 8) == [10.0, 30.0]  # fewer steps than windows: one a step
@@ -173,14 +173,14 @@ def test_windows_cover_the_timed_steps(tiny_records):
 
 
 def test_the_ideal_can_be_switched_off(tiny_file):
-    from lstmbench.runner import plan_runs
+    from lstmbench.run.runner import plan_runs
 
     off = load_suite(tiny_file, ["seeds=[0]", "strategies=[mask]", "ideal=false"])
     assert [p.spec.name for p in plan_runs(off)] == ["mask"]
 
 
 def test_a_cpu_allocation_failure_in_a_step_names_the_batch_shape(tiny_file, monkeypatch):
-    import lstmbench.train as train_module
+    import lstmbench.measure.train as train_module
     from lstmbench.errors import RunFailed
 
     def fails(*args, **kwargs):

@@ -9,14 +9,14 @@ import yaml
 from click.testing import CliRunner
 
 from lstmbench.cli import main
-from lstmbench.config import StrategySpec
-from lstmbench.costmodel import (MARGIN, PACKED, PADDED, BatchShape, Candidate, CostModel, MemoryCost, Prediction,
+from lstmbench.suite.config import StrategySpec
+from lstmbench.tune.costmodel import (MARGIN, PACKED, PADDED, BatchShape, Candidate, CostModel, MemoryCost, Prediction,
                                  Probe, Proposal, StepCost, TuneError, epoch_shapes, fit_model, fit_steps, predict,
                                  probe_grid, propose, search)
-from lstmbench.data import make_data
-from lstmbench.suite import parse_strategy, suite_from_dict
+from lstmbench.data.make import make_data
+from lstmbench.suite.load import parse_strategy, suite_from_dict
 
-from .conftest import write_suite
+from tests.conftest import write_suite
 
 SHAPES = [(8, 10), (8, 200), (64, 10), (64, 200), (32, 57), (128, 33), (16, 120)]
 
@@ -48,7 +48,7 @@ def test_fit_recovers_known_coefficients():
 
 
 def long_tailed():
-    from lstmbench.config import DataConfig, Lengths
+    from lstmbench.suite.config import DataConfig, Lengths
 
     cfg = DataConfig(train_size=512, eval_size=16, lengths=Lengths(median=20, sigma=1.0, min=2, max=300))
     return make_data(cfg, 0).train
@@ -159,9 +159,9 @@ def test_cli_tune_refuses_bad_options(tiny_file, args, message):
 def test_probing_stops_at_its_overrun_limit_with_one_sentence(tiny_file, monkeypatch):
     """On a busy machine the first probes ran 50x slower (a 0.3 s budget took 158 s): they stop at OVERRUN times
     the budget, and a kind left with too few probes to fit is said so."""
-    import lstmbench.tune
+    import lstmbench.tune.tuner
 
-    monkeypatch.setattr(lstmbench.tune, "OVERRUN_FLOOR_S", 0.0)  # the limit: 10 x 0.01 s, spent by the first probe
+    monkeypatch.setattr(lstmbench.tune.tuner, "OVERRUN_FLOOR_S", 0.0)  # the limit: 10 x 0.01 s, spent by the first probe
     r = CliRunner().invoke(main, ["lengths", str(tiny_file), "--tune", "--budget-s", "0.01"])
     assert r.exit_code == 2, r.output
     error = r.stderr.splitlines()[-1]

@@ -17,11 +17,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lstmbench.cli import main
-from lstmbench.files import safe_name
-from lstmbench.report import Section
+from lstmbench.suite.files import safe_name
+from lstmbench.report.summary import Section
 
-from .test_fuzz import VALUES
-from .test_recommend import CLEAR, write_results
+from tests.test_fuzz import VALUES
+from tests.test_recommend import CLEAR, write_results
 
 FILE = "20261128T000000Z-vm1-1.jsonl"  # write_results' file
 

@@ -8,11 +8,11 @@ import torch
 from click.testing import CliRunner
 
 from lstmbench.cli import main
-from lstmbench.data import make_data
-from lstmbench.model import model_for, weights_checksum
-from lstmbench.strategies import Strategy, note_for, plan_epochs
-from lstmbench.suite import StrategySpec, load_suite
-from lstmbench.verify import (AS_DESIGNED, EQUIVALENT, MISMATCH, TOLERANCES, Claim, RunCheck, check_run,
+from lstmbench.data.make import make_data
+from lstmbench.measure.model import model_for, weights_checksum
+from lstmbench.strategies.strategy import Strategy, note_for, plan_epochs
+from lstmbench.suite.load import StrategySpec, load_suite
+from lstmbench.measure.verify import (AS_DESIGNED, EQUIVALENT, MISMATCH, TOLERANCES, Claim, RunCheck, check_run,
                               checked_batches, claim_of, precision_of, verify_suite)
 
 CPU = torch.device("cpu")
@@ -69,7 +69,7 @@ def test_truncate_with_the_readout_last_is_as_designed(tiny_file, tiny_dict, tmp
 @pytest.fixture
 def broken_mask_readout(monkeypatch):
     """A deliberately broken readout: the masked strategies read one step before each sequence's end."""
-    from lstmbench.model import LSTMClassifier
+    from lstmbench.measure.model import LSTMClassifier
 
     original = LSTMClassifier.forward
 

@@ -5,9 +5,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-import lstmbench.verify as verify
+import lstmbench.measure.verify as verify
 from lstmbench.cli import main
-from lstmbench.suite import load_suite
+from lstmbench.suite.load import load_suite
 
 
 def invoke(*args: str):

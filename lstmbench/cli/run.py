@@ -11,13 +11,13 @@ from typing import Any
 import click
 from tqdm import tqdm
 
-from ..data import check_data
-from ..disturbance import SETTLE_MAX_S, Disturbance
+from ..data.make import check_data
+from ..measure.disturbance import SETTLE_MAX_S, Disturbance
 from ..errors import LstmbenchError
-from ..records import harness_overhead
-from ..runner import (MIN_STABLE_SEEDS, UntilStable, parse_shard, plan_runs, preflight, run_suite, seed_runs,
+from ..measure.record import harness_overhead
+from ..run.runner import (MIN_STABLE_SEEDS, UntilStable, parse_shard, plan_runs, preflight, run_suite, seed_runs,
                       shard_of)
-from ..suite import expand_sweep, load_suite
+from ..suite.load import expand_sweep, load_suite
 from .base import EXIT_INTERRUPTED, EXIT_RUNS_FAILED, count, main, translate_errors
 
 
@@ -58,7 +58,7 @@ def run(suite_file: str, device: str | None, out: str, overrides: tuple[str, ...
     Under torchrun (torchrun --nnodes ... -m lstmbench run SUITE), every process joins torchrun's group and
     each run trains across all of them; rank 0 writes the rows.
     """
-    from ..ddp import leave_group, torchrun_world
+    from ..measure.ddp import leave_group, torchrun_world
 
     slice_ = parse_shard(shard)  # bad input fails before anything starts
     overrides += (f"launch.nproc={nproc}",) if nproc else ()
@@ -100,7 +100,7 @@ class Options:
 
 
 def _run(suite: Any, out: str, options: Options, group: Any = None) -> None:
-    from .. import storage
+    from ..results import storage
 
     slice_, began = options.slice, time.perf_counter()
 
@@ -121,7 +121,8 @@ def _run(suite: Any, out: str, options: Options, group: Any = None) -> None:
 
 def _run_claimed(suite: Any, out: str, options: Options, group: Any, variants: list, planned: list,
                  began: float) -> None:
-    from .. import report, storage
+    from ..report import summary as report
+    from ..results import storage
 
     inline, resume, shard, slice_ = options.inline, options.resume, options.shard, options.slice
     done = [storage.completed_runs(out, v.name, v.hash) if resume and not (group and group.rank) else {}
@@ -222,7 +223,7 @@ def _run_claimed(suite: Any, out: str, options: Options, group: Any, variants: l
 def disturbance_line(record: Any) -> str:
     """What other processes did to a run, under its line in the log: the attempts run again, and whether the
     row kept is still disturbed (then the report, recommend and compare leave it out)."""
-    from ..machine import busy_warning
+    from ..measure.machine import busy_warning
 
     again = len(record.disturbed_attempts)
     head = f"run again {again} time{'s' if again != 1 else ''}: other processes took the CPU" if again else ""
@@ -234,8 +235,8 @@ def disturbance_line(record: Any) -> str:
 
 
 def _join_torchrun(suite: Any) -> Any:
-    from ..ddp import join_group
-    from ..probes import resolve_device
+    from ..measure.ddp import join_group
+    from ..measure.probes import resolve_device
 
     return join_group(suite.launch.backend, resolve_device(suite.device).type)
 

@@ -1,0 +1,65 @@
+"""torchrun's worker: one rank of a DDP job, `python -m lstmbench.run.ddp_worker JOB` (worker.run_distributed starts
+them). It joins the group (ddp.join_group), trains or verifies through the code above the process group, and
+rank 0 writes what the parent collects. Above `train` and `ddp` in the flow: nothing below imports it.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..measure.ddp import Group, join_group, leave_group
+from .worker import die_with_parent, failed_result, guarded
+
+
+def main(argv: list[str]) -> int:
+    """`python -m lstmbench.run.ddp_worker JOB`: one rank of a run (or of `verify --nproc`). JOB is a pickle the parent
+    wrote: what to run and where rank 0 puts the result."""
+    die_with_parent(os.getppid())  # torchrun's agent: if it dies, so does this rank
+    job = pickle.loads(Path(argv[0]).read_bytes())
+    if job["kind"] == "verify":
+        from .verify_ranks import verify_distributed
+
+        group = join_group("gloo", "cpu")
+        result: Any = verify_distributed(job["suite"], group, job["batches"])
+    else:
+        device = job["device"]
+        group = join_group(job["suite"].launch.backend, "cuda" if device.startswith("cuda") else "cpu")
+        result = guarded(job["suite"], job["spec"], job["seed"], device, _progress(job, group), group)
+        if result is not None:
+            result = result.to_dict()
+    failed = failed_result(result)
+    if result is not None:  # rank 0's result, or the failure of another rank
+        out = Path(job["out"] if group.is_main else f"{job['out']}.rank{group.rank}")
+        tmp = out.parent / f".{out.name}.tmp"
+        tmp.write_bytes(pickle.dumps(result))
+        tmp.replace(out)
+    if failed:  # the other ranks may wait in a collective: a non-zero exit makes torchrun stop them
+        return 1
+    leave_group()
+    return 0
+
+
+def _progress(job: dict, group: Group) -> Any:
+    """Rank 0 reports (done, total) steps into the parent's shared memory: two stores, no syscall."""
+    if not group.is_main or not job.get("progress"):
+        return None
+    from multiprocessing import resource_tracker, shared_memory
+
+    shm = shared_memory.SharedMemory(name=job["progress"])
+    resource_tracker.unregister(shm._name, "shared_memory")  # type: ignore[attr-defined]  # the parent owns it
+    steps = np.ndarray((2,), dtype=np.int64, buffer=shm.buf)
+
+    def progress(done: int, total: int) -> None:
+        steps[0], steps[1] = done, total
+        progress.shm = shm  # type: ignore[attr-defined]  # keeps the mapping alive
+
+    return progress
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
