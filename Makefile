@@ -6,7 +6,7 @@ TORCH ?= torch==2.13.0
 BIN = $(VENV)/bin
 SUITE ?= suites/packing.yaml
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test test-fast clean
 
 setup: $(VENV)/.installed
 
@@ -24,6 +24,10 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest
+
+# the edit loop: every test but the slow ones (real processes, whole suites, simulations); CI runs `make test`
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow"
 
 clean:
 	rm -rf $(VENV) *.egg-info

@@ -21,9 +21,9 @@ import torch
 
 from lstmbench.data.make import make_data
 from lstmbench.measure.model import build_model
+from lstmbench.measure.train import Precision, train_step
 from lstmbench.strategies.strategy import Strategy, plan_epochs
 from lstmbench.suite.load import IDEAL, PRESETS, StrategySpec, load_suite
-from lstmbench.measure.train import Precision, train_step
 
 SUITE = Path(__file__).resolve().parent.parent / "suites" / "packing.yaml"
 SEED = 0

@@ -35,15 +35,11 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 from torch.utils.data import Sampler
 
-from .strategies import checks
-from .measure import model
-from .data.make import from_pairs
+from .data import from_pairs
 from .errors import BatchingError, SuiteError
-from .measure.model import both_directions, within_length_reversal
-from .strategies.ranks import rank_epoch_stream
-from .suite.schema import names, short
-from .strategies.strategy import Batch, Strategy, epoch_stream
-from .suite.load import PRESETS, StrategySpec, parse_strategy
+from .measure import both_directions, model, within_length_reversal
+from .strategies import Batch, Strategy, checks, epoch_stream, rank_epoch_stream
+from .suite import PRESETS, StrategySpec, names, parse_strategy, short
 
 __all__ = ["batch_sampler", "collate", "last_step", "bidirectional_lstm", "BatchSampler", "Collated", "strategy_spec"]
 

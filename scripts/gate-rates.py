@@ -12,9 +12,9 @@ import itertools
 
 import pandas as pd
 
+from lstmbench.errors import ResultsError
 from lstmbench.results import storage
 from lstmbench.results.compare import compare_frames
-from lstmbench.errors import ResultsError
 
 
 def slowed(rows: pd.DataFrame, slowdown: float) -> pd.DataFrame:

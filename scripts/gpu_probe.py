@@ -16,14 +16,14 @@ import time
 import numpy as np
 import torch
 
-from lstmbench.suite.config import DataConfig, Lengths, ModelConfig, StrategySpec
 from lstmbench.data.make import make_data
-from lstmbench.strategies.loader import Pinnable, to_device
 from lstmbench.measure.model import Precision, model_for
 from lstmbench.measure.probes import KernelProbe, host_syncs
-from lstmbench.strategies.strategy import Strategy
 from lstmbench.measure.timing import StepTimer
 from lstmbench.measure.train import train_step
+from lstmbench.strategies.loader import Pinnable, to_device
+from lstmbench.strategies.strategy import Strategy
+from lstmbench.suite.config import DataConfig, Lengths, ModelConfig, StrategySpec
 
 READOUTS = {"naive": ("random", "global", "last"), "mask": ("random", "batch", "mask"),
             "pack": ("random", "batch", "pack"), "sorted_pack": ("random", "batch", "pack_sorted"),

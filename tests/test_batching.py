@@ -307,8 +307,12 @@ def test_checked_entries_still_take_what_they_document():
 
 
 # property: whatever a user passes, the API answers with a result or one BatchingError, never another exception
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from hypothesis import (  # noqa: E402
+    HealthCheck,
+    given,
+    settings,
+    strategies as st,  # noqa: E402
+)
 
 ODD = (st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=True, allow_infinity=True)
        | st.text(max_size=5) | st.sampled_from(["bucket", "mask", "bucket-mask", "pack", "naive", "balanced"]))

@@ -7,11 +7,18 @@ import pytest
 import torch
 
 from lstmbench.data.make import IGNORE, make_data
-from lstmbench.measure.model import LSTMClassifier, build_model, loss_of, model_for, weights_checksum, within_length_reversal
+from lstmbench.measure.model import (
+    LSTMClassifier,
+    build_model,
+    loss_of,
+    model_for,
+    weights_checksum,
+    within_length_reversal,
+)
 from lstmbench.measure.probes import KernelProbe
+from lstmbench.measure.verify import EQUIVALENT, verify_suite
 from lstmbench.strategies.strategy import Strategy, plan_epochs
 from lstmbench.suite.load import PRESETS, DataConfig, Lengths, ModelConfig, StrategySpec, load_suite
-from lstmbench.measure.verify import EQUIVALENT, verify_suite
 
 DATA = {task: DataConfig(task=task, train_size=48, eval_size=8, vocab_size=12,
                          lengths=Lengths(median=10, sigma=0.8, min=2, max=40)) for task in ("classify", "tag")}

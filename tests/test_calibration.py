@@ -126,6 +126,7 @@ def test_the_real_pair_itself_passes():
     assert not compare_results([FIRST], [REPEAT]).has_regression
 
 
+@pytest.mark.slow
 def test_a_a_false_alarm_rate_on_the_real_pairs(real_pairs):
     """Same code twice, the suite's 3 seeds, each seed its own real pair: a comparison fails at most 1 in 50
     (within simulation error; so in every test below)."""
@@ -135,6 +136,7 @@ def test_a_a_false_alarm_rate_on_the_real_pairs(real_pairs):
 
 
 @pytest.mark.parametrize("seeds", [4, 8])
+@pytest.mark.slow
 def test_a_a_false_alarm_rate_with_more_seeds(real_pairs, seeds):
     """More seeds than real pairs (the nightly's 4, and 8): run-to-run differences drawn from the real pool."""
     noise = _pooled_noise(real_pairs)
@@ -143,6 +145,7 @@ def test_a_a_false_alarm_rate_with_more_seeds(real_pairs, seeds):
     assert false_alarms <= FALSE_ALARMS, false_alarms
 
 
+@pytest.mark.slow
 def test_a_b_detection_of_a_twenty_percent_slowdown(real_pairs):
     """Every strategy 20% slower. On this shared VM's real run-to-run noise (runs of the same code and seed
     differ by a standard deviation of about 13% in log throughput), 4 seeds a side find it in fewer than half

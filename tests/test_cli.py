@@ -8,7 +8,6 @@ import torch
 from click.testing import CliRunner
 
 from lstmbench.cli import main
-
 from tests.conftest import write_suite
 
 
@@ -68,6 +67,7 @@ def test_strategies_lists_presets_and_choices():
     assert any(line.startswith("sorted_pack  ") for line in lines)
 
 
+@pytest.mark.slow
 def test_run_then_report_end_to_end(tiny_file, tmp_path):
     """Real child processes (spawn) for two runs, then the report's files."""
     out = tmp_path / "results"
@@ -145,6 +145,7 @@ def test_inline_cannot_start_a_ddp_job(tiny_file, tmp_path):
                         "--inline does not start\n")
 
 
+@pytest.mark.slow
 def test_shards_run_their_slice_and_the_report_merges_them(tiny_file, tmp_path):
     """Two shards of one suite, as two tasks of a SLURM array would: together every run once, one section."""
     for k in (1, 2):

@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from lstmbench.cli import main
-from lstmbench.results.compare import REGRESSION, compare_results
 from lstmbench.measure.record import RunRecord
+from lstmbench.results.compare import REGRESSION, compare_results
 
 ENV = {"cpu": "AMD EPYC", "cpu_count": 2, "device_name": "cpu", "torch": "2.13.0+cpu", "git_commit": "abc1234"}
 G = "(AMD EPYC x2; torch 2.13.0+cpu)"

@@ -16,9 +16,8 @@ import torch
 
 from lstmbench.measure.model import Precision, build_model
 from lstmbench.measure.probes import KernelProbe
-from lstmbench.suite.load import ModelConfig, suite_from_dict
 from lstmbench.measure.timing import StepTimer
-
+from lstmbench.suite.load import ModelConfig, suite_from_dict
 from tests.conftest import TINY, write_suite
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -8,9 +8,9 @@ from click.testing import CliRunner
 
 from lstmbench.cli import main
 from lstmbench.measure.probes import cpu_bf16_lstm, resolve_device
-from lstmbench.suite.load import load_suite
 from lstmbench.measure.train import run_one
 from lstmbench.run.worker import run_inline
+from lstmbench.suite.load import load_suite
 
 CPU = torch.device("cpu")
 cuda_only = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -14,7 +14,6 @@ import pytest
 from lstmbench.data.make import make_data
 from lstmbench.measure.model import model_for, weights_checksum
 from lstmbench.suite.load import suite_from_dict
-
 from tests.conftest import write_suite
 
 DDP = {
@@ -57,6 +56,7 @@ def under_torchrun(tmp_path_factory):
     return tmp, sorted(rows_in(tmp / "results"), key=lambda r: r["strategy"]), done  # runs come shuffled
 
 
+@pytest.mark.slow
 def test_rows_from_both_ranks_are_consistent(under_torchrun):
     tmp, rows, done = under_torchrun
     assert len(list((tmp / "results" / "ddp").glob("*.jsonl"))) == 1  # rank 0 alone writes
@@ -85,6 +85,7 @@ def test_balanced_dealing_waits_less_for_the_straggler(under_torchrun):
     assert balanced["straggler_wait_fraction"] < per_rank["straggler_wait_fraction"]  # measured
 
 
+@pytest.mark.slow
 def test_nproc_runs_each_run_as_its_own_torchrun_job_and_agrees(under_torchrun, tmp_path):
     """`lstmbench run SUITE --nproc 2`: the same training, bit for bit, as the run under the user's torchrun."""
     _, rows, _ = under_torchrun
@@ -98,6 +99,7 @@ def test_nproc_runs_each_run_as_its_own_torchrun_job_and_agrees(under_torchrun, 
     assert "2 ranks waiting" in done.stderr
 
 
+@pytest.mark.slow
 def test_report_shows_the_straggler_columns(under_torchrun):
     tmp, _, _ = under_torchrun
     done = lstmbench("report", str(tmp / "results"), cwd=tmp)
@@ -107,6 +109,7 @@ def test_report_shows_the_straggler_columns(under_torchrun):
     assert (tmp / "results" / "ddp" / "report" / "straggler.png").read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow
 def test_verify_checks_the_distributed_forms(tmp_path):
     suite = write_suite(tmp_path, DDP)
     done = lstmbench("verify", str(suite), cwd=tmp_path)  # launch.nproc 2: the distributed check runs too
@@ -144,6 +147,7 @@ def in_ranks(tmp_path: Path, code: str) -> dict:
     return {"PYTHONPATH": os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")])}
 
 
+@pytest.mark.slow
 def test_a_rank_that_fails_ends_the_job_with_a_row_not_a_hang(tmp_path):
     """torchrun stops the job, the row says why (rank 1's error, not rank 0's lost peer), the suite goes on."""
     suite = write_suite(tmp_path, {**DDP, "strategies": ["mask"]})
@@ -158,6 +162,7 @@ def test_a_rank_that_fails_ends_the_job_with_a_row_not_a_hang(tmp_path):
     assert np.isnan(row["tokens_per_s"] if row["tokens_per_s"] is not None else np.nan)
 
 
+@pytest.mark.slow
 def test_under_the_users_torchrun_a_failed_run_stops_the_job_and_keeps_the_rows(tmp_path):
     suite = write_suite(tmp_path, {**DDP, "strategies": ["bucket", "mask"], "train": {**DDP["train"], "epochs": 1},
                                    "data": {**DDP["data"], "train_size": 40}})
@@ -173,6 +178,7 @@ def test_under_the_users_torchrun_a_failed_run_stops_the_job_and_keeps_the_rows(
     assert all(r["strategy"] != rows[0]["strategy"] and r["status"] == "error" for r in rows[1:])
 
 
+@pytest.mark.slow
 def test_verify_catches_a_wrongly_scaled_distributed_loss(tmp_path):
     """The ranks' loss scale is wrong (every step's count taken as 1, so DDP averages sums, not the union's
     mean): verify must say MISMATCH and exit 1. The break is a sitecustomize in the ranks alone."""
@@ -189,6 +195,7 @@ def test_verify_catches_a_wrongly_scaled_distributed_loss(tmp_path):
                                 "batches: mask\n")
 
 
+@pytest.mark.slow
 def test_a_rank_killed_by_a_signal_is_a_crashed_row_naming_it(tmp_path):
     env = break_rank_1(tmp_path, "os.kill(os.getpid(), signal.SIGKILL)")
     suite = write_suite(tmp_path, {**DDP, "strategies": ["mask"]})

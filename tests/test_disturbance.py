@@ -14,12 +14,20 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from lstmbench.run import runner
 from lstmbench.cli import main
-from lstmbench.measure.disturbance import (BUSY_SHARE, WAIT_SHARE, Disturbance, SchedTimes, judge, parse_schedstat,
-                                   sched_times, settle, wait_share)
-from lstmbench.report.recommend import recommend_rows
-
+from lstmbench.measure.disturbance import (
+    BUSY_SHARE,
+    WAIT_SHARE,
+    Disturbance,
+    SchedTimes,
+    judge,
+    parse_schedstat,
+    sched_times,
+    settle,
+    wait_share,
+)
+from lstmbench.report.recommendation import recommend_rows
+from lstmbench.run import runner
 from tests.conftest import write_suite
 from tests.test_compare import write_set
 from tests.test_recommend import CLEAR, ENV
@@ -165,6 +173,7 @@ def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.skipif(not HAS_SCHEDSTAT, reason="the kernel keeps no per-thread scheduler statistics")
+@pytest.mark.slow
 def test_a_spinning_process_never_changes_the_answer_silently(tmp_path, tiny_dict):
     """The issue's experiment, scaled down: the same suite quiet, then with a plain `while True: pass` at normal
     priority for the whole run. Every row of 0.05 s of timed steps or more has a reading; on the loaded rows,

@@ -8,9 +8,9 @@ import torch
 
 from lstmbench.data.make import make_data
 from lstmbench.measure.model import build_model
+from lstmbench.measure.verify import check_batch
 from lstmbench.strategies.strategy import Strategy, computation_note, plan_epochs
 from lstmbench.suite.load import PRESETS, DataConfig, Lengths, ModelConfig, StrategySpec
-from lstmbench.measure.verify import check_batch
 
 STRATEGIES = {**PRESETS, "bucket-mask": {"batching": "bucket", "padding": "batch", "readout": "mask"},
               "mask-pad8": {"batching": "random", "padding": "batch", "readout": "mask", "pad_multiple": 8}}

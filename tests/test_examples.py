@@ -15,6 +15,7 @@ def _load(name: str):
 
 
 @pytest.mark.parametrize("argv", [["--strategy", "bucket-mask"], ["--strategy", "pack", "--workers", "1"]])
+@pytest.mark.slow
 def test_own_model_trains_with_the_batching_api(argv, capsys):
     result = _load("own_model").main(["--examples", "400", "--epochs", "4"] + argv)
     assert result["last_loss"] < result["first_loss"]  # it learns

@@ -10,8 +10,8 @@ from click.testing import CliRunner
 
 from lstmbench.cli import main
 from lstmbench.errors import ResultsError
-from lstmbench.results.export import stats, to_pytest_benchmark
 from lstmbench.measure.record import RunRecord
+from lstmbench.results.export import stats, to_pytest_benchmark
 
 STEPS = 192
 

@@ -5,13 +5,12 @@ import copy
 import tempfile
 from pathlib import Path
 
+import pytest
 import yaml
 from click.testing import CliRunner
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from lstmbench.cli import main
-
 from tests.conftest import TINY
 
 SCALARS = (st.none() | st.booleans() | st.sampled_from([-1, 0, 1, 2, 3, 7, 64, 10**9])
@@ -72,6 +71,7 @@ def _check(text: str | bytes) -> None:
 
 @given(mutated_suites())
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@pytest.mark.slow
 def test_mutated_suites_fail_cleanly(suite):
     _check(yaml.safe_dump(suite, sort_keys=False))
 

@@ -12,8 +12,7 @@ import tracemalloc
 
 import pytest
 from click.testing import CliRunner
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from lstmbench.cli import MAX_MESSAGE, main
 from lstmbench.measure.probes import cpu_bf16_lstm
@@ -328,6 +327,7 @@ def hostile_suites(draw):
 
 @given(hostile_suites())
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@pytest.mark.slow
 def test_hostile_yaml_is_one_line_exit_2_within_bounds(tmp_path_factory, case):
     """Aliases, depth, huge integers, duplicate keys and special values: exit 0 (a valid suite) or exit 2 with
     one short `Error:` line, within 10 s and 64 MiB; always exit 2 where the YAML itself must be refused."""

@@ -12,11 +12,10 @@ import pytest
 from click.testing import CliRunner
 from plotly.offline import get_plotlyjs
 
-from lstmbench.report import html
-from lstmbench.report import summary as report
-from lstmbench.results import storage
 from lstmbench.cli import main
+from lstmbench.report import html, summary as report
 from lstmbench.report.charts import pareto
+from lstmbench.results import storage
 
 ROOT = Path(__file__).parent.parent
 GPU_ROWS = Path(__file__).parent / "data" / "gpu-h200" / "gpu.jsonl"  # one seed per strategy on an NVIDIA H200
@@ -47,6 +46,7 @@ def chart_ids(page: str) -> list[str]:
     return re.findall(r'<div id="([^"]+)" class="plotly-graph-div"', page)
 
 
+@pytest.mark.slow
 def test_self_contained(written):
     bundle = get_plotlyjs()[:300]
     for path in written.values():
@@ -76,7 +76,7 @@ def test_sections_and_charts(written):
 
 
 def test_report_never_imports_html():
-    tree = ast.parse((ROOT / "lstmbench" / "report.py").read_text())
+    tree = ast.parse((ROOT / "lstmbench" / "report" / "summary.py").read_text())
     imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)} | \
         {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     assert not {m for m in imported if m and "html" in m}
@@ -101,6 +101,7 @@ def _browser(playwright):
         pytest.skip(f"no Chromium to drive (install Debian's chromium, as .ci/run does): {e}")
 
 
+@pytest.mark.slow
 def test_in_a_browser(written, tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e .[dev])")
     with sync_api.sync_playwright() as p:

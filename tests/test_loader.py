@@ -10,13 +10,12 @@ import torch
 
 from lstmbench.data.make import make_data
 from lstmbench.errors import SuiteError
-from lstmbench.strategies.loader import batches, row_fields
 from lstmbench.measure.model import model_for
-from lstmbench.strategies.strategy import Strategy
-from lstmbench.strategies.ranks import plan_ranks
-from lstmbench.suite.load import LoaderConfig, load_suite, suite_from_dict
 from lstmbench.measure.train import Precision, train_step
-
+from lstmbench.strategies.loader import batches, row_fields
+from lstmbench.strategies.ranks import plan_ranks
+from lstmbench.strategies.strategy import Strategy
+from lstmbench.suite.load import LoaderConfig, load_suite, suite_from_dict
 from tests.conftest import TINY, write_suite
 
 CPU = torch.device("cpu")
@@ -143,9 +142,8 @@ def test_a_run_through_the_loader_trains_as_the_in_process_path(tmp_path):
     """The same run, batches from 2 DataLoader workers: the same losses and accuracy; the row says how it was fed."""
     import copy as _copy
 
-    from lstmbench.suite.load import suite_from_dict
     from lstmbench.measure.train import run_one
-
+    from lstmbench.suite.load import suite_from_dict
     from tests.conftest import TINY
 
     raw = _copy.deepcopy(TINY)

@@ -164,6 +164,7 @@ def instrumented(tmp_path: Path) -> tuple[Path, Path]:
 
 @pytest.mark.parametrize("start", ["forkserver", "spawn"])
 @pytest.mark.parametrize("pin", [False, True], ids=["unpinned", "pinned"])
+@pytest.mark.slow
 def test_loader_workers_feed_every_run_and_leave_no_process(tmp_path, tiny_dict, lstmbench, start, pin):
     suite = write_suite(tmp_path, loader_suite(tiny_dict, ["mask"]))
     out = tmp_path / "results"
@@ -183,6 +184,7 @@ def test_loader_workers_feed_every_run_and_leave_no_process(tmp_path, tiny_dict,
     ("raise", "error", "RuntimeError: Caught RuntimeError in DataLoader worker process "),
     ("kill", "crashed", "the run's process died with exit code -9 before reporting"),
 ], ids=["worker-raises", "run-killed"])
+@pytest.mark.slow
 def test_a_run_whose_worker_fails_leaves_no_worker(tmp_path, tiny_dict, lstmbench, fault, status, error):
     suite = write_suite(tmp_path, loader_suite(tiny_dict, ["mask"]))
     script, pids = instrumented(tmp_path)
@@ -199,6 +201,7 @@ def test_a_run_whose_worker_fails_leaves_no_worker(tmp_path, tiny_dict, lstmbenc
     assert left_alive(cli.proc.pid) == {}, f"the run's workers were {sorted(workers)}"
 
 
+@pytest.mark.slow
 def test_ctrl_c_mid_run_leaves_no_worker(tmp_path, tiny_dict, lstmbench):
     """Ctrl-C reaches the whole foreground process group while a worker is busy collating (here: for ever)."""
     suite = write_suite(tmp_path, loader_suite(tiny_dict, ["mask"]))

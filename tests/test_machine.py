@@ -300,8 +300,8 @@ def test_without_nvml_or_nvidia_smi_the_gpu_is_called_cuda(monkeypatch):
 
 def test_a_failure_row_is_named_as_its_ok_rows(monkeypatch, tiny_file):
     """The same name in env.device_name, so report, compare and recommend put it in its ok rows' section."""
-    from lstmbench.suite.load import load_suite
     from lstmbench.run.worker import failure_record
+    from lstmbench.suite.load import load_suite
 
     suite = load_suite(tiny_file)
     monkeypatch.setattr(machine, "device_name", lambda device: "NVIDIA H200")

@@ -9,15 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from lstmbench.measure import probes
-from lstmbench.measure import train as train_module
 from lstmbench.data.make import make_data
+from lstmbench.measure import probes, train as train_module
 from lstmbench.measure.model import model_for
 from lstmbench.measure.probes import TensorMemory
+from lstmbench.measure.train import Precision, run_one, step_memory_bytes
 from lstmbench.strategies.strategy import Strategy
 from lstmbench.suite.load import load_suite
-from lstmbench.measure.train import Precision, run_one, step_memory_bytes
-
 from tests.conftest import TINY, write_suite
 
 CPU = torch.device("cpu")

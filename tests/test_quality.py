@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from lstmbench.report.quality import ALPHA, accuracy_verdicts
+from lstmbench.report.verdicts import Computes
 from lstmbench.stats import below_best, seeds_needed
 
 
@@ -23,6 +24,7 @@ def _rows(accuracies: dict[str, list[float]], reached: dict[str, list[bool]] | N
 def _summary(ok: pd.DataFrame, exact: set[str]) -> pd.DataFrame:
     s = ok.groupby("strategy", sort=False)["eval_accuracy"].mean().reset_index()
     s["computes"] = ["exact (verified)" if n in exact else "truncates to 64 tokens" for n in s["strategy"]]
+    s["computes_kind"] = [Computes.EXACT if n in exact else Computes.CHANGES for n in s["strategy"]]
     return s
 
 

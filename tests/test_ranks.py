@@ -10,11 +10,10 @@ import pytest
 
 from lstmbench.data.make import IGNORE, make_data
 from lstmbench.errors import LstmbenchError
-from lstmbench.strategies.ranks import coverage_problems, plan_ranks, planned_wait_fraction, rank_epochs
 from lstmbench.run.runner import plan_runs, shard_of
+from lstmbench.strategies.ranks import coverage_problems, plan_ranks, planned_wait_fraction, rank_epochs
 from lstmbench.strategies.strategy import Strategy, plan_epochs
 from lstmbench.suite.load import IDEAL, PRESETS, StrategySpec, load_suite, suite_from_dict
-
 from tests.conftest import TINY
 
 ROOT = Path(__file__).resolve().parent.parent

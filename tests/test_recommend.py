@@ -11,10 +11,9 @@ import pandas as pd
 from click.testing import CliRunner
 
 from lstmbench.cli import main
-from lstmbench.report.recommend import fewest_seeds, python_snippet, recommend, recommend_rows
 from lstmbench.measure.record import SCHEMA_VERSION
+from lstmbench.report.recommendation import fewest_seeds, python_snippet, recommend, recommend_rows
 from lstmbench.suite.load import suite_from_dict
-
 from tests.conftest import TINY
 
 ENV = {"host": "vm1", "cpu": "cpu-x", "cpu_count": 2, "threads": 2, "device_name": "cpu", "torch": "2.x",
@@ -22,6 +21,7 @@ ENV = {"host": "vm1", "cpu": "cpu-x", "cpu_count": 2, "threads": 2, "device_name
 NOTES = {"naive": "reads the output after the padding", "truncate": "truncates to 6 tokens",
          "ideal": "unpadded: each batch's real tokens cut into equal rows"}
 BUCKET_MASK = {"name": "bucket-mask", "batching": "bucket", "padding": "batch", "readout": "mask"}
+ROOT = Path(__file__).resolve().parent.parent
 TITLE = "tiny on cpu, vm1, cpu-x x2 (configuration h1; lstmbench 0.1.0 at abc, torch 2.x)"
 
 
@@ -308,3 +308,45 @@ def test_when_every_run_failed_the_sentence_points_to_the_errors_not_to_the_suit
         "  Undecided: The results cannot decide: every run of the exact strategies (mask, bucket-mask) failed, so "
         "nothing checks the accuracy against the exact computation; see why below, and run them again once that is "
         "fixed.")
+
+
+def _decisions(rows: pd.DataFrame) -> list[tuple]:
+    return [(r.winner, r.runner_up, [n for n, _ in r.ruled_out], r.undecided is None, r.too_busy)
+            for r in recommend_rows(rows)]
+
+
+def test_rewording_every_verdict_leaves_every_recommendation_unchanged(monkeypatch):
+    """Decisions are data: the verdicts (what a strategy computes, its accuracy against the best, a note's level)
+    are reworded to nonsense, and every recommendation (winner, runner-up, ruled out, undecided) stays."""
+    from lstmbench.report import summary
+    from lstmbench.report.verdicts import Verdict
+    from lstmbench.results.storage import load_rows
+
+    lost = config(["naive", "mask", "pack"], seeds=6)
+    undecided = config([{"truncate": {"max_len": 6}}, "mask", BUCKET_MASK], target=0.85, cap=45)
+    cases = [pd.DataFrame(CLEAR), pd.DataFrame(run_rows(lost, {
+        "naive": {"tps": [6000.0] * 6, "acc": [0.5, 0.52, 0.48, 0.5, 0.51, 0.49]},
+        "mask": {"tps": [300.0] * 6, "acc": [0.95, 0.96, 0.94, 0.95, 0.97, 0.93]},
+        "pack": {"tps": [100.0] * 6, "acc": [0.95, 0.95, 0.95, 0.96, 0.95, 0.94]}}, seeds=6)),
+        pd.DataFrame(run_rows(undecided, {
+            "truncate": {"tps": [900.0, 950.0, 850.0], "acc": [0.86, 0.85, 0.87], "ttt": [5.0, 6.0, 7.0]},
+            "mask": {"tps": [300.0, 310.0, 290.0], "acc": [0.90, 0.91, 0.89], "ttt": [30.0, 29.0, 31.0]},
+            "bucket-mask": {"tps": [800.0, 850.0, 750.0], "acc": [0.90] * 3, "ttt": [10.0, 11.0, 12.0]}}, seeds=3))]
+    cases += [load_rows([folder]).rows for folder in sorted((ROOT / "reference").iterdir())
+              if folder.is_dir() and folder.name != "baselines"]
+    before = [_decisions(rows) for rows in cases]
+    assert ("bucket-mask", "truncate", [], True, False) in before[2]  # the demotion is among them
+
+    real_verdicts, real_computes = summary.accuracy_verdicts, summary.computes
+    monkeypatch.setattr(summary, "accuracy_verdicts", lambda ok, s: {
+        name: Verdict(v.kind, f"zz {i}") for i, (name, v) in enumerate(real_verdicts(ok, s).items())})
+
+    def computes(note: str, ok: pd.DataFrame, reference: bool = False):
+        what, _ = real_computes(note, ok, reference)
+        return Verdict(what.kind, "zz"), "zz"
+
+    monkeypatch.setattr(summary, "computes", computes)
+    monkeypatch.setattr(summary, "_info", lambda text: Verdict(summary.Level.INFO, "zz"))
+    monkeypatch.setattr(summary, "_warning", lambda text: Verdict(summary.Level.WARNING, "zz"))
+    assert "zz" in recommend_rows(cases[0])[0].why  # the sentences did change
+    assert [_decisions(rows) for rows in cases] == before

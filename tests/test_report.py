@@ -6,7 +6,6 @@ import pytest
 
 from lstmbench.report import summary as report
 from lstmbench.suite.load import suite_from_dict
-
 from tests.conftest import TINY
 
 CONFIG = suite_from_dict(TINY).to_dict()  # what rows carry: the resolved suite
@@ -29,6 +28,8 @@ def rows(**overrides) -> pd.DataFrame:
                 "efficiency": {"naive": 0.2, "mask": 0.6}[strategy], "lstm_kernel": "onednn",
                 "time_to_target_s": [None, 1.0, 2.0][seed] if strategy == "mask" else None,
                 "curve": [[0.5, 8, 0.6], [1.0 + seed, 16, accs[strategy][seed]]],
+                "train_length_histogram": [[2.0, 10.0, 30], [10.0, 40.0, 18]],
+                "train_length_percentiles": [8.0, 30.0, 40.0],
                 "verified": "differs as designed" if strategy == "naive" else "equivalent",
                 "verify_loss_rel_error": 1e-7, "verify_grad_rel_error": 2e-7 * (seed + 1), "verify_tolerance": 1e-4,
                 "verify_precision": "float32", "schema_version": 2, "config": CONFIG, "env": {"host": "vm1", "cpu": "cpu-x", "cpu_count": 2, "threads": 2, "device_name": "cpu", "torch": "2.x",

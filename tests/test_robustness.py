@@ -14,7 +14,6 @@ import torch
 from click.testing import CliRunner
 
 from lstmbench.cli import main
-
 from tests.conftest import write_suite
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,6 +31,7 @@ def lstmbench(*args, **kwargs) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
 
 
+@pytest.mark.slow
 def test_kill_9_mid_suite_then_resume_gives_every_run_once(tmp_path, tiny_dict):
     tiny_dict["strategies"] = ["naive", "mask", "pack"]
     tiny_dict["seeds"] = [0, 1, 2, 3]  # 16 runs: a quiet machine finishes 8 of them within a second
@@ -73,6 +73,7 @@ def test_kill_9_mid_suite_then_resume_gives_every_run_once(tmp_path, tiny_dict):
 
 
 @pytest.mark.parametrize("second", [[], ["--resume"]])
+@pytest.mark.slow
 def test_a_second_writer_into_one_folder_is_refused_and_every_row_kept_once(tmp_path, tiny_dict, second):
     """Two `run` (or a `run` and a `--resume`) into one folder at once: the second is refused in one line while
     the first holds the folder, so no run is measured twice; the first keeps every row."""
@@ -138,6 +139,7 @@ def test_a_failing_run_is_a_row_and_the_suite_goes_on(tmp_path, tiny_file, faili
     assert rows["pack"]["tokens_per_s"] is None and rows["pack"]["init_checksum"] == ""
 
 
+@pytest.mark.slow
 def test_a_killed_run_process_is_a_crashed_row(tmp_path, tiny_dict):
     """The run's child process is killed outright (as by the kernel's OOM killer): a `crashed` row."""
     tiny_dict["seeds"] = [0]
@@ -170,7 +172,6 @@ def test_a_killed_run_process_is_a_crashed_row(tmp_path, tiny_dict):
 def test_report_warns_about_a_torn_line_and_keeps_the_rest(tmp_path):
     from lstmbench.measure.record import SCHEMA_VERSION
     from lstmbench.suite.load import suite_from_dict
-
     from tests.conftest import TINY
 
     folder = tmp_path / "tiny"
@@ -271,6 +272,7 @@ def test_a_row_that_cannot_be_rescued_either_is_printed(tmp_path, tiny_dict, ful
     assert r.stderr.count("\nError: ") + r.stderr.startswith("Error: ") == 1
 
 
+@pytest.mark.slow
 def test_ctrl_c_keeps_the_finished_rows_and_prints_no_traceback(tmp_path, tiny_dict):
     """Ctrl-C reaches the whole foreground process group: lstmbench and the run's child process."""
     tiny_dict["strategies"] = ["naive", "mask", "pack"]

@@ -9,14 +9,14 @@ import os
 import numpy as np
 import pytest
 
-from lstmbench.run import runner
-from lstmbench.data.make import make_data
 from lstmbench.data.cache import SeedData, load
-from lstmbench.measure.record import Overhead, RunRecord, harness_overhead
-from lstmbench.suite.load import load_suite
+from lstmbench.data.make import make_data
+from lstmbench.measure.record import RunRecord
 from lstmbench.measure.train import REFERENCE_MIN_STEPS, reference_sample
+from lstmbench.results.rows import Overhead, harness_overhead
+from lstmbench.run import runner
 from lstmbench.run.worker import run_isolated
-
+from lstmbench.suite.load import load_suite
 from tests.conftest import TINY, write_suite
 
 
@@ -37,6 +37,7 @@ def _same_run(a: RunRecord, b: RunRecord) -> None:
     assert [acc for _, _, acc in a.curve] == [acc for _, _, acc in b.curve]
 
 
+@pytest.mark.slow
 def test_forkserver_run_equals_a_spawned_one(tiny):
     spec = tiny.strategies[0]
     with SeedData() as cache:

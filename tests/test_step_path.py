@@ -16,9 +16,9 @@ from torch.overrides import TorchFunctionMode
 from lstmbench.data.make import make_data
 from lstmbench.measure.evaluation import evaluate
 from lstmbench.measure.model import Precision, model_for
+from lstmbench.measure.train import train_step
 from lstmbench.strategies.strategy import Strategy
 from lstmbench.suite.config import DataConfig, Lengths, ModelConfig, StrategySpec
-from lstmbench.measure.train import train_step
 
 # every way a step can reach a device or the host: a move, a copy, a read of a value
 MOVES = {"to", "cuda", "cpu", "copy_", "pin_memory", "item", "tolist", "numpy", "__bool__", "__int__",
@@ -108,9 +108,9 @@ def test_a_cuda_step_synchronises_only_for_its_loss_scaler(name, batching, paddi
     """CUDA's sync-debug mode counts every synchronising call of one step, the batch pinned and moved as the timed
     loop moves it: none, except GradScaler.step's found_inf.item() where the loss is scaled (fp16, and bf16,
     whose cuDNN LSTM autocast runs in fp16: the probe says which)."""
-    from lstmbench.strategies.loader import Pinnable, to_device
     from lstmbench.measure.probes import host_syncs
     from lstmbench.measure.train import probe_kernel
+    from lstmbench.strategies.loader import Pinnable, to_device
 
     splits, model = _setup("classify", bidirectional)
     device = torch.device("cuda")

@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from lstmbench.results import storage
 from lstmbench.errors import ResultsError
 from lstmbench.measure.record import SCHEMA_VERSION
+from lstmbench.results import storage
 
 
 def row(**kw):

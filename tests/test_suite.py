@@ -7,7 +7,6 @@ import pytest
 
 from lstmbench.errors import SuiteError
 from lstmbench.suite.load import load_suite, suite_from_dict
-
 from tests.conftest import write_suite
 
 ROOT = Path(__file__).resolve().parents[1]

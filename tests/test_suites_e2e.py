@@ -66,6 +66,7 @@ def rows_of(folder: Path) -> list[dict]:
 
 
 @pytest.mark.parametrize("path", SUITES, ids=[p.stem for p in SUITES])
+@pytest.mark.slow
 def test_the_suite_runs_end_to_end_scaled_down(tmp_path, path):
     raw = yaml.safe_load(path.read_text())
     package = PACKAGES.get((raw.get("data") or {}).get("source"))

@@ -39,6 +39,7 @@ def test_bad_sweeps(tiny_file, sweep, message):
     assert str(e.value) == f"{tiny_file}: {message}"
 
 
+@pytest.mark.slow
 def test_run_and_report_a_sweep(tiny_file, tmp_path):
     out = tmp_path / "results"
     r = CliRunner().invoke(main, ["run", str(tiny_file), "--inline", "--out", str(out), "--set", "seeds=[0]",

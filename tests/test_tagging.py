@@ -8,10 +8,10 @@ import torch
 from lstmbench.data.make import IGNORE, make_data
 from lstmbench.errors import SuiteError
 from lstmbench.measure.model import model_for
-from lstmbench.strategies.strategy import Strategy, plan_epochs
-from lstmbench.suite.load import PRESETS, DataConfig, Lengths, ModelConfig, StrategySpec, load_suite, suite_from_dict
 from lstmbench.measure.train import run_one
 from lstmbench.measure.verify import check_batch
+from lstmbench.strategies.strategy import Strategy, plan_epochs
+from lstmbench.suite.load import PRESETS, DataConfig, Lengths, ModelConfig, StrategySpec, load_suite, suite_from_dict
 
 DATA = DataConfig(task="tag", train_size=48, eval_size=8, vocab_size=12, lengths=Lengths(median=10, min=2, max=40))
 

@@ -8,9 +8,8 @@ import torch
 
 from lstmbench.data.make import make_data
 from lstmbench.errors import SuiteError
-from lstmbench.suite.load import load_suite
 from lstmbench.measure.train import accuracy_by_length, resolution, run_one
-
+from lstmbench.suite.load import load_suite
 from tests.conftest import TINY, write_suite
 
 CPU = torch.device("cpu")

@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from lstmbench.data.make import make_data
-from lstmbench.measure.record import REQUIRED_KEYS, SCHEMA_VERSION
-from lstmbench.suite.load import load_suite
+from lstmbench.measure.record import SCHEMA_VERSION
 from lstmbench.measure.train import run_one
+from lstmbench.results.rows import REQUIRED_KEYS
+from lstmbench.suite.load import load_suite
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
@@ -67,6 +68,7 @@ def test_exact_strategies_train_the_same_model(tiny_records):
     assert r["mask"].eval_accuracy == r["pack"].eval_accuracy == r["pack"].eval_accuracy_exact
 
 
+@pytest.mark.slow
 def test_the_marker_task_separates_the_strategies():
     """On the default suite (one seed): exact strategies learn it, truncation loses the far markers, and a
     readout after the padding is no better than chance."""
@@ -80,6 +82,7 @@ def test_the_marker_task_separates_the_strategies():
     assert 0.6 < mask.pad_fraction < 0.9 and truncate.pad_fraction < mask.pad_fraction
 
 
+@pytest.mark.slow
 def test_naive_readout_after_padding_is_near_chance():
     suite = load_suite(ROOT / "suites" / "packing.yaml", ["train.epochs=1"])
     naive = run_one(suite, suite.strategies[0], 0, CPU)

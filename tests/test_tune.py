@@ -9,13 +9,30 @@ import yaml
 from click.testing import CliRunner
 
 from lstmbench.cli import main
-from lstmbench.suite.config import StrategySpec
-from lstmbench.tune.costmodel import (MARGIN, PACKED, PADDED, BatchShape, Candidate, CostModel, MemoryCost, Prediction,
-                                 Probe, Proposal, StepCost, TuneError, epoch_shapes, fit_model, fit_steps, predict,
-                                 probe_grid, propose, search)
 from lstmbench.data.make import make_data
+from lstmbench.suite.config import StrategySpec
 from lstmbench.suite.load import parse_strategy, suite_from_dict
-
+from lstmbench.tune.costmodel import (
+    MARGIN,
+    PACKED,
+    PADDED,
+    BatchShape,
+    Candidate,
+    CostModel,
+    MemoryCost,
+    Prediction,
+    Probe,
+    Proposal,
+    StepCost,
+    TuneError,
+    epoch_shapes,
+    fit_model,
+    fit_steps,
+    predict,
+    probe_grid,
+    propose,
+    search,
+)
 from tests.conftest import write_suite
 
 SHAPES = [(8, 10), (8, 200), (64, 10), (64, 200), (32, 57), (128, 33), (16, 120)]
@@ -129,6 +146,7 @@ def test_probe_grid_spans_shapes_early():
     assert [g[0] for g in grid[:4]] == [PADDED, PACKED, PADDED, PACKED]  # kinds alternate
 
 
+@pytest.mark.slow
 def test_cli_tune_proposes_a_valid_strategy(tmp_path, tiny_dict):
     path = write_suite(tmp_path, tiny_dict)
     r = CliRunner().invoke(main, ["lengths", str(path), "--tune", "--budget-s", "5"])

@@ -13,13 +13,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from lstmbench.cli import main
-from lstmbench.suite.files import safe_name
 from lstmbench.report.summary import Section
-
+from lstmbench.suite.files import safe_name
 from tests.test_fuzz import VALUES
 from tests.test_recommend import CLEAR, write_results
 
@@ -204,6 +202,7 @@ def test_no_row_makes_a_reader_fail_with_anything_but_one_sentence(rows, reader)
 @settings(max_examples=int(os.environ.get("ROW_FUZZ_EXAMPLES", 12)), deadline=None,
           suppress_health_check=list(HealthCheck), derandomize=not os.environ.get("ROW_FUZZ_EXAMPLES"))
 @given(rows=mutated_rows())
+@pytest.mark.slow
 def test_no_row_makes_the_report_fail_with_anything_but_one_sentence(rows):
     with tempfile.TemporaryDirectory() as tmp:
         folder = write_results(Path(tmp) / "results", rows)
@@ -214,6 +213,7 @@ def test_no_row_makes_the_report_fail_with_anything_but_one_sentence(rows):
         assert all(line.startswith(("Warning: ", "Error: ")) for line in result.stderr.splitlines()), result.stderr
 
 
+@pytest.mark.slow
 def test_a_sweep_over_mappings_is_reported_along_a_category_axis(tmp_path: Path):
     """A valid sweep of data.lengths over two mappings: its points are not numbers (nor comparable)."""
     rows = []
@@ -230,8 +230,8 @@ def test_a_sweep_over_mappings_is_reported_along_a_category_axis(tmp_path: Path)
 @pytest.mark.parametrize("data", [{"source": "text", "path": "d.csv"}, {"source": "text", "path": "/dev/zero"},
                                   {"lengths": {"dist": "empirical", "file": "/etc/passwd"}}])
 def test_a_file_the_rows_config_names_is_never_opened(tmp_path: Path, monkeypatch, data):
-    """The lengths histogram is made again for the synthetic task only: a config's paths are relative to a suite
-    file the rows do not record (report from another folder failed on them), and come from someone else."""
+    """The lengths histogram is drawn from what the runs recorded, never made again from a config: its paths are
+    relative to a suite file the rows do not record, and come from someone else. These rows recorded none."""
     rows = []
     for r in CLEAR:
         config = copy.deepcopy(r["config"])

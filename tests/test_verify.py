@@ -10,10 +10,21 @@ from click.testing import CliRunner
 from lstmbench.cli import main
 from lstmbench.data.make import make_data
 from lstmbench.measure.model import model_for, weights_checksum
+from lstmbench.measure.verify import (
+    AS_DESIGNED,
+    EQUIVALENT,
+    MISMATCH,
+    TOLERANCES,
+    Claim,
+    RunCheck,
+    check_run,
+    checked_batches,
+    claim_of,
+    precision_of,
+    verify_suite,
+)
 from lstmbench.strategies.strategy import Strategy, note_for, plan_epochs
 from lstmbench.suite.load import StrategySpec, load_suite
-from lstmbench.measure.verify import (AS_DESIGNED, EQUIVALENT, MISMATCH, TOLERANCES, Claim, RunCheck, check_run,
-                              checked_batches, claim_of, precision_of, verify_suite)
 
 CPU = torch.device("cpu")
 

@@ -177,6 +177,7 @@ def test_the_nightly_compare_without_a_baseline_or_rows_fails(tmp_path):
     assert not (tmp_path / "proposed-baseline").exists()
 
 
+@pytest.mark.slow
 def test_the_nightly_compare_with_a_baseline_runs_compare(tmp_path):
     """The real compare on two copies of the same rows: exit 0, its sentences on the summary page."""
     # packing-repeat: every run of it measured on a quiet machine (packing-first has one disturbed run, exit 2)

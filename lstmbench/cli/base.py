@@ -10,8 +10,8 @@ from typing import Any, Callable
 
 import click
 
-from ..version import __version__
 from ..errors import LstmbenchError
+from ..version import __version__
 
 EXIT_BAD_INPUT = 2  # bad suite, bad result files, bad options (click's own usage errors are 2 too)
 EXIT_RUNS_FAILED = 1  # the suite ran, but some runs failed (their rows say why), or a row could not be stored

@@ -8,12 +8,11 @@ from typing import Any
 import click
 from tabulate import tabulate
 
-from ..data.make import check_data
-from ..measure.probes import refuse_out_of_memory, resolve_device
-from ..run.runner import check_memory, plan_runs, preflight
-from ..suite.presets import CHOICE_HELP, DESCRIPTIONS
-from ..strategies.strategy import describe
-from ..suite.load import expand_sweep, load_suite
+from ..data import check_data
+from ..measure import refuse_out_of_memory, resolve_device
+from ..run import check_memory, plan_runs, preflight
+from ..strategies import describe
+from ..suite import CHOICE_HELP, DESCRIPTIONS, expand_sweep, load_suite
 from .base import EXIT_RUNS_FAILED, count, main, translate_errors
 
 
@@ -65,8 +64,16 @@ def verify_cmd(suite_file: str, overrides: tuple[str, ...], device: str | None, 
 
     Example: lstmbench verify suites/packing.yaml --set model.bidirectional=true
     """
-    from ..measure.verify import (MISMATCH, SuiteChecks, TimedPathUnavailable, mismatch, tally, timed_device,
-                                  timed_table, verdict_table)
+    from ..measure import (
+        MISMATCH,
+        SuiteChecks,
+        TimedPathUnavailable,
+        mismatch,
+        tally,
+        timed_device,
+        timed_table,
+        verdict_table,
+    )
 
     suite = load_suite(suite_file, overrides, device)
     # A suite that asks for cuda is verified on its GPU or refused, as `run` refuses it: skipping its timed path
@@ -111,9 +118,8 @@ def verify_cmd(suite_file: str, overrides: tuple[str, ...], device: str | None, 
 def _verify_ranks(suite: Any, ranks: int, batches: int) -> list[dict[str, Any]]:
     """Run the distributed check under torchrun, print its table, return the mismatches."""
     from ..errors import LstmbenchError
-    from ..measure.verify import MISMATCH
-    from ..run.verify_ranks import distributed_table
-    from ..run.worker import torchrun_job
+    from ..measure import MISMATCH
+    from ..run import distributed_table, torchrun_job
 
     ended = torchrun_job({"kind": "verify", "suite": suite, "batches": batches}, ranks, suite.threads)
     if not isinstance(ended.result, list):
@@ -159,12 +165,12 @@ def lengths_cmd(suite_file: str, overrides: tuple[str, ...], seed: int | None, t
     Example: lstmbench lengths suites/packing.yaml --tune --check
     """
     from ..errors import LstmbenchError
-    from ..strategies.lengths import DATA_SUFFIXES, data_suite, histogram, plan_suite
+    from ..strategies import DATA_SUFFIXES, data_suite, histogram, plan_suite
 
     if not tune and (memory_cap is not None or budget_s is not None or check):
         raise LstmbenchError("--memory-cap, --budget-s and --check go with --tune")
     if tune:  # before the plan is printed: a bad option is refused first
-        from ..tune.tuner import BUDGET_S, check_options
+        from ..tune import BUDGET_S, check_options
 
         check_options(BUDGET_S if budget_s is None else budget_s, memory_cap)
 
@@ -233,7 +239,7 @@ def _tune(suite: Any, seed: int | None, memory_cap: float | None, budget_s: floa
 
 def tune_lines(t: Any, batch_size: int) -> list[str]:
     """The probe summary, the fits, the top candidates and the proposal."""
-    from ..tune.costmodel import MARGIN, PADDED
+    from ..tune import MARGIN, PADDED
 
     probes = t.probed.probes
     shapes = len({(p.kind, p.rows, p.width) for p in probes})

@@ -24,7 +24,7 @@ def recommend_cmd(paths: tuple[str, ...], fmt: str, pool: bool) -> None:
 
     Example: lstmbench recommend results/packing --format python
     """
-    from ..report.recommend import python_snippet, recommend
+    from ..report import python_snippet, recommend
 
     found = recommend(default_results(paths), pool=pool)
     for warning in found.skipped:

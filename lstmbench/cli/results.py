@@ -23,8 +23,7 @@ def report_cmd(paths: tuple[str, ...], out: str | None, pool: bool) -> None:
 
     Example: lstmbench report results/packing
     """
-    from ..report import html
-    from ..report import summary as report
+    from ..report import html, summary as report
     from ..results import storage
 
     loaded = storage.load_rows(default_results(paths))
@@ -43,8 +42,8 @@ def report_cmd(paths: tuple[str, ...], out: str | None, pool: bool) -> None:
 def _default_report_dir(rows: Any, suite: str) -> Path:
     """The report/ folder beside the suite's rows; rows outside a folder named after their suite have no such
     place (a report written to ./results/ would land where nobody asked): --out must say where."""
-    from ..results import storage
     from ..errors import ResultsError
+    from ..results import storage
 
     first = Path(rows.loc[rows["suite"] == suite, "source_file"].iloc[0])
     if first.parent.name != suite:
@@ -74,7 +73,7 @@ def compare_cmd(baseline: str, current: str, threshold: float, alpha: float) -> 
 
     Example: lstmbench compare reference/baselines/gpu results/gpu
     """
-    from ..results.compare import compare_results
+    from ..results import compare_results
 
     comparison = compare_results([baseline], [current], threshold=threshold, alpha=alpha)
     for warning in comparison.warnings():
@@ -104,14 +103,14 @@ def compare_cmd(baseline: str, current: str, threshold: float, alpha: float) -> 
 
 
 def _pytest_benchmark(rows: Any, source: str) -> tuple[Any, str]:
-    from ..results.export import to_pytest_benchmark
+    from ..results import to_pytest_benchmark
     document = to_pytest_benchmark(rows, source=source)
     return document, f"{len(document['benchmarks'])} benchmarks"
 
 
 def _action(kind: str) -> Callable[[Any, str], tuple[Any, str]]:
     def export(rows: Any, source: str) -> tuple[Any, str]:
-        from ..results.action_export import to_action_benchmark
+        from ..results import to_action_benchmark
         entries = to_action_benchmark(rows, kind, source=source)
         return entries, f"{len(entries)} entries"
     return export
@@ -145,8 +144,8 @@ def export_cmd(results: tuple[str, ...], fmt: str, output: str) -> None:
     """
     import json
 
-    from ..results import storage
     from ..errors import ResultsError
+    from ..results import storage
 
     loaded = storage.load_rows(results)
     for warning in loaded.skipped:

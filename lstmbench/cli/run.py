@@ -11,13 +11,12 @@ from typing import Any
 import click
 from tqdm import tqdm
 
-from ..data.make import check_data
-from ..measure.disturbance import SETTLE_MAX_S, Disturbance
+from ..data import check_data
 from ..errors import LstmbenchError
-from ..measure.record import harness_overhead
-from ..run.runner import (MIN_STABLE_SEEDS, UntilStable, parse_shard, plan_runs, preflight, run_suite, seed_runs,
-                      shard_of)
-from ..suite.load import expand_sweep, load_suite
+from ..measure import SETTLE_MAX_S, Disturbance
+from ..results import harness_overhead
+from ..run import MIN_STABLE_SEEDS, UntilStable, parse_shard, plan_runs, preflight, run_suite, seed_runs, shard_of
+from ..suite import expand_sweep, load_suite
 from .base import EXIT_INTERRUPTED, EXIT_RUNS_FAILED, count, main, translate_errors
 
 
@@ -58,7 +57,7 @@ def run(suite_file: str, device: str | None, out: str, overrides: tuple[str, ...
     Under torchrun (torchrun --nnodes ... -m lstmbench run SUITE), every process joins torchrun's group and
     each run trains across all of them; rank 0 writes the rows.
     """
-    from ..measure.ddp import leave_group, torchrun_world
+    from ..measure import leave_group, torchrun_world
 
     slice_ = parse_shard(shard)  # bad input fails before anything starts
     overrides += (f"launch.nproc={nproc}",) if nproc else ()
@@ -223,7 +222,7 @@ def _run_claimed(suite: Any, out: str, options: Options, group: Any, variants: l
 def disturbance_line(record: Any) -> str:
     """What other processes did to a run, under its line in the log: the attempts run again, and whether the
     row kept is still disturbed (then the report, recommend and compare leave it out)."""
-    from ..measure.machine import busy_warning
+    from ..measure import busy_warning
 
     again = len(record.disturbed_attempts)
     head = f"run again {again} time{'s' if again != 1 else ''}: other processes took the CPU" if again else ""
@@ -235,8 +234,7 @@ def disturbance_line(record: Any) -> str:
 
 
 def _join_torchrun(suite: Any) -> Any:
-    from ..measure.ddp import join_group
-    from ..measure.probes import resolve_device
+    from ..measure import join_group, resolve_device
 
     return join_group(suite.launch.backend, resolve_device(suite.device).type)
 

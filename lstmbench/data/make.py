@@ -16,11 +16,19 @@ from pathlib import Path
 
 import numpy as np
 
-from . import sources
 from ..errors import SuiteError
-from ..suite.files import MAX_LENGTHS_BYTES, Unreadable, read_text
-from ..suite.schema import short
-from ..suite.load import MAX_PADDED_CELLS, MAX_SEQUENCE, DataConfig, Lengths, Suite
+from ..suite import (
+    MAX_LENGTHS_BYTES,
+    MAX_PADDED_CELLS,
+    MAX_SEQUENCE,
+    DataConfig,
+    Lengths,
+    Suite,
+    Unreadable,
+    read_text,
+    short,
+)
+from . import sources
 
 PAD = 0  # the padding index; never a real token
 IGNORE = -100  # the label of a padded step (cross_entropy's ignore_index): padding never counts
@@ -366,6 +374,18 @@ def _synthetic(cfg: DataConfig, n: int, rng: np.random.Generator, origin: str) -
     cumulative = np.cumsum(seen)
     before = np.repeat(np.concatenate([[0], cumulative[starts[1:] - 1]]) if n else seen, lengths)
     return tokens, labels, lengths, 2, (cumulative - before > 0).astype(np.int64)
+
+
+def length_histogram(lengths: np.ndarray, bins: int = 50) -> list[list[float]]:
+    """[shortest, longest, count] per bin of equal width over a set's lengths: the report's length chart, drawn
+    from the rows alone (a report never makes or reads the data again)."""
+    counts, edges = np.histogram(lengths, bins=bins)
+    return [[float(edges[i]), float(edges[i + 1]), int(c)] for i, c in enumerate(counts)]
+
+
+def length_percentiles(lengths: np.ndarray) -> list[float]:
+    """The median, 90th percentile and longest of a set's lengths (the length chart's marks)."""
+    return [float(np.percentile(lengths, q)) for q in (50, 90, 100)]
 
 
 def check_data(suite: Suite) -> None:

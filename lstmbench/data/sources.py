@@ -21,9 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SuiteError
-from ..suite.files import MAX_DATA_BYTES, MAX_TABLE_BYTES, Unreadable, read_bytes, read_text, size
-from ..suite.schema import short
-from ..suite.load import MAX_SEQUENCE
+from ..suite import MAX_DATA_BYTES, MAX_SEQUENCE, MAX_TABLE_BYTES, Unreadable, read_bytes, read_text, short, size
 
 OOV = 1  # out-of-vocabulary index; 0 is padding, real tokens start at 2
 UCR_SETS = ("JapaneseVowels", "PLAID")

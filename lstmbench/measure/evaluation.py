@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data.make import Dataset
+from ..data import Dataset
+from ..strategies import Strategy
 from .model import Precision, correct_of, hits_of, loss_of
-from ..strategies.strategy import Strategy
 
 
 @torch.inference_mode()  # no autograd bookkeeping at all (no_grad still tracks versions)

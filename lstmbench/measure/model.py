@@ -6,13 +6,13 @@ import hashlib
 import warnings
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from ..data.make import IGNORE, PAD, Dataset
-from ..strategies.strategy import PACKED
-from ..suite.load import ModelConfig, Suite
+from ..data import IGNORE, PAD, Dataset
+from ..strategies import PACKED
+from ..suite import ModelConfig, Suite
 
 
 class LSTMClassifier(nn.Module):

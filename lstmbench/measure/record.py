@@ -2,20 +2,14 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
-import json
-import math
 import os
 import platform
-import re
 import socket
 import subprocess
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-
-from ..results.row_check import nested_problem, value_problem
 
 SCHEMA_VERSION = 5  # bump when a stored key changes meaning or disappears; readers refuse newer files
 # 2: efficiency divides by the run's own unpadded reference (1: by the seed's ideal run); windows, position
@@ -90,6 +84,9 @@ class RunRecord:
     time_to_target_robust_s: float | None = None  # tokens_to_target / the median window's tokens/s: a time to
     # target that a burst of load over a few windows does not move (time_to_target_s keeps every second)
     reached_target: bool | None = None  # null without a target (and for the ideal); false: capped or out of epochs
+    # the training set's lengths: [shortest, longest, count] per bin, and [median, p90, longest]
+    train_length_histogram: list = field(default_factory=list)
+    train_length_percentiles: list = field(default_factory=list)
     accuracy_by_length: list = field(default_factory=list)  # [low, high, count, accuracy] per held-out length bin
     efficiency: float | None = None  # tokens_per_s / reference_tokens_per_s: the run against its own batches unpadded
     reference_tokens_per_s: float | None = None  # the run's first epoch of batches, each cut into equal unpadded rows
@@ -152,82 +149,6 @@ class RunRecord:
         return text + f", train {self.train_time_s:.2f} s"
 
 
-REQUIRED_KEYS = tuple(f.name for f in dataclasses.fields(RunRecord))
-ROW_KEYS = ("schema_version", "suite", "strategy", "seed", "device", "status")  # what every reader groups by
-SUITE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,199}")  # as a suite's `name:` (it names a folder)
-_TYPES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "list": (list,), "dict": (dict,)}
-_NAMES = {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false", "list": "a list",
-          "dict": "an object", "None": "null"}
-
-
-def row_problem(row: Any) -> str | None:
-    """What is wrong with a stored row, read back from JSON, as a sentence; None for a row every reader can use.
-
-    Checked: it is an object; the keys every reader groups by are there with their types; every other field of
-    RunRecord has its declared type (or null); an ok row's numbers are finite and its tokens/s positive; then
-    each number's domain, the names readers build on, and every nested field (row_check). A row of a newer
-    schema is not judged here: the reader refuses the whole file (see storage)."""
-    if not isinstance(row, dict):
-        return f"a JSON {type(row).__name__}, not a result row (an object)"
-    if "schema_version" not in row or "strategy" not in row:
-        return "not an lstmbench result row (no schema_version or strategy)"
-    for key in ROW_KEYS:
-        if row.get(key) is None:
-            return f"{key} is missing"
-    hints = _field_types()
-    for key, value in row.items():
-        allowed = hints.get(key)
-        if allowed is None or (value is None and "None" in allowed):
-            continue
-        types = tuple(t for name in allowed for t in _TYPES.get(name, ()))
-        if isinstance(value, bool) and bool not in types or not isinstance(value, types):
-            return f"{key} is {_quote(value)}, not {' or '.join(_NAMES.get(a, a) for a in allowed)}"
-        if row["status"] == "ok" and not all(math.isfinite(v) for v in _floats(value)):
-            return f"{key} is {_quote(value)} in an ok row (a measured number must be finite)"
-    if row["schema_version"] < 1:
-        return f"schema_version is {row['schema_version']}, not a version (1 or more)"
-    if not SUITE_NAME.fullmatch(row["suite"]):
-        return f"suite is {_quote(row['suite'])}, not a suite name (letters, digits, '_', '.', '-')"
-    if row["status"] not in STATUSES:
-        return f"status is {_quote(row['status'])}, not one of {', '.join(STATUSES)}"
-    if row["status"] == "ok" and not (isinstance(row.get("tokens_per_s"), (int, float)) and row["tokens_per_s"] > 0):
-        return f"an ok row with tokens_per_s {_quote(row.get('tokens_per_s'))} (a measured run has a positive one)"
-    return value_problem(row) or nested_problem(row)
-
-
-def complete_row(row: dict[str, Any]) -> dict[str, Any]:
-    """A valid row with the fields it lacks (an older schema's, or a hand-made row's) as their defaults,
-    else empty ('' for text, 0 for a count), so that no reader meets a missing key."""
-    empty = {"str": "", "int": 0}
-    for f in dataclasses.fields(RunRecord):
-        if f.name not in row:
-            row[f.name] = (f.default if f.default is not dataclasses.MISSING
-                           else f.default_factory() if f.default_factory is not dataclasses.MISSING
-                           else empty.get(_field_types()[f.name][0]))
-    return row
-
-
-@functools.lru_cache(maxsize=1)
-def _field_types() -> dict[str, tuple[str, ...]]:
-    """field -> the JSON-level type names it may hold, from RunRecord's annotations ('float | None' ...)."""
-    names = {}
-    for f in dataclasses.fields(RunRecord):
-        text = str(f.type)
-        names[f.name] = tuple(part.strip().split("[")[0] for part in text.split("|"))
-    return names
-
-
-def _floats(value: Any) -> list[float]:
-    """The floats of a number or a flat list of numbers (the windows' tokens/s)."""
-    items = value if isinstance(value, list) else [value]
-    return [v for v in items if isinstance(v, float)]
-
-
-def _quote(value: Any) -> str:
-    text = json.dumps(value) if not isinstance(value, float) or math.isfinite(value) else str(value)
-    return text if len(text) <= 40 else text[:40] + "..."
-
-
 def identity(suite: Any, spec: Any, seed: int, device: str, note: str) -> dict[str, Any]:
     """The fields that say which run a row is and how it was configured: the same in a measured row and in
     the row of a run that failed before measuring anything."""
@@ -238,48 +159,6 @@ def identity(suite: Any, spec: Any, seed: int, device: str, note: str) -> dict[s
                 cudnn_benchmark=suite.train.cudnn_benchmark, compiled=suite.train.compile, sweep=suite.point,
                 world_size=suite.launch.nproc, deal=spec.deal if suite.launch.nproc > 1 else "",
                 config=suite.to_dict())
-
-
-def variant_of(row: dict[str, Any]) -> list[str]:
-    """What sets apart rows of one suite, strategy and device made differently on purpose: the sweep point
-    and the DDP world size, e.g. ['launch.nproc=2', '2 ranks']. Such rows are never compared or pooled."""
-    point = row.get("sweep") if isinstance(row.get("sweep"), dict) else {}
-    parts = [f"{k}={v}" for k, v in point.items()]
-    world = row.get("world_size")
-    if isinstance(world, (int, float)) and world == world and world > 1:  # world == world: not NaN
-        parts.append(f"{int(world)} ranks")
-    return parts
-
-
-def hardware(env: Any) -> str:
-    """The hardware a row was measured on: CPU model and core count, plus the GPU on CUDA."""
-    if not isinstance(env, dict) or not (env.get("cpu") or env.get("device_name")):
-        return "unknown machine"
-    gpu = env.get("device_name")
-    cpu = env.get("cpu") or "?"
-    cpu += f" ({env['cpu_id']})" if env.get("cpu_id") else ""
-    return f"{cpu} x{env.get('cpu_count') or '?'}" + (f", {gpu}" if gpu and gpu != "cpu" else "")
-
-
-def software(env: Any) -> str:
-    """The numerical stack: torch, and on CUDA its CUDA and cuDNN versions ('torch 2.13.0+cpu')."""
-    if not isinstance(env, dict):
-        return "torch ?"
-    text = f"torch {env.get('torch') or '?'}"
-    if env.get("cuda"):
-        text += f", CUDA {env['cuda']}"
-    if env.get("cudnn"):
-        text += f", cuDNN {env['cudnn']}"
-    return text
-
-
-def code(env: Any) -> str:
-    """The code that measured a row: lstmbench's version and commit ('-dirty' with uncommitted changes)."""
-    if not isinstance(env, dict):
-        return "lstmbench ?"
-    commit = env.get("git_commit")
-    at = commit[:7] + ("-dirty" if commit.endswith("-dirty") else "") if commit else "no commit"
-    return f"lstmbench {env.get('lstmbench') or '?'} at {at}"
 
 
 def collect_env(device_name: str, threads: int) -> dict[str, Any]:
@@ -346,34 +225,3 @@ def _cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-@dataclass(frozen=True)
-class Overhead:
-    """What `lstmbench run` cost beyond what its rows measured (starting runs, data, warm-up, checks, the
-    unpadded reference, memory counting): the wall time against the rows' training and evaluation time."""
-    wall_s: float
-    train_s: float  # train_time_cold_s summed: the timed steps, with the first shapes at what they cost
-    eval_s: float  # eval_time_s + eval_periodic_time_s summed
-
-    @property
-    def ratio(self) -> float:
-        return self.wall_s / (self.train_s + self.eval_s)
-
-    def sentence(self) -> str:
-        busy = self.train_s + self.eval_s
-        return (f"harness overhead: {1 - busy / self.wall_s:.0%} of wall time (wall {self.wall_s:,.1f} s; training "
-                f"{self.train_s:,.1f} s and evaluation {self.eval_s:,.1f} s in the rows: {self.ratio:.2f}x)")
-
-
-def harness_overhead(rows: list[dict[str, Any]], wall_s: float) -> Overhead | None:
-    """None when no run succeeded (nothing was measured to compare the wall time with)."""
-    ok = [r for r in rows if r.get("status") == "ok"]
-    train = sum(_number(r.get("train_time_cold_s")) for r in ok)
-    evals = sum(_number(r.get("eval_time_s")) + _number(r.get("eval_periodic_time_s")) for r in ok)
-    return Overhead(wall_s, train, evals) if ok and train + evals > 0 and wall_s > 0 else None
-
-
-def _number(value: Any) -> float:
-    """A row's seconds, 0 for a missing or NaN value (pandas writes NaN for null)."""
-    return float(value) if isinstance(value, (int, float)) and value == value else 0.0

@@ -15,21 +15,36 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
-from ..data.make import Dataset, Splits, make_data
-from .ddp import Group, RankTimes, rank_device, wrap
+from ..data import Dataset, Splits, length_histogram, length_percentiles, make_data
 from ..errors import RunFailed
-from .machine import MachineWatch
+from ..strategies import (
+    Batch,
+    Strategy,
+    batches,
+    exact_strategy,
+    note_for,
+    plan_ranks,
+    planned_wait_fraction,
+    row_fields as loader_fields,
+)
+from ..suite import LoaderConfig, StrategySpec, Suite
+from .ddp import Group, RankTimes, rank_device, wrap
 from .evaluation import accuracy_by_length, evaluate, resolution, robust_time_to_target, time_to_target
+from .machine import MachineWatch
 from .model import LSTMClassifier, Precision, loss_of, model_for, weights_checksum
-from .probes import (Clock, KernelProbe, TensorMemory, out_of_memory, peak_memory_bytes,
-                     peak_memory_reserved_bytes, reset_peak_memory, rss_bytes)
-from ..strategies.ranks import plan_ranks, planned_wait_fraction
+from .probes import (
+    Clock,
+    KernelProbe,
+    TensorMemory,
+    out_of_memory,
+    peak_memory_bytes,
+    peak_memory_reserved_bytes,
+    reset_peak_memory,
+    rss_bytes,
+)
 from .record import RunRecord, collect_env, identity
-from ..strategies.strategy import Batch, Strategy, exact_strategy, note_for
-from ..strategies.loader import batches, row_fields as loader_fields
 from .timing import StepTimer, cold_warm
 from .verify import check_run
-from ..suite.load import LoaderConfig, StrategySpec, Suite
 
 Progress = Callable[[int, int], None]  # (steps done, steps in all)
 
@@ -219,6 +234,8 @@ def run_one(suite: Suite, spec: StrategySpec, seed: int, device: torch.device,
         time_to_target_cold_s=time_to_target(cold, target),
         time_to_target_with_eval_s=time_to_target(with_eval, target),
         time_to_target_resolution_s=resolution(curve, target), accuracy_by_length=by_length or [],
+        train_length_histogram=length_histogram(train.lengths),
+        train_length_percentiles=length_percentiles(train.lengths),
         tokens_to_target=tokens_to_target, time_to_target_robust_s=robust,
         final_loss=float(np.mean(losses[-per_epoch:])), init_checksum=checksum,
         data_checksum=splits.checksum(), threads=torch.get_num_threads(),

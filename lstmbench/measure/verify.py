@@ -19,12 +19,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data.make import IGNORE, Dataset, make_data
+from ..data import IGNORE, Dataset, make_data
 from ..errors import LstmbenchError
+from ..strategies import Batch, Strategy, note_for, plan_epochs
+from ..suite import StrategySpec, Suite
 from .model import LSTMClassifier, loss_of, model_for
 from .probes import KernelProbe, cpu_bf16_lstm, resolve_device
-from ..strategies.strategy import Batch, Strategy, note_for, plan_epochs
-from ..suite.load import StrategySpec, Suite
 
 EQUIVALENT, AS_DESIGNED, MISMATCH = "equivalent", "differs as designed", "MISMATCH"
 # Relative errors (loss; gradients: see rel_errors) against the float64 per-sequence reference, measured with

@@ -14,12 +14,13 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 
+from ..suite import IDEAL
 from .plots import pareto, point_label
 
 if TYPE_CHECKING:
     from .summary import Section, SuiteReport
 
-IDEAL = "ideal"
+
 PALETTE = qualitative.Plotly + qualitative.D3
 MIB = 2**20
 
@@ -87,7 +88,7 @@ def decision_chart(section: Section, palette: dict[str, str], winner: str | None
     """Time to the target (or, where there is none or no run reached it, tokens/s) against accuracy through the
     strategy's own path: a dot per run, a diamond per strategy (the table's median time and mean accuracy), the
     Pareto front of those diamonds, and the recommended strategy's diamond ringed."""
-    rows = section.rows[section.rows["strategy"] != IDEAL] if len(section.rows) else section.rows
+    rows = section.rows[section.rows["strategy"] != IDEAL.name] if len(section.rows) else section.rows
     if rows.empty or numbers(rows, "eval_accuracy").isna().all():
         return None
     target = _target(section)
@@ -114,7 +115,7 @@ def decision_chart(section: Section, palette: dict[str, str], winner: str | None
                             customdata=data[~hit],
                             marker={"color": palette.get(name), "size": 9, "symbol": "circle-open"},
                             hovertemplate=hover.replace("time to target %{customdata[5]}", "target missed"))
-    s = section.summary[(section.summary["strategy"] != IDEAL) & section.summary["eval_accuracy"].notna()]
+    s = section.summary[(section.summary["strategy"] != IDEAL.name) & section.summary["eval_accuracy"].notna()]
     sx = s["time_to_target_s"] if timed else s["tokens_per_s"]
     s = s.assign(_x=sx.astype(float))[np.isfinite(sx.astype(float))]
     if len(s):
@@ -161,7 +162,7 @@ def curve_chart(section: Section, palette: dict[str, str]) -> Chart | None:
         return None
     fig = go.Figure()
     shown: set[str] = set()
-    for r in rows[rows["strategy"] != IDEAL].itertuples():
+    for r in rows[rows["strategy"] != IDEAL.name].itertuples():
         curve = [p for p in r.curve if len(p) >= 3] if isinstance(r.curve, list) else []
         if not curve:
             continue

@@ -18,12 +18,12 @@ from plotly.offline import get_plotlyjs
 
 from .charts import Chart, crossover_chart, section_charts
 from .plots import PlotData, decision_plot
-from .recommend import recommend_section
+from .recommendation import recommend_section
 from .summary import Section, SuiteReport, ranking
+from .verdicts import Computes, Level, kind_of
 
 INDEX = "index.html"
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
-WARNING_STARTS = ("WARNING", "FAILED", "No run succeeded")
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1400px; padding: 0 1em; color: #222; }
@@ -116,7 +116,7 @@ def section_html(section: Section, anchor: str, charts: list[str]) -> str:
         parts.append(f"<pre>{escape(chr(10).join(rank))}</pre>")
     for chart in section_charts(section, winner, why):
         parts.append(_chart_html(chart, f"{anchor}-{chart.key}", charts))
-    notes = [n for n in section.notes if not n.startswith(WARNING_STARTS)]
+    notes = [n for n in section.notes if kind_of(n, Level.INFO) != Level.WARNING]  # those are in the alert box
     parts.append('<h3>Notes</h3><ul class="notes">' + "".join(f"<li>{escape(n)}</li>" for n in notes) + "</ul>")
     parts.append(provenance(section))
     parts.append("</section>")
@@ -124,7 +124,7 @@ def section_html(section: Section, anchor: str, charts: list[str]) -> str:
 
 
 def recommendation(section: Section) -> tuple[str | None, str]:
-    """The recommended strategy of a section (lstmbench.report.recommend's rule) and one sentence why, or, without a
+    """The recommended strategy of a section (report.recommendation's rule) and one sentence why, or, without a
     winner, why not."""
     rec = recommend_section(section)
     return rec.winner, rec.why if rec.winner else (rec.undecided or "the results cannot decide")
@@ -145,16 +145,16 @@ def decision_pngs(report: SuiteReport) -> dict[str, bytes]:
 def warnings(section: Section) -> list[str]:
     """What the statistics or the machine checks flagged: the report's warnings and failures, pooled code,
     unstable throughput, a timed path that did not compute what it claims, a seed limit reached unstable."""
-    out = [n for n in section.notes if n.startswith(WARNING_STARTS) or "Not stable at the seed limit" in n]
-    if section.code.startswith("POOLED"):
+    out = [n for n in section.notes if kind_of(n, Level.INFO) in (Level.WARNING, Level.NOTICE)]
+    if section.pooled:
         out.append(f"Rows of different code were pooled into this section: {section.code}.")
     s = section.summary
     if len(s) and "unstable" in s and s["unstable"].fillna(False).astype(bool).any():
         names = ", ".join(s.loc[s["unstable"].fillna(False).astype(bool), "strategy"])
         out.append(f"Unstable throughput (interquartile range over 10% of the median): {names}.")
-    if len(s) and "computes" in s:
-        for name, what in zip(s["strategy"], s["computes"].astype(str)):
-            if what.startswith("MISMATCH"):
+    if len(s) and "computes_kind" in s:
+        for name, what, kind in zip(s["strategy"], s["computes"].astype(str), s["computes_kind"]):
+            if kind == Computes.MISMATCH:
                 out.append(f"{name}: {what}.")
     return out
 

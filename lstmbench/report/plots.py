@@ -15,9 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from ..data.make import make_data  # noqa: E402
-from ..errors import LstmbenchError  # noqa: E402
-from ..suite.load import suite_from_dict  # noqa: E402
+from ..suite import IDEAL  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -71,7 +69,7 @@ def plots(section: PlotData) -> dict[str, bytes]:
     curves = section.rows[["strategy", "curve"]] if "curve" in section.rows else pd.DataFrame()
     if len(curves) and curves["curve"].map(lambda c: isinstance(c, list) and len(c) > 1).any():
         fig, ax = plt.subplots(figsize=(7, 4))
-        for i, name in enumerate(n for n in names if n != "ideal"):
+        for i, name in enumerate(n for n in names if n != IDEAL.name):
             for j, curve in enumerate(curves.loc[curves["strategy"] == name, "curve"]):
                 t, _, acc = zip(*curve) if curve else ((), (), ())
                 ax.plot(t, acc, color=f"C{i}", alpha=0.8, lw=1.2, marker=".", label=name if j == 0 else None)
@@ -103,17 +101,18 @@ def plots(section: PlotData) -> dict[str, bytes]:
         ax.legend(fontsize=8)
         out["straggler"] = _finish(fig, ax, names, f"DDP straggler wait: {section.title}")
 
-    lengths = _train_lengths(section.config)
+    lengths = _train_lengths(section.rows)
     if lengths is not None:
+        seed, bins, marks = lengths
         fig, ax = plt.subplots(figsize=(7, 4))
-        ax.hist(lengths, bins=50, color="tab:green")
-        for q, label in [(50, "median"), (90, "p90"), (100, "max")]:
-            v = np.percentile(lengths, q)
+        ax.bar([lo for lo, _, _ in bins], [n for _, _, n in bins], width=[hi - lo for lo, hi, _ in bins],
+               align="edge", color="tab:green")
+        for v, label in zip(marks, ("median", "p90", "max")):
             ax.axvline(v, color="k", ls="--", lw=0.8)
             ax.text(v, ax.get_ylim()[1] * 0.95, f" {label} {v:.0f}", fontsize=8)
         ax.set_xlabel("sequence length (tokens)")
         ax.set_ylabel("training sequences")
-        ax.set_title(f"Length distribution (seed {section.config['seeds'][0]}): {section.suite}", fontsize=10)
+        ax.set_title(f"Length distribution (seed {seed}): {section.suite}", fontsize=10)
         out["lengths"] = _png(fig)
     return out
 
@@ -122,7 +121,7 @@ def decision_plot(data: PlotData, winner: str | None) -> bytes | None:
     """Time to the target (or, where no run reached it, tokens/s) against accuracy through the strategy's own path:
     a dot per run (hollow: missed the target, at its full training time), a diamond per strategy (median time,
     mean accuracy), the Pareto front of the diamonds, the recommended strategy ringed. None without accuracies."""
-    rows = data.rows[data.rows["strategy"] != "ideal"] if len(data.rows) else data.rows
+    rows = data.rows[data.rows["strategy"] != IDEAL.name] if len(data.rows) else data.rows
     if rows.empty or "eval_accuracy" not in rows or pd.to_numeric(rows["eval_accuracy"], errors="coerce").isna().all():
         return None
     target = (data.config.get("train") or {}).get("target_accuracy")
@@ -142,7 +141,7 @@ def decision_plot(data: PlotData, winner: str | None) -> bytes | None:
                        label=None if hit.any() else f"{name} (missed)")
         else:
             ax.scatter(num(mine, "tokens_per_s"), acc, color=f"C{i}", alpha=0.8, s=30, label=name)
-    s = data.summary[(data.summary["strategy"] != "ideal") & data.summary["eval_accuracy"].notna()]
+    s = data.summary[(data.summary["strategy"] != IDEAL.name) & data.summary["eval_accuracy"].notna()]
     x = pd.to_numeric(s["time_to_target_s"] if timed else s["tokens_per_s"], errors="coerce").astype(float)
     s = s.assign(_x=x)[np.isfinite(x)]
     for _, r in s.iterrows():
@@ -245,17 +244,17 @@ def _accuracy_by_length(rows: pd.DataFrame, names: list[str]) -> dict[str, tuple
     return out
 
 
-def _train_lengths(config: dict) -> np.ndarray | None:
-    """The first seed's training lengths, made again from the row's config: for the synthetic task only. A
-    file the config names (data.path, lengths.file) is relative to a suite file the rows do not record, and a
-    path from a shared results folder is never opened: no histogram then (it is optional)."""
-    try:
-        suite = suite_from_dict(config)
-    except LstmbenchError:  # a row from another version
+def _train_lengths(rows: pd.DataFrame) -> tuple[int, list, list] | None:
+    """The lowest seed's training lengths as its runs recorded them: (seed, [shortest, longest, count] per bin,
+    [median, p90, longest]). None for rows from before the histogram was recorded (no chart then)."""
+    if "train_length_histogram" not in rows or "train_length_percentiles" not in rows:
         return None
-    if suite.data.source != "synthetic" or suite.data.lengths.file:
+    has = rows[rows["train_length_histogram"].map(lambda b: isinstance(b, list) and len(b) > 0)
+               & rows["train_length_percentiles"].map(lambda p: isinstance(p, list) and len(p) == 3)]
+    if not len(has):
         return None
-    return make_data(suite.data, suite.seeds[0]).train.lengths
+    first = has.sort_values("seed", kind="stable").iloc[0]
+    return int(first["seed"]), first["train_length_histogram"], first["train_length_percentiles"]
 
 
 def _dots(ax: plt.Axes, section: PlotData, names: list[str], column: str, scale: float, color: str,

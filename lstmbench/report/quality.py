@@ -12,24 +12,26 @@ import numpy as np
 import pandas as pd
 
 from ..stats import below_best, seeds_needed
+from .verdicts import Accuracy, Computes, Verdict
 
 ALPHA = 0.05  # the chance that a section marks any strategy below the best by accident
 
 
-def accuracy_verdicts(ok: pd.DataFrame, summary: pd.DataFrame) -> dict[str, str]:
-    """strategy -> its verdict against the best exact strategy, for the report's `accuracy vs best exact`."""
+def accuracy_verdicts(ok: pd.DataFrame, summary: pd.DataFrame) -> dict[str, Verdict]:
+    """strategy -> its verdict against the best exact strategy (an Accuracy, with the report's sentence)."""
     has = summary[summary["eval_accuracy"].notna()]
     names = list(has["strategy"])
-    exact = has["computes"].str.startswith("exact").to_numpy()
+    exact = (has["computes_kind"] == Computes.EXACT).to_numpy()
     if not exact.any():
         return {}
     runs = ok[ok["strategy"].isin(names)].drop_duplicates(["strategy", "seed"], keep="last")  # a seed run twice
     acc = runs.pivot(index="seed", columns="strategy", values="eval_accuracy").reindex(columns=names).dropna()
     if len(acc) < 2:
         best = names[int(np.argmax(np.where(exact, has["eval_accuracy"], -np.inf)))]
-        return {best: "best exact", **{n: f"{-(has.set_index('strategy').at[best, 'eval_accuracy'] - a):+.3f} "
-                                           f"({len(acc)} seed in common: no test)"
-                                       for n, a in zip(names, has["eval_accuracy"]) if n != best}}
+        top = has.set_index("strategy").at[best, "eval_accuracy"]
+        return {best: Verdict(Accuracy.BEST, "best exact"),
+                **{n: Verdict(Accuracy.UNTESTED, f"{-(top - a):+.3f} ({len(acc)} seed in common: no test)")
+                   for n, a in zip(names, has["eval_accuracy"]) if n != best}}
     families = [acc.to_numpy(float)]
     reached = None
     if "target_accuracy" in runs and runs["target_accuracy"].notna().any() and "time_to_target_s" in runs:
@@ -39,7 +41,7 @@ def accuracy_verdicts(ok: pd.DataFrame, summary: pd.DataFrame) -> dict[str, str]
     alpha = ALPHA / len(families)
     best, short, p = below_best(families[0], exact)
     p_hit = below_best(families[1], exact)[2] if reached is not None else np.ones(len(names))
-    out = {names[best]: "best exact"}
+    out = {names[best]: Verdict(Accuracy.BEST, "best exact")}
     k = len(names)
     for j, name in enumerate(names):
         if j == best:
@@ -50,14 +52,14 @@ def accuracy_verdicts(ok: pd.DataFrame, summary: pd.DataFrame) -> dict[str, str]
             if p_hit[j] < alpha:
                 note += f" (fewer, p={p_hit[j]:.2g})"
         if p[j] < alpha:
-            out[name] = f"below: {-short[j]:+.3f}, p={p[j]:.2g}{note}"
+            out[name] = Verdict(Accuracy.BELOW, f"below: {-short[j]:+.3f}, p={p[j]:.2g}{note}")
             continue
         if short[j] <= 0:
-            out[name] = f"{max(0.0, -short[j]):+.3f} (no shortfall){note}"  # no "-0.000" for a tie
+            out[name] = Verdict(Accuracy.NO_SHORTFALL, f"{max(0.0, -short[j]):+.3f} (no shortfall){note}")  # no -0.000
             continue
         need = _seeds_to_decide(acc[names[best]] - acc[name], k, alpha)
         why = f"~{need} seeds would decide" if need else "more than 1000 seeds would decide"
-        out[name] = f"{-short[j]:+.3f}, p={p[j]:.2g} (n.s.; {why}){note}"
+        out[name] = Verdict(Accuracy.UNDECIDED, f"{-short[j]:+.3f}, p={p[j]:.2g} (n.s.; {why}){note}")
     return out
 
 

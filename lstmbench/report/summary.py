@@ -11,13 +11,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ..measure.disturbance import split_disturbed
-from ..suite.files import safe_name
-from ..measure.machine import busy_warning
+from ..measure import busy_warning, split_disturbed
+from ..results import code, hardware, software
+from ..stats import UNSTABLE_IQR, Interval, mean_std, median_interval, runs_for_ci, spread
+from ..suite import IDEAL, safe_name
 from .plots import PlotData, crossover_plot, plots
 from .quality import accuracy_verdicts
-from ..measure.record import code, hardware, software
-from ..stats import UNSTABLE_IQR, Interval, median_interval, mean_std, runs_for_ci, spread
+from .verdicts import Accuracy, Computes, Level, Verdict, kind_of
 
 BASELINE = "naive"  # speed-ups are against this strategy when the section has it
 
@@ -28,13 +28,14 @@ class Section:
     suite_hash: str
     device: str
     summary: pd.DataFrame  # one row per strategy, raw numbers
-    notes: list[str] = field(default_factory=list)
+    notes: list[Verdict] = field(default_factory=list)  # each with its Level
     config: dict = field(default_factory=dict)
     rows: pd.DataFrame = field(default_factory=pd.DataFrame)  # the section's ok rows (curves)
     machine: str = ""  # the hardware the rows were measured on (CPU model, or GPU name)
     point: dict = field(default_factory=dict)  # a swept suite's point: key path -> value
     hosts: str = ""  # the hosts of that hardware the rows came from (shards of a cluster job: several)
     code: str = ""  # the lstmbench commit(s) and torch version(s) that measured the rows
+    pooled: bool = False  # rows of several codes in one section (report --pool)
     disturbed: pd.DataFrame = field(default_factory=pd.DataFrame)  # ok rows left out: measured on a busy machine
 
     @property
@@ -134,6 +135,7 @@ def build_reports(rows: pd.DataFrame, pool: bool = False) -> list[SuiteReport]:
             section.hosts = ", ".join(sorted(set(group["host"])))
             codes = sorted(set(group["code"]))
             section.code = "; ".join(codes) if len(codes) == 1 else f"POOLED: {' + '.join(codes)}"
+            section.pooled = len(codes) > 1
             sections.append(section)
         reports.append(SuiteReport(str(suite), sections))
     return reports
@@ -159,9 +161,10 @@ def _section(suite: str, suite_hash: str, device: str, rows: pd.DataFrame, machi
         reached = _column(good, "time_to_target_s").dropna()
         # runs with a target (rows that predate the field: the suite's): a miss counts as never (infinite)
         aimed = _column(good, "target_accuracy").notna() | bool(config.get("train", {}).get("target_accuracy"))
+        what, claim = computes(mine["computation_note"].iloc[-1], good, reference=name == IDEAL.name)
         records.append({
             "strategy": name,
-            "computes": computes(mine["computation_note"].iloc[-1], good),
+            "computes": what, "computes_kind": what.kind, "computes_claim": claim,
             "lstm_kernel": "/".join(sorted(set(_column(good, "lstm_kernel").dropna()))) or "-",
             "runs_ok": len(good), "runs_failed": int((mine["status"] != "ok").sum()),
             "runs_disturbed": int((disturbed["strategy"] == name).sum()),
@@ -199,6 +202,7 @@ def _section(suite: str, suite_hash: str, device: str, rows: pd.DataFrame, machi
     summary = pd.DataFrame(records)
     verdicts = accuracy_verdicts(ok, summary)
     summary["accuracy_vs_best"] = [verdicts.get(name, "-") for name in summary["strategy"]]
+    summary["accuracy_kind"] = [kind_of(v, Accuracy.NONE) for v in summary["accuracy_vs_best"]]
     base = summary.loc[summary["strategy"] == BASELINE, "tokens_per_s"]
     summary["speedup_vs_naive"] = summary["tokens_per_s"] / base.iloc[0] if len(base) else np.nan
     point = rows["sweep"].iloc[-1] if "sweep" in rows and isinstance(rows["sweep"].iloc[-1], dict) else {}
@@ -206,19 +210,23 @@ def _section(suite: str, suite_hash: str, device: str, rows: pd.DataFrame, machi
                    disturbed=disturbed)
 
 
-def computes(note: str, ok: pd.DataFrame) -> str:
+def computes(note: str, ok: pd.DataFrame, reference: bool = False) -> tuple[Verdict, str]:
     """What the strategy computes, as its runs' own checks on their timed path found it: 'exact' only when each
-    run matched per-sequence processing on its kernel and precision (`verified` in the rows)."""
+    run matched per-sequence processing on its kernel and precision (`verified` in the rows). Also its claim
+    without the check's figures ('exact', 'truncates to 64 tokens'), for the recommendation's sentence."""
     verdicts = _column(ok, "verified").dropna()
-    if note.startswith(("unpadded", "reference")):  # the ideal: no claim to check
-        return note
+    kind = Computes.REFERENCE if reference else Computes.CHANGES if note else Computes.EXACT
+    if reference:  # the ideal: no claim to check
+        return Verdict(kind, note), note
     if verdicts.empty:
-        return (note or "exact") + " (not checked in the runs)"
+        claim = (note or "exact") + " (not checked in the runs)"
+        return Verdict(kind, claim), claim
     worst = max(ok["verify_loss_rel_error"].max(), ok["verify_grad_rel_error"].max())
     how = f"{'/'.join(sorted(set(_column(ok, 'verify_precision').dropna())))} error {worst:.0e}"
     if (verdicts == "MISMATCH").any():
-        return f"MISMATCH on the timed path ({how} > tolerance {ok['verify_tolerance'].max():.0e})"
-    return f"{note or 'exact'} (verified, {how})"
+        text = f"MISMATCH on the timed path ({how} > tolerance {ok['verify_tolerance'].max():.0e})"
+        return Verdict(Computes.MISMATCH, text), text
+    return Verdict(kind, f"{note or 'exact'} (verified, {how})"), note or "exact"
 
 
 def _percent_text(i: Interval) -> str:
@@ -248,47 +256,56 @@ def left_out_sentence(disturbed: pd.DataFrame, runs: int) -> str:
             + "; ".join(why))
 
 
-def _notes(rows: pd.DataFrame, ok: pd.DataFrame, disturbed: pd.DataFrame | None = None) -> list[str]:
+def _info(text: str) -> Verdict:
+    return Verdict(Level.INFO, text)
+
+
+def _warning(text: str) -> Verdict:
+    return Verdict(Level.WARNING, text)
+
+
+def _notes(rows: pd.DataFrame, ok: pd.DataFrame, disturbed: pd.DataFrame | None = None) -> list[Verdict]:
     notes = []
     disturbed = disturbed if disturbed is not None else ok.iloc[:0]
     seeds = sorted(ok["seed"].unique())
     same_init = all(ok.loc[ok["seed"] == s, "init_checksum"].nunique() == 1 for s in seeds)
     if not seeds:
-        notes.append("No run succeeded: nothing was measured.")
+        notes.append(_warning("No run succeeded: nothing was measured."))
     elif same_init:
-        notes.append(f"Initial weights identical across strategies for each of the {len(seeds)} seed(s) "
-                     f"(init_checksum per seed: {', '.join(ok.groupby('seed')['init_checksum'].first())}).")
+        notes.append(_info(f"Initial weights identical across strategies for each of the {len(seeds)} seed(s) "
+                     f"(init_checksum per seed: {', '.join(ok.groupby('seed')['init_checksum'].first())})."))
     else:
-        notes.append("WARNING: initial weights differ between strategies of the same seed; the runs are not "
-                     "comparable.")
+        notes.append(_warning("WARNING: initial weights differ between strategies of the same seed; the runs are "
+                              "not comparable."))
     data_sums = _column(ok, "data_checksum").replace("", np.nan)
     if data_sums.notna().any():  # rows since schema 5 carry the data they trained on
         if all(data_sums[ok["seed"] == s].nunique() <= 1 for s in seeds):
-            notes.append(f"Training and held-out data identical across strategies for each seed (data_checksum per "
-                         f"seed: {', '.join(data_sums.groupby(ok['seed']).first().dropna())}).")
+            notes.append(_info(f"Training and held-out data identical across strategies for each seed (data_checksum "
+                               f"per seed: {', '.join(data_sums.groupby(ok['seed']).first().dropna())})."))
         else:
-            notes.append("WARNING: the data differ between strategies of the same seed (data_checksum); the runs "
-                         "are not comparable.")
+            notes.append(_warning("WARNING: the data differ between strategies of the same seed (data_checksum); the "
+                                  "runs are not comparable."))
     stability = stability_note(ok)
     if stability:
         notes.append(stability)
     env = ok["env"].iloc[-1] if len(ok) else {}
     if env:
-        notes.append(f"Measured on {env.get('cpu')} ({env.get('threads')} threads), device {env.get('device_name')}, "
-                     f"torch {env.get('torch')}, lstmbench {env.get('lstmbench')} at {env.get('git_commit')}.")
+        notes.append(_info(f"Measured on {env.get('cpu')} ({env.get('threads')} threads), device "
+                           f"{env.get('device_name')}, torch {env.get('torch')}, lstmbench {env.get('lstmbench')} at "
+                           f"{env.get('git_commit')}."))
     if (_column(ok, "world_size").fillna(1) > 1).any():
-        notes.append("DDP runs: batch_size is per rank; tokens/s is the job's (all ranks' real tokens over the "
+        notes.append(_info("DDP runs: batch_size is per rank; tokens/s is the job's (all ranks' real tokens over the "
                      "slowest rank's training time). straggler wait % = the share of rank step time spent waiting "
                      "at the all-reduce for the slowest rank (per step: slowest rank's compute - own compute, "
                      "compute measured to the last gradient bucket ready); planned wait % = the same estimated "
                      "from the plan's padded cells alone. deal: per_rank = each rank batches its own shard; "
-                     "balanced = batches formed globally and dealt by cost.")
+                     "balanced = batches formed globally and dealt by cost."))
     left_out = left_out_sentence(disturbed, len(ok) + len(disturbed))
     if left_out:  # DDP ranks are each other's "other processes": only one-process runs are judged
-        notes.append(left_out)
+        notes.append(_info(left_out))
     for _, r in rows[rows["status"] != "ok"].iterrows():
-        notes.append(f"FAILED: {r['strategy']} seed {r['seed']}: {r['status']}: {r['error']}")
-    notes.append("tokens/s counts real (non-padding) tokens per second of training steps, warm-up and evaluation "
+        notes.append(_warning(f"FAILED: {r['strategy']} seed {r['seed']}: {r['status']}: {r['error']}"))
+    notes.append(_info("tokens/s counts real (non-padding) tokens per second of training steps, warm-up and evaluation "
                  "excluded: the median over seeds, with an interval for it that covers the true median at the rate "
                  f"it states (order statistics, no distribution assumed): a 95% CI needs {runs_for_ci()} or more runs; "
                  "with fewer it is the range of the runs, which covers the median 1 - 2 x 0.5^n of the time (75% at "
@@ -302,11 +319,11 @@ def _notes(rows: pd.DataFrame, ok: pd.DataFrame, disturbed: pd.DataFrame | None 
                  "batch, activations): on CUDA the allocator's peak over the timed steps, on CPU counted op by op "
                  "over a step of the largest batches. peak MiB: on CPU the process's peak resident memory over the "
                  "timed steps (+ what the run added to Python and torch), on CUDA the allocator's reserved peak; "
-                 "evaluations are left out of both.")
+                 "evaluations are left out of both."))
     return notes
 
 
-def stability_note(ok: pd.DataFrame) -> str:
+def stability_note(ok: pd.DataFrame) -> Verdict | str:
     """`run --until-stable`: which strategies' throughput became stable, after how many seeds, and which ran
     out of seeds first. '' when the rows were not made so."""
     marks = _column(ok, "until_stable").fillna("")
@@ -322,7 +339,7 @@ def stability_note(ok: pd.DataFrame) -> str:
         text += f" stable: {', '.join(stable)}."
     if limit:
         text += f" Not stable at the seed limit: {', '.join(limit)}."
-    return text
+    return Verdict(Level.NOTICE if limit else Level.INFO, text)
 
 
 def _median_missed(good: pd.DataFrame, column: str, aimed: pd.Series) -> float:
@@ -341,7 +358,7 @@ def ranking(summary: pd.DataFrame, target: float | None, cap: float | None = Non
     never reaching it; ties (never) broken by how many runs reached it."""
     if not target:
         return []
-    rows = summary[summary["strategy"] != "ideal"].assign(_miss=lambda d: -d["reached_target"])
+    rows = summary[summary["strategy"] != IDEAL.name].assign(_miss=lambda d: -d["reached_target"])
     rows = rows.sort_values(["time_to_target_s", "_miss"], na_position="last")
     within = f" within the {cap:g} s cap" if cap else ""
     lines = [f"Time to accuracy {target:g} (median training seconds over the runs, one that never reached it "

@@ -25,12 +25,11 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from . import storage
-from ..measure.disturbance import split_disturbed
 from ..errors import ResultsError
-from ..measure.machine import busy_warning
-from ..measure.record import hardware, software, variant_of
+from ..measure import busy_warning, split_disturbed
 from ..stats import benjamini_hochberg, log_ratio_test
+from . import storage
+from .rows import hardware, software, variant_of
 
 THRESHOLD = 0.05  # 5%: asv's step-detection default; smaller changes are machine noise on shared runners
 ALPHA = 0.02  # the false-alarm rate of a whole comparison of unchanged code (BH over all its gated tests): a
@@ -58,7 +57,7 @@ METRICS: tuple[Metric, ...] = (
     Metric("efficiency", True, "ratio", "secondary"),
 )
 GATED = ("primary", "memory")
-# the schema versions at which a metric's meaning changed (records.SCHEMA_VERSION's notes): rows on the two sides
+# the schema versions at which a metric's meaning changed (record.SCHEMA_VERSION's notes): rows on the two sides
 # of one measure different things, and are never compared (3: steady-state training time; 4: training memory,
 # peaks without evaluations; 5: the exact accuracy's path; 2 and 5: what efficiency divides by)
 MEANING_CHANGED = {"tokens_per_s": (3,), "time_to_target_s": (3,), "train_mem_bytes": (4,), "peak_mem_bytes": (4,),
@@ -413,7 +412,7 @@ def _rows(side: str, paths: str | Path | Iterable[str | Path], skipped: list[str
     loaded = storage.load_rows(_paths(paths))
     skipped += [f"{side}: {s}" for s in loaded.skipped]
     rows = loaded.rows
-    if not (rows["status"] == "ok").any():  # storage checked every row's keys and types (records.row_problem)
+    if not (rows["status"] == "ok").any():  # storage checked every row's keys and types (rows.row_problem)
         raise ResultsError(f"{_names(paths)}: no successful run (status ok) among {len(rows)} rows")
     return rows
 

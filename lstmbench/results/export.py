@@ -19,9 +19,9 @@ from typing import Any
 
 import pandas as pd
 
-from ..version import __version__
 from ..errors import ResultsError
-from ..measure.record import variant_of
+from ..version import __version__
+from .rows import variant_of
 
 FORMAT_VERSION = "5.1.0"  # the pytest-benchmark JSON layout this writes (unchanged from 3.x to 5.x)
 GROUP_KEYS = ("suite", "strategy", "device")

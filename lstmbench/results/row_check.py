@@ -1,6 +1,6 @@
 """A stored row's values and nested fields, checked as untrusted input (results folders are shared).
 
-`records.row_problem` checks each flat field's type; this module checks what that leaves open: the domain of
+`rows.row_problem` checks each flat field's type; this module checks what that leaves open: the domain of
 each number (an accuracy in [0, 1], a time or a rate non-negative), the characters of the text that readers turn
 into file names, headings or code (`suite_hash`, `device`, `strategy`), and the shape of every nested field a
 reader walks (`config`, `env`, `curve`, `accuracy_by_length`, the windows, `disturbed_attempts`, `sweep`). Each
@@ -15,7 +15,7 @@ import re
 from typing import Any
 
 from ..errors import LstmbenchError
-from ..suite.load import suite_from_dict
+from ..suite import suite_from_dict
 
 STRATEGY_NAME = re.compile(r"[A-Za-z0-9_.+-]{1,100}")  # as a suite's strategy names (config.StrategySpec)
 SUITE_HASH = re.compile(r"[A-Za-z0-9]{1,64}")  # Suite.hash: 12 hex digits
@@ -27,7 +27,7 @@ UNIT_FIELDS = ("eval_accuracy", "eval_accuracy_exact", "target_accuracy", "pad_f
                "planned_wait_fraction")
 SIGNED_FIELDS = ("shape_warmup_s",)  # a difference of two timings: noise can make it negative
 NUMBER_LISTS = ("window_tokens_per_s", "reference_window_tokens_per_s", "rank_step_time_median_s",
-                "rank_compute_time_s", "rank_padded_tokens")
+                "rank_compute_time_s", "rank_padded_tokens", "train_length_percentiles")
 ENV_TEXT = ("lstmbench", "git_commit", "python", "torch", "numpy", "device_name", "cpu", "cpu_id", "platform",
             "host", "timestamp", "cuda", "cpu_governor", "gpu_driver", "omp_wait_policy", "omp_num_threads")
 
@@ -39,7 +39,7 @@ def value_problem(row: dict[str, Any]) -> str | None:
         if not _is_number(value) or key in ("schema_version",):
             continue
         if not math.isfinite(value):
-            continue  # an error row's NaN: records.row_problem refuses it in an ok row
+            continue  # an error row's NaN: rows.row_problem refuses it in an ok row
         if key in UNIT_FIELDS and not 0 <= value <= 1:
             return f"{key} is {value:g}, outside 0 to 1"
         if key not in SIGNED_FIELDS and value < 0:
@@ -54,7 +54,7 @@ def value_problem(row: dict[str, Any]) -> str | None:
 
 def nested_problem(row: dict[str, Any]) -> str | None:
     """The first nested field whose shape a reader cannot walk, or whose numbers are out of their domain."""
-    for check in (_lists, _curve, _by_length, _attempts, _sweep, _env, _config):
+    for check in (_lists, _curve, _by_length, _histogram, _attempts, _sweep, _env, _config):
         problem = check(row)
         if problem:
             return problem
@@ -82,6 +82,14 @@ def _by_length(row: dict[str, Any]) -> str | None:
         if not (isinstance(b, list) and len(b) == 4 and all(_finite(v) for v in b)
                 and 0 <= b[0] <= b[1] and b[2] >= 0 and 0 <= b[3] <= 1):
             return f"accuracy_by_length[{i}] is {_short(b)}, not [shortest, longest, count, accuracy from 0 to 1]"
+    return None
+
+
+def _histogram(row: dict[str, Any]) -> str | None:
+    for i, b in enumerate(row.get("train_length_histogram") or []):
+        if not (isinstance(b, list) and len(b) == 3 and all(_finite(v) for v in b) and 0 <= b[0] <= b[1]
+                and b[2] >= 0):
+            return f"train_length_histogram[{i}] is {_short(b)}, not [shortest, longest, count]"
     return None
 
 

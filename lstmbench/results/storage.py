@@ -6,7 +6,7 @@ ends. Reports go to <root>/<suite>/report/.
 
 Nothing measured is lost: the folder is checked before the first run (`check_destination`), and a row
 that cannot be appended is written to a rescue file outside it (`rescue`) before the error goes up.
-Reading is as careful: only regular files, each line checked (`records.row_problem`), a bad line skipped
+Reading is as careful: only regular files, each line checked (`rows.row_problem`), a bad line skipped
 with a sentence saying why.
 """
 from __future__ import annotations
@@ -24,10 +24,10 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from ..measure.disturbance import Disturbance, judge
 from ..errors import ResultsError
-from ..suite.files import MAX_RESULTS_BYTES, Unreadable, is_regular, kind, read_text
-from ..measure.record import SCHEMA_VERSION, complete_row, row_problem
+from ..measure import SCHEMA_VERSION, Disturbance, judge
+from ..suite import MAX_RESULTS_BYTES, Unreadable, is_regular, kind, read_text
+from .rows import complete_row, row_problem
 
 REPORT_DIR = "report"
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ..measure.ddp import Group, join_group, leave_group
+from ..measure import Group, join_group, leave_group
 from .worker import die_with_parent, failed_result, guarded
 
 

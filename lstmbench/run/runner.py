@@ -9,15 +9,20 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
-from ..data.cache import SeedData
-from ..measure.disturbance import Disturbance, judge, settle
+from ..data import SeedData
 from ..errors import LstmbenchError, SuiteError
-from ..measure.machine import look_at_others
-from ..measure.model import training_bytes
-from ..measure.probes import cpu_bf16_lstm, memory_bytes, resolve_device
-from ..measure.record import RunRecord
-from ..suite.schema import MAX_SEED
-from ..suite.load import IDEAL, StrategySpec, Suite
+from ..measure import (
+    Disturbance,
+    RunRecord,
+    cpu_bf16_lstm,
+    judge,
+    look_at_others,
+    memory_bytes,
+    resolve_device,
+    settle,
+    training_bytes,
+)
+from ..suite import IDEAL, MAX_SEED, StrategySpec, Suite
 from .worker import guarded, run_inline, run_isolated, run_torchrun
 
 

@@ -10,12 +10,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data.make import IGNORE, Dataset, make_data
-from ..measure.model import LSTMClassifier, loss_of, model_for
-from ..strategies.ranks import coverage_problems, rank_epochs
-from ..strategies.strategy import Strategy
-from ..suite.load import Suite
-from ..measure.verify import EQUIVALENT, MISMATCH, TOLERANCE, grads_of
+from ..data import IGNORE, Dataset, make_data
+from ..measure import EQUIVALENT, MISMATCH, TOLERANCE, LSTMClassifier, grads_of, loss_of, model_for
+from ..strategies import Strategy, coverage_problems, rank_epochs
+from ..suite import Suite
 
 
 def distributed_table(verdicts: list[dict[str, Any]]) -> list[dict[str, Any]]:

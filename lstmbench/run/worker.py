@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import RunFailed
-from ..measure.record import RunRecord
-from ..strategies.strategy import note_for
-from ..suite.load import StrategySpec, Suite
+from ..measure import RunRecord
+from ..strategies import note_for
+from ..suite import StrategySpec, Suite
 
 Progress = Callable[[int, int], None]
 
@@ -276,7 +276,7 @@ def _child(suite: Suite, spec: StrategySpec, seed: int, device: str, messages: A
 
     data = None
     if data_dir:
-        from ..data.cache import load
+        from ..data import load
 
         data = load(data_dir)
     record = guarded(suite, spec, seed, device, progress, data=data)
@@ -304,8 +304,7 @@ def die_with_parent(parent: int, forked_by_server: bool = False) -> None:
 def guarded(suite: Suite, spec: StrategySpec, seed: int, device: str, progress: Progress | None,
             group: Any = None, data: Any = None) -> RunRecord | None:
     """run_one, with any failure turned into a failure record. None on DDP ranks other than 0."""
-    from ..measure.probes import out_of_memory, resolve_device
-    from ..measure.train import run_one
+    from ..measure import out_of_memory, resolve_device, run_one
 
     try:
         return run_one(suite, spec, seed, resolve_device(device), progress, group, data)
@@ -322,8 +321,7 @@ def guarded(suite: Suite, spec: StrategySpec, seed: int, device: str, progress: 
 def failure_record(suite: Suite, spec: StrategySpec, seed: int, device: str, status: str, error: str) -> RunRecord:
     """The row of a run that measured nothing. Its device is named as its ok rows name it (the GPU's name, not
     'cuda'), so that report, compare and recommend count it in the same section."""
-    from ..measure.machine import device_name
-    from ..measure.record import collect_env, identity
+    from ..measure import collect_env, device_name, identity
 
     name = device_name(device)
     kind = "cpu" if name == "cpu" else device.split(":", 1)[0] if device != "auto" else "cuda"

@@ -11,8 +11,7 @@ import torch
 from torch import nn
 
 from ..errors import BatchingError
-from ..suite.schema import MAX_SEED, short, typename
-from ..suite.load import StrategySpec
+from ..suite import MAX_SEED, StrategySpec, short, typename
 
 INT64_MAX = 2**63 - 1
 FLOAT32_MAX = float(np.finfo(np.float32).max)

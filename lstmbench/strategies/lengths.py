@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.make import make_data
+from ..data import make_data
+from ..suite import IDEAL, PRESETS, Suite, apply_override, suite_from_dict
 from .ranks import plan_ranks, planned_wait_fraction
 from .strategy import Strategy, note_for
-from ..suite.load import IDEAL, PRESETS, Suite, apply_override, suite_from_dict
 
 DATA_SUFFIXES = (".csv", ".tsv", ".jsonl")
 # Why 8: fp16/bf16 tensor cores on NVIDIA GPUs want dimensions that are multiples of 8.

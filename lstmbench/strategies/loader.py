@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from torch.utils import data as tud
 
-from ..data.make import Dataset
+from ..data import Dataset
+from ..suite import LoaderConfig
 from .strategy import Batch, Strategy
-from ..suite.load import LoaderConfig
 
 
 def batches(strategy: Strategy, data: Dataset, plan: list[np.ndarray], device: torch.device,

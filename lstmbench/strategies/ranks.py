@@ -20,7 +20,7 @@ from typing import Iterator
 
 import numpy as np
 
-from ..data.make import Dataset
+from ..data import Dataset
 from ..errors import LstmbenchError
 from .strategy import Strategy, plan_epochs
 

@@ -13,9 +13,8 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from ..data.make import IGNORE, Dataset
-from ..suite.presets import PRESETS
-from ..suite.load import StrategySpec, Suite
+from ..data import IGNORE, Dataset
+from ..suite import PRESETS, StrategySpec, Suite
 
 PACKED = ("pack", "pack_sorted")  # the readouts that run a PackedSequence
 

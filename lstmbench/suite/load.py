@@ -12,9 +12,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import (MAX_PADDED_CELLS, MAX_SEQUENCE, DataConfig, LaunchConfig, Lengths,
-                     LoaderConfig, ModelConfig, StrategySpec, TrainConfig)
 from ..errors import SuiteError
+from .config import (
+    MAX_PADDED_CELLS,
+    MAX_SEQUENCE,
+    DataConfig,
+    LaunchConfig,
+    Lengths,
+    LoaderConfig,
+    ModelConfig,
+    StrategySpec,
+    TrainConfig,
+)
 from .files import MAX_SUITE_BYTES, Unreadable, YamlRefused, load_yaml, read_text
 from .presets import IDEAL, PRESETS
 from .schema import At, build, names, short, suggest, typename

@@ -14,7 +14,6 @@ from typing import Any
 
 from ..errors import SuiteError
 
-
 MAX_SEED = 2**32 - 1  # numpy's and torch's seeds: 0 to 2**32 - 1 everywhere
 
 

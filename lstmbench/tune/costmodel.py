@@ -27,11 +27,10 @@ from typing import NamedTuple, Sequence
 import numpy as np
 from scipy.optimize import nnls
 
-from ..suite.config import StrategySpec
-from ..data.make import Dataset
+from ..data import Dataset
 from ..errors import LstmbenchError
-from ..strategies.ranks import plan_ranks
-from ..strategies.strategy import Strategy
+from ..strategies import Strategy, plan_ranks
+from ..suite import StrategySpec
 
 PADDED = "padded"  # readouts mask and last: the padded batch through the fused kernel (oneDNN, cuDNN)
 PACKED = "packed"  # readouts pack and pack_sorted: a PackedSequence (PyTorch's generic per-step loop on a CPU)

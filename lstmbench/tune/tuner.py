@@ -22,18 +22,39 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from ..suite.config import StrategySpec
-from .costmodel import (PACKED, PADDED, READOUT_OF, Candidate, CostModel, Prediction, Probe, Proposal, TuneError,
-                        epoch_shapes, examples, fit_model, kind_of, probe_grid, propose, search)
-from ..data.make import Dataset, make_data
-from ..measure.machine import MachineWatch, busy_warning
-from ..measure.model import Precision, model_for
-from ..suite.presets import PRESETS
-from ..measure.probes import Clock, reset_peak_memory
-from ..strategies.strategy import Strategy, note_for
-from ..suite.load import Suite, parse_strategy, suite_from_dict
-from ..measure.train import probe_kernel, step_memory_bytes, train_step
-from ..measure.timing import StepTimer
+from ..data import Dataset, make_data
+from ..measure import (
+    Clock,
+    MachineWatch,
+    Precision,
+    StepTimer,
+    busy_warning,
+    model_for,
+    probe_kernel,
+    reset_peak_memory,
+    step_memory_bytes,
+    train_step,
+)
+from ..strategies import Strategy, note_for
+from ..suite import PRESETS, StrategySpec, Suite, parse_strategy, suite_from_dict
+from .costmodel import (
+    PACKED,
+    PADDED,
+    READOUT_OF,
+    Candidate,
+    CostModel,
+    Prediction,
+    Probe,
+    Proposal,
+    TuneError,
+    epoch_shapes,
+    examples,
+    fit_model,
+    kind_of,
+    probe_grid,
+    propose,
+    search,
+)
 
 BUDGET_S = 60.0  # default seconds of probing: on a 2-core CPU, the packing suite's 69 shapes about three times
 WARM_STEPS = 2  # untimed steps of a shape first: its kernel set-up (oneDNN primitives, cuDNN autotuning)
@@ -247,7 +268,7 @@ def run_threads(suite: Suite, device: torch.device) -> Iterator[int]:
 def tune(suite: Suite, budget_s: float = BUDGET_S, memory_cap_mib: float | None = None, seed: int | None = None,
          on_probe: Callable[[Probe], None] | None = None) -> Tuning:
     """Probe, fit, search and propose for the suite's data (its first seed's, or `seed`'s) on its device."""
-    from ..measure.probes import resolve_device
+    from ..measure import resolve_device
 
     check_options(budget_s, memory_cap_mib)
     device = resolve_device(suite.device)
@@ -320,7 +341,7 @@ def check(suite: Suite, tuning: Tuning) -> CheckRun:
     """Train the proposal and the best preset (once, if they are the same) as `lstmbench run` does (each run in a
     process of its own, runner.run_suite), one seed, and compare their measured tokens/s with the predictions.
     No row is stored."""
-    from ..run.runner import run_suite
+    from ..run import run_suite
 
     p = tuning.proposal
     preset = (p.preset.candidate.spec.name, p.preset)
@@ -340,7 +361,7 @@ def drift(suite: Suite, tuning: Tuning) -> float | None:
     """The machine's speed now over its speed while probing: the DRIFT_PROBES slowest shapes probed with padded
     batches of near lengths (the same examples; longer steps, steadier times) timed again, against the median of
     their probes; the median ratio."""
-    from ..measure.probes import resolve_device
+    from ..measure import resolve_device
 
     probed: dict[tuple[int, int], list[float]] = {}
     for p in tuning.probed.probes:

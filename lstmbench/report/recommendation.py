@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -20,13 +19,12 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
+from ..results import code, hardware, load_rows, software
+from ..suite import IDEAL, PRESETS
 from .quality import ALPHA
-from ..measure.record import code, hardware, software
 from .summary import Section, build_reports
-from ..results.storage import load_rows
-from ..suite.load import PRESETS
+from .verdicts import Accuracy, Computes
 
-IDEAL = "ideal"
 STATUS_WORDS = {"oom": "out of memory", "diverged": "diverged (the training loss became NaN or infinite)",
                 "crashed": "crashed", "error": "failed"}
 OPTION_DEFAULTS = {"max_len": 0, "max_tokens": 0, "boundaries": (), "megabatch": 0, "pad_multiple": 0,
@@ -92,7 +90,7 @@ def recommend_section(section: Section, failed: pd.DataFrame | None = None) -> R
     target = train.get("target_accuracy") or None
     cap = train.get("max_time_s") if train.get("until_target") else None
     within = f"within the {cap:g} s cap" if cap else f"in {train['epochs']} epochs" if train.get("epochs") else ""
-    rows = summary[summary["strategy"] != IDEAL]
+    rows = summary[summary["strategy"] != IDEAL.name]
     disturbed = [(str(r["strategy"]), int(r["seed"])) for r in section.disturbed.to_dict("records")]
     short = [r["strategy"] for r in rows.to_dict("records") if _too_few_quiet(r)]
     if short:  # never decided on runs a busy machine measured, nor on the few quiet ones left
@@ -103,8 +101,8 @@ def recommend_section(section: Section, failed: pd.DataFrame | None = None) -> R
                          f"{', '.join(short)} (at least 2, and half of its runs); run the suite again on a quieter "
                          f"machine (`lstmbench run SUITE --resume --out FOLDER` measures the left-out runs again)")
         return rec
-    exact = rows["computes"].str.startswith("exact") & (rows["runs_ok"] > 0)
-    best = rows.loc[rows["accuracy_vs_best"] == "best exact", "strategy"]
+    exact = (rows["computes_kind"] == Computes.EXACT) & (rows["runs_ok"] > 0)
+    best = rows.loc[rows["accuracy_kind"] == Accuracy.BEST, "strategy"]
     best_name = best.iloc[0] if len(best) else None
 
     ruled: list[tuple[str, str]] = []
@@ -115,9 +113,9 @@ def recommend_section(section: Section, failed: pd.DataFrame | None = None) -> R
             ruled.append((name, _failure(failed[failed["strategy"] == name], r["runs_failed"])))
             continue
         reasons = []
-        if r["computes"].startswith("MISMATCH"):
+        if r["computes_kind"] == Computes.MISMATCH:
             reasons.append(f"its runs' check of the timed path failed: {r['computes']}")
-        if str(r["accuracy_vs_best"]).startswith("below"):
+        if r["accuracy_kind"] == Accuracy.BELOW:
             reasons.append(f"accuracy lost: {r['accuracy_vs_best']}")
         if target and r["reached_target"] == 0 and not np.isnan(r["time_to_target_s"]):
             reasons.append(f"never reached {target:g}{' ' + within if within else ''} (0/{r['runs_ok']} runs)")
@@ -133,8 +131,8 @@ def recommend_section(section: Section, failed: pd.DataFrame | None = None) -> R
     # "without losing accuracy": a strategy that changes the computation and falls short of the best exact
     # strategy, with too few seeds for the paired test to decide, does not win over the fastest exact one
     demoted = None
-    if order and not order[0]["computes"].startswith("exact") and _undecided_shortfall(order[0]):
-        fastest_exact = next((r for r in order if r["computes"].startswith("exact")), None)
+    if order and order[0]["computes_kind"] != Computes.EXACT and order[0]["accuracy_kind"] == Accuracy.UNDECIDED:
+        fastest_exact = next((r for r in order if r["computes_kind"] == Computes.EXACT), None)
         if fastest_exact is not None:
             demoted = order.pop(0)
             order.insert(1 if order[0] is fastest_exact else 0, demoted)
@@ -159,22 +157,16 @@ def recommend_section(section: Section, failed: pd.DataFrame | None = None) -> R
         return rec
 
     rec.winner = leader["strategy"]
-    head = (f"the only strategy {'left' if ruled else 'measured'}" if len(order) == 1 else
-            "highest throughput" if not by_target else
-            f"closest to {target:g} held-out accuracy" if np.isinf(leader["time_to_target_s"]) else
-            f"fastest to {target:g} held-out accuracy")
-    rec.why = f"{head}: {_measure(leader, target if by_target else None, lead=len(order) > 1)}" + \
-              f", {_computes(leader['computes'])}, accuracy {leader['eval_accuracy']:.3f}" + \
+    rec.why = f"{_head(leader, len(order), bool(ruled), target if by_target else None, demoted is not None)}: " + \
+              f"{_measure(leader, target if by_target else None, lead=len(order) > 1)}" + \
+              f", {_computes(leader)}, accuracy {leader['eval_accuracy']:.3f}" + \
               _against_best(leader, best_name) + _failures(leader, failed)
-    if demoted is not None:
-        rec.why = rec.why.replace("fastest to ", "fastest exact strategy to ", 1).replace(
-            "highest throughput", "highest throughput of the exact strategies", 1)
     if len(order) > 1:
         second = order[1]
         rec.runner_up = second["strategy"]
         rec.runner_up_cost = _cost(second, leader, target if by_target else None)
         if second is demoted:
-            rec.runner_up_cost += (f". It is faster, but {_computes(second['computes'])}, and its accuracy shortfall "
+            rec.runner_up_cost += (f". It is faster, but {_computes(second)}, and its accuracy shortfall "
                                    f"against the best exact strategy is not decided by these seeds: "
                                    f"{second['accuracy_vs_best']}")
     rec.strategy = _composition(section.config, rec.winner)
@@ -187,8 +179,8 @@ def _undecided(section: Section, rows: pd.DataFrame, exact: pd.Series, has_targe
     """Why the results cannot decide, or None: no exact strategy ran (no accuracy to check against), or the
     paired accuracy test has fewer than 2 seeds in common to pair."""
     inexact = [n for n, e in zip(rows["strategy"], exact) if not e and n in set(section.rows["strategy"])]
-    failed_exact = [n for n, c, ok in zip(rows["strategy"], rows["computes"], rows["runs_ok"])
-                    if str(c).startswith("exact") and ok == 0]
+    failed_exact = [n for n, c, ok in zip(rows["strategy"], rows["computes_kind"], rows["runs_ok"])
+                    if c == Computes.EXACT and ok == 0]
     if not exact.any() and failed_exact:  # in the suite, but every run of them failed: the errors say why
         return (f"the results cannot decide: every run of the exact strateg{'ies' if len(failed_exact) > 1 else 'y'} "
                 f"({', '.join(failed_exact)}) failed, so nothing checks the accuracy against the exact computation; "
@@ -244,26 +236,30 @@ def _measure(r: dict, target: float | None, lead: bool = True) -> str:
     return f"{_seconds(r['time_to_target_s'])} s median{where} over {n} run{'s' if n != 1 else ''} ({reached})"
 
 
-def _undecided_shortfall(r: dict) -> bool:
-    """Its accuracy is below the best exact strategy's, and the paired test could not decide ('-0.047, p=0.027
-    (n.s.; ...)')."""
-    verdict = str(r["accuracy_vs_best"])
-    return verdict.startswith("-") and "n.s." in verdict
+def _head(leader: dict, candidates: int, ruled: bool, target: float | None, exact_only: bool) -> str:
+    """What made the winner win, before its figures: 'fastest to 0.9 held-out accuracy', 'highest throughput of
+    the exact strategies' (`exact_only`: a faster strategy that changes the computation was put behind it)."""
+    if candidates == 1:
+        return f"the only strategy {'left' if ruled else 'measured'}"
+    if target is None:
+        return "highest throughput" + (" of the exact strategies" if exact_only else "")
+    if np.isinf(leader["time_to_target_s"]):
+        return f"closest to {target:g} held-out accuracy"
+    return f"fastest {'exact strategy ' if exact_only else ''}to {target:g} held-out accuracy"
 
 
-def _computes(note: str) -> str:
+def _computes(r: dict) -> str:
     """'exact', or 'changes the computation: truncates to 64 tokens' (the runs' check left out)."""
-    text = re.sub(r" \(verified, [^)]*\)$", "", note)
-    return text if text.startswith("exact") else f"changes the computation: {text}"
+    claim = r["computes_claim"]
+    return claim if r["computes_kind"] == Computes.EXACT else f"changes the computation: {claim}"
 
 
 def _against_best(r: dict, best: str | None) -> str:
-    verdict = r["accuracy_vs_best"]
-    if verdict == "best exact":
+    if r["accuracy_kind"] == Accuracy.BEST:
         return ", the best exact strategy's"
-    if not best or verdict in ("-", "") or not isinstance(verdict, str):
+    if not best or r["accuracy_kind"] == Accuracy.NONE:
         return ""
-    return f", not significantly below the best exact strategy {best}: {verdict}"
+    return f", not significantly below the best exact strategy {best}: {r['accuracy_vs_best']}"
 
 
 def _failures(r: dict, failed: pd.DataFrame) -> str:
