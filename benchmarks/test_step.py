@@ -20,8 +20,8 @@ import pytest
 import torch
 
 from lstmbench.data.make import make_data
-from lstmbench.measure.model import build_model
-from lstmbench.measure.train import Precision, train_step
+from lstmbench.measure.loop import train_step
+from lstmbench.measure.model import Precision, build_model
 from lstmbench.strategies.strategy import Strategy, plan_epochs
 from lstmbench.suite.load import IDEAL, PRESETS, StrategySpec, load_suite
 

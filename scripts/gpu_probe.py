@@ -17,10 +17,10 @@ import numpy as np
 import torch
 
 from lstmbench.data.make import make_data
+from lstmbench.measure.loop import train_step
 from lstmbench.measure.model import Precision, model_for
 from lstmbench.measure.probes import KernelProbe, host_syncs
 from lstmbench.measure.timing import StepTimer
-from lstmbench.measure.train import train_step
 from lstmbench.strategies.loader import Pinnable, to_device
 from lstmbench.strategies.strategy import Strategy
 from lstmbench.suite.config import DataConfig, Lengths, ModelConfig, StrategySpec

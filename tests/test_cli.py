@@ -99,10 +99,10 @@ def test_run_then_report_end_to_end(tiny_file, tmp_path):
 
 
 def test_failed_runs_are_rows_and_exit_1(tiny_file, tmp_path, monkeypatch):
-    import lstmbench.measure.train
+    from lstmbench.measure.loop import SEAMS
 
-    real_loss = lstmbench.measure.train.loss_of
-    monkeypatch.setattr(lstmbench.measure.train, "loss_of", lambda *a, **k: real_loss(*a, **k) * float("nan"))
+    real_loss = SEAMS.loss
+    monkeypatch.setattr(SEAMS, "loss", lambda *a, **k: real_loss(*a, **k) * float("nan"))
     out = tmp_path / "results"
     r = invoke("run", tiny_file, "--inline", "--out", out, "--set", "seeds=[0]", "--set", "strategies=[mask]",
                "--set", "ideal=false")

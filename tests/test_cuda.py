@@ -102,7 +102,7 @@ def test_a_copy_of_a_cuda_model_keeps_cudnns_flat_weights():
     """copy_model flattens the copy's LSTM weights again: no re-compaction (and its warning) at each call."""
     import warnings
 
-    from lstmbench.measure.train import copy_model
+    from lstmbench.measure.reference import copy_model
 
     model = build_model(ModelConfig(embed_dim=8, hidden_size=16), 12, 2, seed=0).to(CUDA)
     twin = copy_model(model)

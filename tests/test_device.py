@@ -60,9 +60,9 @@ def test_compile_option_trains_through_torch_compile(tiny_file, monkeypatch):
 
 
 def test_a_simulated_out_of_memory_is_an_oom_row_with_the_batch_shape(tiny_file, monkeypatch):
-    import lstmbench.measure.train as train
+    from lstmbench.measure.loop import SEAMS
 
-    real_step, calls = train.train_step, []
+    real_step, calls = SEAMS.step, []
 
     def step(net, optimizer, batch, readout, precision, scale=None):
         calls.append(tuple(batch.tokens.shape))
@@ -70,7 +70,7 @@ def test_a_simulated_out_of_memory_is_an_oom_row_with_the_batch_shape(tiny_file,
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
         return real_step(net, optimizer, batch, readout, precision, scale)
 
-    monkeypatch.setattr(train, "train_step", step)
+    monkeypatch.setattr(SEAMS, "step", step)
     suite = load_suite(tiny_file, ["seeds=[0]"])
     mask = suite.strategies[2]
     r = run_inline(suite, mask, 0, "cpu")
@@ -80,16 +80,16 @@ def test_a_simulated_out_of_memory_is_an_oom_row_with_the_batch_shape(tiny_file,
 
 
 def test_an_oom_row_lets_the_suite_go_on(tiny_file, monkeypatch, tmp_path):
-    import lstmbench.measure.train as train
+    from lstmbench.measure.loop import SEAMS
 
-    real_step = train.train_step
+    real_step = SEAMS.step
 
     def step(net, optimizer, batch, readout, precision, scale=None):
         if readout == "pack":
             raise torch.OutOfMemoryError("CUDA out of memory.")
         return real_step(net, optimizer, batch, readout, precision, scale)
 
-    monkeypatch.setattr(train, "train_step", step)
+    monkeypatch.setattr(SEAMS, "step", step)
     r = CliRunner().invoke(main, ["run", str(tiny_file), "--inline", "--out", str(tmp_path), "--set", "seeds=[0]"])
     assert r.exit_code == 1
     assert "  pack seed 0: oom: out of memory at step -" in r.stderr  # a warm-up step: negative numbers

@@ -128,14 +128,14 @@ def break_rank_1(tmp_path: Path, action: str = "raise RuntimeError('injected fai
     waits in the all-reduce."""
     return in_ranks(tmp_path,
                     "if os.environ.get('RANK') == '1':\n"
-                    "    import lstmbench.measure.train as t\n"
-                    "    real, calls = t.train_step, []\n"
+                    "    from lstmbench.measure.loop import SEAMS\n"
+                    "    real, calls = SEAMS.step, []\n"
                     "    def step(*a, **k):\n"
                     "        calls.append(1)\n"
                     "        if len(calls) == 8:\n"
                     f"            {action}\n"
                     "        return real(*a, **k)\n"
-                    "    t.train_step = step\n")
+                    "    SEAMS.step = step\n")
 
 
 def in_ranks(tmp_path: Path, code: str) -> dict:

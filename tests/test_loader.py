@@ -10,8 +10,8 @@ import torch
 
 from lstmbench.data.make import make_data
 from lstmbench.errors import SuiteError
-from lstmbench.measure.model import model_for
-from lstmbench.measure.train import Precision, train_step
+from lstmbench.measure.loop import train_step
+from lstmbench.measure.model import Precision, model_for
 from lstmbench.strategies.loader import batches, row_fields
 from lstmbench.strategies.ranks import plan_ranks
 from lstmbench.strategies.strategy import Strategy

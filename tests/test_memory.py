@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from lstmbench.data.make import make_data
-from lstmbench.measure import probes, train as train_module
+from lstmbench.measure import probes
+from lstmbench.measure.loop import SEAMS
 from lstmbench.measure.model import model_for
 from lstmbench.measure.probes import TensorMemory
 from lstmbench.measure.train import Precision, run_one, step_memory_bytes
@@ -108,7 +109,7 @@ def test_evaluations_stay_out_of_the_training_peak(tmp_path, monkeypatch):
         torch.ones(hog // 4)  # allocated and written: resident
         return (0.5, 0.7, np.ones(len(data), dtype=np.int64)) if per_example else (0.5, 0.7)
 
-    monkeypatch.setattr(train_module, "evaluate", evaluate)
+    monkeypatch.setattr(SEAMS, "evaluate", evaluate)
     spec = next(s for s in suite.strategies if s.name == "mask")
     r = run_one(suite, spec, 0, CPU)
     assert r.peak_mem_bytes - r.baseline_rss_bytes < hog / 2

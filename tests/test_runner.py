@@ -12,7 +12,7 @@ import pytest
 from lstmbench.data.cache import SeedData, load
 from lstmbench.data.make import make_data
 from lstmbench.measure.record import RunRecord
-from lstmbench.measure.train import REFERENCE_MIN_STEPS, reference_sample
+from lstmbench.measure.reference import REFERENCE_MIN_STEPS, reference_sample
 from lstmbench.results.rows import Overhead, harness_overhead
 from lstmbench.run import runner
 from lstmbench.run.worker import run_isolated

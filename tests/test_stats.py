@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lstmbench.measure.train import WINDOWS
+from lstmbench.measure.loop import WINDOWS
 from lstmbench.stats import holm, log_ratio_test, mean_std, median_interval, order_coverage, runs_for_ci, spread
 
 REPS = 4000  # a coverage of 0.95 is then estimated to +-0.007 (two standard errors)

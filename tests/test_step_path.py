@@ -15,8 +15,8 @@ from torch.overrides import TorchFunctionMode
 
 from lstmbench.data.make import make_data
 from lstmbench.measure.evaluation import evaluate
+from lstmbench.measure.loop import train_step
 from lstmbench.measure.model import Precision, model_for
-from lstmbench.measure.train import train_step
 from lstmbench.strategies.strategy import Strategy
 from lstmbench.suite.config import DataConfig, Lengths, ModelConfig, StrategySpec
 
@@ -109,7 +109,7 @@ def test_a_cuda_step_synchronises_only_for_its_loss_scaler(name, batching, paddi
     loop moves it: none, except GradScaler.step's found_inf.item() where the loss is scaled (fp16, and bf16,
     whose cuDNN LSTM autocast runs in fp16: the probe says which)."""
     from lstmbench.measure.probes import host_syncs
-    from lstmbench.measure.train import probe_kernel
+    from lstmbench.measure.setup import probe_kernel
     from lstmbench.strategies.loader import Pinnable, to_device
 
     splits, model = _setup("classify", bidirectional)

@@ -116,7 +116,7 @@ def test_curve_and_time_to_target(tmp_path, tiny_dict):
     assert times == sorted(times) and times[-1] == r.train_time_s
     assert r.curve[-1][2] == r.eval_accuracy
     assert r.target_accuracy == 0.01 and r.time_to_target_s == times[0]  # any accuracy reaches 1%
-    from lstmbench.measure.train import time_to_target
+    from lstmbench.measure.evaluation import time_to_target
 
     curve = [[1.0, 3, 0.5], [2.0, 6, 0.8], [3.0, 9, 0.95]]
     assert time_to_target(curve, 0.8) == 2.0 and time_to_target(curve, 0.99) is None
@@ -164,7 +164,7 @@ def test_the_runs_own_equivalence_check_is_in_its_row(tiny_records):
 
 
 def test_windows_cover_the_timed_steps(tiny_records):
-    from lstmbench.measure.train import window_rates
+    from lstmbench.measure.loop import window_rates
 
     assert window_rates([10, 10, 10, 10], [1.0, 1.0, 2.0, 2.0], 2) == [10.0, 5.0]
     assert window_rates([10, 30], [1.0, 1.0], 8) == [10.0, 30.0]  # fewer steps than windows: one a step
@@ -183,15 +183,15 @@ def test_the_ideal_can_be_switched_off(tiny_file):
 
 
 def test_a_cpu_allocation_failure_in_a_step_names_the_batch_shape(tiny_file, monkeypatch):
-    import lstmbench.measure.train as train_module
     from lstmbench.errors import RunFailed
+    from lstmbench.measure.loop import SEAMS
 
     def fails(*args, **kwargs):
         raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: not enough memory: you "
                            "tried to allocate 17179869184 bytes.")
 
     suite = load_suite(tiny_file, ["train.warmup_steps=0"])
-    monkeypatch.setattr(train_module, "train_step", fails)
+    monkeypatch.setattr(SEAMS, "step", fails)
     with pytest.raises(RunFailed) as e:
         run_one(suite, suite.strategies[2], 0, CPU)
     assert e.value.kind == "oom"

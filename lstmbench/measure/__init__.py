@@ -17,7 +17,9 @@ PUBLIC = {
     ),
     "record": ("RunRecord", "SCHEMA_VERSION", "STATUSES", "collect_env", "identity"),
     "timing": ("StepTimer",),
-    "train": ("probe_kernel", "run_one", "step_memory_bytes", "train_step"),
+    "loop": ("train_step",),
+    "setup": ("probe_kernel",),
+    "train": ("run_one", "step_memory_bytes"),
     "verify": (
         "EQUIVALENT", "MISMATCH", "SuiteChecks", "TOLERANCE", "TimedPathUnavailable", "grads_of", "mismatch", "tally",
         "timed_device", "timed_table", "verdict_table",

@@ -67,7 +67,7 @@ PLAIN = Claim()  # each sequence alone, whole, unpadded: what an exact strategy 
 def claim_of(spec: StrategySpec, bidirectional: bool = False, tag: bool = False) -> Claim:
     """The claim, from the spec alone (never from the strategy's code, which is what is checked). Only `last`
     runs padded: a masked readout claims exactness, bidirectional or not."""
-    if spec.padding == "reshape":
+    if spec.is_reference:
         return Claim(rows=True)
     last = spec.readout == "last"
     return Claim(cut=spec.max_len if spec.padding == "truncate" else 0,
@@ -335,7 +335,7 @@ def _suite_checks(suite: Suite, data: Dataset, batches: int) -> list[tuple[Strat
 
 def _kernel(model: LSTMClassifier, strategy: Strategy, data: Dataset, idx: np.ndarray, device: torch.device,
             amp: str) -> str:
-    """The LSTM implementation one forward pass of this batch runs (as train.probe_kernel, without importing
+    """The LSTM implementation one forward pass of this batch runs (as setup.probe_kernel, without importing
     train, which imports this module)."""
     return _probe(model, strategy, data, idx, device, amp).kernel
 

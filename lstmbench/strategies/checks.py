@@ -32,7 +32,7 @@ def _array(value: Any) -> np.ndarray | None:
 
 
 def _refuse_reshape(spec: StrategySpec) -> None:
-    if spec.padding == "reshape":
+    if spec.is_reference:
         raise BatchingError("the ideal (reshape) cuts batches into equal rows: a measuring device, not a batching")
 
 

@@ -89,7 +89,7 @@ def plan_suite(suite: Suite, seed: int | None = None) -> Plan:
         # pad_multiple rounds the time axis of padding global/batch/truncate; the ideal's reshape has none to round.
         # A strategy that sets its own pad_multiple still gets the count at PAD_MULTIPLE, as the header says.
         aligned = None
-        if spec.padding != "reshape":
+        if not spec.is_reference:
             at_multiple = Strategy(replace(spec, pad_multiple=PAD_MULTIPLE))
             aligned = len({at_multiple.shape(data, idx) for idx in batches})
         plans.append(StrategyPlan(spec.name, len(batches), real, padded, max(shapes, key=lambda s: s[0] * s[1]),

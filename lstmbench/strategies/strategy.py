@@ -27,7 +27,7 @@ def computation_note(spec: StrategySpec, bidirectional: bool = False, tag: bool 
     """'' when the strategy computes exactly what per-sequence processing computes; else why not. The masked
     readout is exact for a bidirectional LSTM too: its reverse direction runs over each sequence reversed within
     its length (model.both_directions), never over the padding. `bidirectional` is kept for callers."""
-    if spec.padding == "reshape":
+    if spec.is_reference:
         return "unpadded: each batch's real tokens cut into equal rows, fixed batch size (not a ceiling)"
     notes = []
     if spec.padding == "truncate":
@@ -115,13 +115,13 @@ class Strategy:
 
     def shape(self, data: Dataset, idx: np.ndarray) -> tuple[int, int]:
         """(batch, time) of the batch `collate` would build, without building it."""
-        if self.spec.padding == "reshape":
+        if self.spec.is_reference:
             return len(idx), int(data.lengths[idx].sum()) // len(idx)
         return len(idx), self.pad_to(self.kept_lengths(data.lengths[idx]), data)
 
     def real_tokens(self, data: Dataset, idx: np.ndarray) -> int:
         """Non-padding tokens of that batch (after truncation, or the reshape's dropped remainder)."""
-        if self.spec.padding == "reshape":
+        if self.spec.is_reference:
             rows, width = self.shape(data, idx)
             return rows * width
         return int(self.kept_lengths(data.lengths[idx]).sum())
@@ -133,14 +133,14 @@ class Strategy:
         if not data.tagged:
             return len(idx)
         rows, width = self.shape(data, idx)
-        if self.spec.padding == "reshape" or self.spec.readout == "last":
+        if self.spec.is_reference or self.spec.readout == "last":
             return rows * width
         return self.real_tokens(data, idx)
 
     def collate(self, data: Dataset, idx: np.ndarray, training: bool = True) -> Batch:
         """The padded batch. Tag task: a label per step, IGNORE on padding, except that training with the
         readout `last` (naive) scores the padded steps too, as label 0: that is what a naive loss does."""
-        if self.spec.padding == "reshape":
+        if self.spec.is_reference:
             return _reshaped(data, idx)
         idx = self.row_order(data, idx)
         kept = self.kept_lengths(data.lengths[idx])

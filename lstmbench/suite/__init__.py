@@ -6,6 +6,7 @@ from ..faces import lazy
 PUBLIC = {
     "config": (
         "DataConfig", "Lengths", "LoaderConfig", "MAX_PADDED_CELLS", "MAX_SEQUENCE", "ModelConfig", "StrategySpec",
+        "TrainConfig",
     ),
     "files": (
         "MAX_DATA_BYTES", "MAX_LENGTHS_BYTES", "MAX_RESULTS_BYTES", "MAX_TABLE_BYTES", "Unreadable", "is_regular",

@@ -208,6 +208,12 @@ class StrategySpec:
         "deal": ("per_rank", "balanced"),
     }
 
+    @property
+    def is_reference(self) -> bool:
+        """The unpadded reference (the ideal): each batch's real tokens cut into equal rows, no padding at all.
+        The one test of it; only the ideal has this padding (a suite cannot ask for it)."""
+        return self.padding == "reshape"
+
     def check(self, at: At) -> None:
         if not re.fullmatch(r"[A-Za-z0-9_.+-]+", self.name):
             at.fail("name", f"must be letters, digits, '_', '.', '+' or '-', got {short(self.name)}")
