@@ -88,7 +88,7 @@ def test_too_few_seeds_is_exit_2_with_how_many_are_needed(tmp_path):
     r = invoke(write_set(tmp_path / "a", 2, 0), write_set(tmp_path / "b", 2, 1, speed=30_000))
     assert r.exit_code == 2
     assert r.stderr == ("Error: too few runs to test anything: at most 2 seed(s) a side, and a test needs 3; a 20% "
-                        "slowdown is found 19 times in 20 with 4 seeds a side on a quiet machine (see README), so run "
+                        "slowdown is found 19 times in 20 with 4 seeds a side on a quiet machine (docs/commands.md, the gate's rates), so run "
                         "both sets with --set 'seeds=[0,1,2,3]'\n")
 
 

@@ -10,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
 from click.testing import CliRunner
 
@@ -27,6 +26,7 @@ from lstmbench.measure.disturbance import (
     wait_share,
 )
 from lstmbench.report.recommendation import recommend_rows
+from lstmbench.results.rows import rows_frame
 from lstmbench.run import runner
 from tests.conftest import write_suite
 from tests.test_compare import write_set
@@ -99,13 +99,13 @@ def busy_rows(disturbed: dict[str, list[int]]) -> list[dict]:
 
 
 def test_recommend_decides_on_the_quiet_runs_and_names_the_left_out():
-    rec, = recommend_rows(pd.DataFrame(busy_rows({"mask": [1]})))
+    rec, = recommend_rows(rows_frame(busy_rows({"mask": [1]})))
     assert rec.winner == "bucket-mask" and rec.disturbed == [("mask", 1)] and not rec.too_busy
 
 
 def test_recommend_names_no_winner_with_too_few_quiet_runs(tmp_path):
     rows = busy_rows({"bucket-mask": [0, 2], "mask": [1]})
-    rec, = recommend_rows(pd.DataFrame(rows))
+    rec, = recommend_rows(rows_frame(rows))
     assert rec.winner is None and rec.too_busy
     assert rec.undecided == (
         "the results cannot decide: 3 of 15 runs were measured while other processes took the CPU, which leaves too "

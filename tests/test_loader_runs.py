@@ -38,7 +38,7 @@ from pathlib import Path
 
 import lstmbench.strategies.loader as loader
 
-original = loader.Collate.__call__
+original = loader.WorkerCollate.__call__
 
 
 def collate(self, indices):
@@ -58,7 +58,7 @@ def collate(self, indices):
     return original(self, indices)
 
 
-loader.Collate.__call__ = collate
+loader.WorkerCollate.__call__ = collate
 
 if __name__ == "__main__":
     from lstmbench.cli import main

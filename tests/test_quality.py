@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lstmbench.report.quality import ALPHA, accuracy_verdicts
+from lstmbench.report.quality import QUALITY_ALPHA, accuracy_verdicts
 from lstmbench.report.verdicts import Computes
 from lstmbench.stats import below_best, seeds_needed
 
@@ -60,7 +60,7 @@ def test_no_exact_strategy_no_verdicts():
 
 def test_false_alarms_stay_at_alpha_and_a_real_shortfall_is_found():
     """Equal strategies (seed effects shared, run noise apart), the best picked from the same runs: the chance of
-    marking any strategy below it is at most ALPHA; a 3-point shortfall is found most of the time."""
+    marking any strategy below it is at most QUALITY_ALPHA; a 3-point shortfall is found most of the time."""
     rng = np.random.default_rng(1)
 
     def alarms(drop: float, sections: int = 400, k: int = 4, seeds: int = 5) -> float:
@@ -69,10 +69,10 @@ def test_false_alarms_stay_at_alpha_and_a_real_shortfall_is_found():
             values = 0.9 + rng.normal(0, 0.02, (seeds, 1)) + rng.normal(0, 0.01, (seeds, k))
             values[:, -1] -= drop
             _, _, p = below_best(values, np.ones(k, bool), permutations=400, seed=i)
-            hits += bool((p < ALPHA).any()) if drop == 0 else bool(p[-1] < ALPHA)
+            hits += bool((p < QUALITY_ALPHA).any()) if drop == 0 else bool(p[-1] < QUALITY_ALPHA)
         return hits / sections
 
-    assert alarms(0.0) <= ALPHA + 3 * np.sqrt(ALPHA * (1 - ALPHA) / 400)  # 0.083: the rate plus Monte Carlo error
+    assert alarms(0.0) <= QUALITY_ALPHA + 3 * np.sqrt(QUALITY_ALPHA * (1 - QUALITY_ALPHA) / 400)  # 0.083: the rate plus Monte Carlo error
     assert alarms(0.03) >= 0.8
 
 

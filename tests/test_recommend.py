@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from lstmbench.cli import main
 from lstmbench.measure.record import SCHEMA_VERSION
 from lstmbench.report.recommendation import fewest_seeds, python_snippet, recommend, recommend_rows
+from lstmbench.results.rows import rows_frame
 from lstmbench.suite.load import suite_from_dict
 from tests.conftest import TINY
 
@@ -64,7 +65,7 @@ def run_rows(cfg: dict, runs: dict[str, dict], seeds: int) -> list[dict]:
 
 
 def one(rows: list[dict]):
-    (rec,) = recommend_rows(pd.DataFrame(rows))
+    (rec,) = recommend_rows(rows_frame(rows))
     return rec
 
 
@@ -324,11 +325,11 @@ def test_rewording_every_verdict_leaves_every_recommendation_unchanged(monkeypat
 
     lost = config(["naive", "mask", "pack"], seeds=6)
     undecided = config([{"truncate": {"max_len": 6}}, "mask", BUCKET_MASK], target=0.85, cap=45)
-    cases = [pd.DataFrame(CLEAR), pd.DataFrame(run_rows(lost, {
+    cases = [rows_frame(CLEAR), rows_frame(run_rows(lost, {
         "naive": {"tps": [6000.0] * 6, "acc": [0.5, 0.52, 0.48, 0.5, 0.51, 0.49]},
         "mask": {"tps": [300.0] * 6, "acc": [0.95, 0.96, 0.94, 0.95, 0.97, 0.93]},
         "pack": {"tps": [100.0] * 6, "acc": [0.95, 0.95, 0.95, 0.96, 0.95, 0.94]}}, seeds=6)),
-        pd.DataFrame(run_rows(undecided, {
+        rows_frame(run_rows(undecided, {
             "truncate": {"tps": [900.0, 950.0, 850.0], "acc": [0.86, 0.85, 0.87], "ttt": [5.0, 6.0, 7.0]},
             "mask": {"tps": [300.0, 310.0, 290.0], "acc": [0.90, 0.91, 0.89], "ttt": [30.0, 29.0, 31.0]},
             "bucket-mask": {"tps": [800.0, 850.0, 750.0], "acc": [0.90] * 3, "ttt": [10.0, 11.0, 12.0]}}, seeds=3))]

@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from lstmbench.report import summary as report
+from lstmbench.results.rows import rows_frame
 from lstmbench.suite.load import suite_from_dict
 from tests.conftest import TINY
 
@@ -35,10 +36,12 @@ def rows(**overrides) -> pd.DataFrame:
                 "verify_precision": "float32", "schema_version": 2, "config": CONFIG, "env": {"host": "vm1", "cpu": "cpu-x", "cpu_count": 2, "threads": 2, "device_name": "cpu", "torch": "2.x",
                                         "lstmbench": "0.1.0", "git_commit": "abc"},
             })
-    df = pd.DataFrame(base)
-    for k, v in overrides.items():
-        df[k] = v
-    return df
+    return rows_frame([{**row, **overrides} for row in base])
+
+
+def older(frame: pd.DataFrame, *dropped: str) -> pd.DataFrame:
+    """Rows of an older lstmbench, which lacked these keys, as the loader gives them (migrated)."""
+    return rows_frame(frame.drop(columns=list(dropped)).to_dict("records"))
 
 
 def test_summary_numbers():
@@ -144,7 +147,7 @@ def test_efficiency_time_to_target_and_ranking():
 
 
 def test_rows_of_an_older_version_without_new_keys_still_report():
-    df = rows().drop(columns=["efficiency", "lstm_kernel", "time_to_target_s", "curve"])
+    df = older(rows(), "efficiency", "lstm_kernel", "time_to_target_s", "curve")
     (section,) = report.build_reports(df)[0].sections
     table = section.table().set_index("strategy")
     assert table.loc["mask", "vs unpadded (same batches)"] == "-" and table.loc["mask", "kernel"] == "-"
@@ -221,7 +224,7 @@ def test_exact_comes_from_the_runs_checks_not_a_table():
     df.loc[(df.strategy == "mask") & (df.seed == 1), ["verified", "verify_grad_rel_error"]] = ["MISMATCH", 3e-2]
     table = report.build_reports(df)[0].sections[0].table().set_index("strategy")
     assert table.loc["mask", "computes"] == "MISMATCH on the timed path (float32 error 3e-02 > tolerance 1e-04)"
-    old = rows().drop(columns=["verified"])  # rows of an lstmbench that did not check in the run
+    old = older(rows(), "verified")  # rows of an lstmbench that did not check in the run
     table = report.build_reports(old)[0].sections[0].table().set_index("strategy")
     assert table.loc["mask", "computes"] == "exact (not checked in the runs)"
 

@@ -165,7 +165,7 @@ def lengths_cmd(suite_file: str, overrides: tuple[str, ...], seed: int | None, t
     Example: lstmbench lengths suites/packing.yaml --tune --check
     """
     from ..errors import LstmbenchError
-    from ..strategies import DATA_SUFFIXES, data_suite, histogram, plan_suite
+    from ..strategies import DATA_SUFFIXES, data_suite, histogram, padding_table
 
     if not tune and (memory_cap is not None or budget_s is not None or check):
         raise LstmbenchError("--memory-cap, --budget-s and --check go with --tune")
@@ -178,7 +178,7 @@ def lengths_cmd(suite_file: str, overrides: tuple[str, ...], seed: int | None, t
         suite = data_suite(suite_file, overrides)
     else:
         suite = load_suite(suite_file, overrides)
-    plan = plan_suite(suite, seed)
+    plan = padding_table(suite, seed)
     st = plan.stats
     click.echo(f"{plan.suite}: {st.n:,} training sequences (seed {plan.seed})")
     click.echo(f"  min {st.min}  median {st.median:g}  p90 {st.p90:g}  p99 {st.p99:g}  max {st.max}  "

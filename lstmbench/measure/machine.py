@@ -99,7 +99,7 @@ def busy_warning(machine: dict[str, Any], waits_count: bool = True) -> str:
 # --- CPU -----------------------------------------------------------------------------------------------------
 
 def read_text(path: str) -> str:
-    """Every /proc and /sys read goes through here (OSError where the file is missing or unreadable)."""
+    """This module's /proc and /sys reads go through here (OSError where the file is missing or unreadable)."""
     with open(path, encoding="ascii", errors="replace") as f:
         return f.read()
 

@@ -9,7 +9,7 @@ import subprocess
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 SCHEMA_VERSION = 5  # bump when a stored key changes meaning or disappears; readers refuse newer files
 # 2: efficiency divides by the run's own unpadded reference (1: by the seed's ideal run); windows, position
@@ -19,7 +19,8 @@ SCHEMA_VERSION = 5  # bump when a stored key changes meaning or disappears; read
 # 5: the unpadded reference times a sample of the first epoch's batches (reference_steps of them), not all;
 #    eval_accuracy_exact through the fused masked path (was packing); data_checksum, start_method, until_stable
 
-STATUSES = ("ok", "error", "diverged", "oom", "crashed")
+Status = Literal["ok", "error", "diverged", "oom", "crashed"]
+STATUSES = get_args(Status)
 
 
 @dataclass
@@ -34,12 +35,12 @@ class RunRecord:
     computation_note: str  # '' = equals per-sequence processing; else how the computation differs
     device: str
     seed: int
-    status: str  # ok | error | diverged | oom | crashed
+    status: Status
     error: str = ""
     max_tokens: int = 0  # token_budget only: the padded-token budget of a batch
     epochs: int = 0
     batch_size: int = 0
-    steps: int = 0  # optimizer steps, all timed (warm-up ran on a scratch copy of the model)
+    steps: int = 0  # optimizer steps, all timed (the warm-up's are apart: warmup_steps)
     warmup_steps: int = 0  # untimed steps on batches set aside for warm-up (another shuffle of the training set)
     warmup_time_s: float | None = None  # their seconds: the run's start-up (first allocations, first kernels)
     shape_warmup_s: float | None = None  # what first occurrences of batch shapes cost over their steady time

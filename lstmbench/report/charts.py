@@ -38,9 +38,7 @@ def colors(names: list[str]) -> dict[str, str]:
 
 
 def numbers(rows: pd.DataFrame, key: str) -> pd.Series:
-    """A numeric column that older rows may lack (all NaN then); None becomes NaN."""
-    if key not in rows:
-        return pd.Series(np.nan, index=rows.index, dtype=float)
+    """A numeric column (rows are migrated on reading: every column is there); None becomes NaN."""
     return pd.to_numeric(rows[key], errors="coerce").astype(float)
 
 
@@ -158,8 +156,6 @@ def curve_chart(section: Section, palette: dict[str, str]) -> Chart | None:
     """Held-out accuracy at each evaluation against training seconds: a line per run (the rows' `curve`,
     [seconds, step, accuracy] per evaluation)."""
     rows = section.rows
-    if "curve" not in rows:
-        return None
     fig = go.Figure()
     shown: set[str] = set()
     for r in rows[rows["strategy"] != IDEAL.name].itertuples():
@@ -187,8 +183,6 @@ def length_chart(section: Section, palette: dict[str, str]) -> Chart | None:
     """Accuracy per length bin of the held-out set (the rows' `accuracy_by_length`: [low, high, count,
     accuracy] per bin), a line per run, at each bin's geometric centre (log scale)."""
     rows = section.rows
-    if "accuracy_by_length" not in rows:
-        return None
     fig = go.Figure()
     shown: set[str] = set()
     for r in rows.itertuples():

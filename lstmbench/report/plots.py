@@ -66,7 +66,7 @@ def plots(section: PlotData) -> dict[str, bytes]:
         ax.legend(loc="lower right")
     out["accuracy"] = _finish(fig, ax, names, f"Accuracy: {section.title}")
 
-    curves = section.rows[["strategy", "curve"]] if "curve" in section.rows else pd.DataFrame()
+    curves = section.rows[["strategy", "curve"]]
     if len(curves) and curves["curve"].map(lambda c: isinstance(c, list) and len(c) > 1).any():
         fig, ax = plt.subplots(figsize=(7, 4))
         for i, name in enumerate(n for n in names if n != IDEAL.name):
@@ -122,11 +122,10 @@ def decision_plot(data: PlotData, winner: str | None) -> bytes | None:
     a dot per run (hollow: missed the target, at its full training time), a diamond per strategy (median time,
     mean accuracy), the Pareto front of the diamonds, the recommended strategy ringed. None without accuracies."""
     rows = data.rows[data.rows["strategy"] != IDEAL.name] if len(data.rows) else data.rows
-    if rows.empty or "eval_accuracy" not in rows or pd.to_numeric(rows["eval_accuracy"], errors="coerce").isna().all():
+    if rows.empty or pd.to_numeric(rows["eval_accuracy"], errors="coerce").isna().all():
         return None
     target = (data.config.get("train") or {}).get("target_accuracy")
-    num = lambda frame, key: (pd.to_numeric(frame[key], errors="coerce") if key in frame  # noqa: E731
-                              else pd.Series(np.nan, index=frame.index))
+    num = lambda frame, key: pd.to_numeric(frame[key], errors="coerce")  # noqa: E731
     timed = bool(target) and num(rows, "time_to_target_s").notna().any()
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     names = list(dict.fromkeys(rows["strategy"]))
@@ -232,7 +231,7 @@ def _accuracy_by_length(rows: pd.DataFrame, names: list[str]) -> dict[str, tuple
     """Per strategy: each length bin's centre and accuracy, averaged over the runs bin by bin (a seed's held-out
     set has its own bins; their edges differ little). Runs without bins (the ideal, older rows) are left out."""
     out = {}
-    column = rows["accuracy_by_length"] if "accuracy_by_length" in rows else pd.Series(dtype=object)
+    column = rows["accuracy_by_length"]
     for name in names:
         runs = [b for b in column[rows["strategy"] == name] if isinstance(b, list) and b]
         if not runs:
@@ -247,8 +246,6 @@ def _accuracy_by_length(rows: pd.DataFrame, names: list[str]) -> dict[str, tuple
 def _train_lengths(rows: pd.DataFrame) -> tuple[int, list, list] | None:
     """The lowest seed's training lengths as its runs recorded them: (seed, [shortest, longest, count] per bin,
     [median, p90, longest]). None for rows from before the histogram was recorded (no chart then)."""
-    if "train_length_histogram" not in rows or "train_length_percentiles" not in rows:
-        return None
     has = rows[rows["train_length_histogram"].map(lambda b: isinstance(b, list) and len(b) > 0)
                & rows["train_length_percentiles"].map(lambda p: isinstance(p, list) and len(p) == 3)]
     if not len(has):
@@ -263,8 +260,7 @@ def _dots(ax: plt.Axes, section: PlotData, names: list[str], column: str, scale:
     runs cannot support."""
     rows, labelled = section.rows, False
     for i, name in enumerate(names):
-        values = pd.to_numeric(rows.loc[rows["strategy"] == name, column], errors="coerce").dropna() * scale \
-            if column in rows else pd.Series(dtype=float)
+        values = pd.to_numeric(rows.loc[rows["strategy"] == name, column], errors="coerce").dropna() * scale
         if values.empty:
             continue
         jitter = np.linspace(-0.08, 0.08, len(values)) if len(values) > 1 else np.zeros(1)

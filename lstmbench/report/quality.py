@@ -2,7 +2,7 @@
 accuracies pair by seed. Each strategy is compared with the best exact one (the exact strategy of highest
 mean accuracy through its own path), on accuracy and on reaching the target, by a permutation test that
 accounts for having picked the best from the same runs (stats.below_best). The two families together keep the
-chance that a section marks any strategy below the best by accident at ALPHA (Bonferroni over the two).
+chance that a section marks any strategy below the best by accident at QUALITY_ALPHA (Bonferroni over the two).
 Where the test cannot decide, the seeds it would need are estimated."""
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pandas as pd
 from ..stats import below_best, seeds_needed
 from .verdicts import Accuracy, Computes, Verdict
 
-ALPHA = 0.05  # the chance that a section marks any strategy below the best by accident
+QUALITY_ALPHA = 0.05  # the chance that a section marks any strategy below the best by accident
 
 
 def accuracy_verdicts(ok: pd.DataFrame, summary: pd.DataFrame) -> dict[str, Verdict]:
@@ -38,7 +38,7 @@ def accuracy_verdicts(ok: pd.DataFrame, summary: pd.DataFrame) -> dict[str, Verd
         hit = runs.assign(hit=runs["time_to_target_s"].notna().astype(float))
         reached = hit.pivot(index="seed", columns="strategy", values="hit").reindex(columns=names).loc[acc.index]
         families.append(reached.to_numpy(float))
-    alpha = ALPHA / len(families)
+    alpha = QUALITY_ALPHA / len(families)
     best, short, p = below_best(families[0], exact)
     p_hit = below_best(families[1], exact)[2] if reached is not None else np.ones(len(names))
     out = {names[best]: Verdict(Accuracy.BEST, "best exact")}

@@ -21,7 +21,7 @@ import pandas as pd
 
 from ..results import code, hardware, load_rows, software
 from ..suite import IDEAL, PRESETS
-from .quality import ALPHA
+from .quality import QUALITY_ALPHA
 from .summary import Section, build_reports
 from .verdicts import Accuracy, Computes
 
@@ -213,7 +213,7 @@ def _too_few_quiet(r: dict) -> bool:
 def fewest_seeds(strategies: int, families: int = 1) -> int:
     """The seeds to ask for: at least MIN_SEEDS, and enough that the permutation test of quality could reach
     its level at all (its smallest p-value with n seeds of k strategies is about (k!)^-(n-1))."""
-    alpha = ALPHA / families
+    alpha = QUALITY_ALPHA / families
     n = 2
     while math.factorial(max(2, strategies)) ** -(n - 1) > alpha:
         n += 1

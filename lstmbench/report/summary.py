@@ -154,18 +154,17 @@ def _section(suite: str, suite_hash: str, device: str, rows: pd.DataFrame, machi
             continue
         tps = spread(good["tokens_per_s"])
         tps_ci = median_interval(good["tokens_per_s"])
-        # schema 1 rows divided by the seed's ideal run, another quantity: left out
-        eff = median_interval(_column(good, "efficiency")[_column(good, "schema_version") >= 2].dropna())
+        eff = median_interval(good["efficiency"].dropna())  # schema 1's meant another quantity: gone (migrate)
         acc, acc_sd = mean_std(good["eval_accuracy"].dropna())
         exact, exact_sd = mean_std(good["eval_accuracy_exact"].dropna())
-        reached = _column(good, "time_to_target_s").dropna()
+        reached = good["time_to_target_s"].dropna()
         # runs with a target (rows that predate the field: the suite's): a miss counts as never (infinite)
-        aimed = _column(good, "target_accuracy").notna() | bool(config.get("train", {}).get("target_accuracy"))
+        aimed = good["target_accuracy"].notna() | bool(config.get("train", {}).get("target_accuracy"))
         what, claim = computes(mine["computation_note"].iloc[-1], good, reference=name == IDEAL.name)
         records.append({
             "strategy": name,
             "computes": what, "computes_kind": what.kind, "computes_claim": claim,
-            "lstm_kernel": "/".join(sorted(set(_column(good, "lstm_kernel").dropna()))) or "-",
+            "lstm_kernel": "/".join(sorted(set(good["lstm_kernel"].dropna()))) or "-",
             "runs_ok": len(good), "runs_failed": int((mine["status"] != "ok").sum()),
             "runs_disturbed": int((disturbed["strategy"] == name).sum()),
             "tokens_per_s": tps.median, "tokens_per_s_low": tps_ci.low, "tokens_per_s_high": tps_ci.high,
@@ -179,12 +178,12 @@ def _section(suite: str, suite_hash: str, device: str, rows: pd.DataFrame, machi
             "pad_fraction": spread(good["pad_fraction"]).median,
             "data_time_fraction": spread(good["data_time_fraction"]).median,
             "train_time_s": spread(good["train_time_s"]).median,
-            "train_time_cold_s": spread(_column(good, "train_time_cold_s").dropna()).median,
-            "distinct_shapes": spread(_column(good, "distinct_shapes").dropna()).median,
-            "step_time_median_s": spread(_column(good, "step_time_median_s")).median,
-            "train_mem_mib": spread(_column(good, "train_mem_bytes").dropna()).median / 2**20,
+            "train_time_cold_s": spread(good["train_time_cold_s"].dropna()).median,
+            "distinct_shapes": spread(good["distinct_shapes"].dropna()).median,
+            "step_time_median_s": spread(good["step_time_median_s"]).median,
+            "train_mem_mib": spread(good["train_mem_bytes"].dropna()).median / 2**20,
             "peak_mem_mib": spread(good["peak_mem_bytes"]).median / 2**20,
-            "reserved_mem_mib": spread(_column(good, "peak_mem_reserved_bytes").dropna()).median / 2**20,
+            "reserved_mem_mib": spread(good["peak_mem_reserved_bytes"].dropna()).median / 2**20,
             "run_mem_mib": spread(good["peak_mem_bytes"] - good["baseline_rss_bytes"]).median / 2**20
             if device == "cpu" else np.nan,
             "eval_accuracy": acc, "eval_accuracy_sd": acc_sd,
@@ -192,12 +191,12 @@ def _section(suite: str, suite_hash: str, device: str, rows: pd.DataFrame, machi
             "time_to_target_s": _median_missed(good, "time_to_target_s", aimed), "reached_target": len(reached),
             "time_to_target_cold_s": _median_missed(good, "time_to_target_cold_s", aimed),
             "time_to_target_with_eval_s": _median_missed(good, "time_to_target_with_eval_s", aimed),
-            "time_to_target_resolution_s": spread(_column(good, "time_to_target_resolution_s").dropna()).median,
-            "time_to_target_robust_s": spread(_column(good, "time_to_target_robust_s").dropna()).median,
-            "world_size": int(_column(good, "world_size").fillna(1).max()) if len(good) else 1,
-            "straggler_wait_fraction": spread(_column(good, "straggler_wait_fraction").dropna()).median,
-            "planned_wait_fraction": spread(_column(good, "planned_wait_fraction").dropna()).median,
-            "deal": "/".join(sorted(set(_column(mine, "deal").fillna("")) - {""})) or "-",
+            "time_to_target_resolution_s": spread(good["time_to_target_resolution_s"].dropna()).median,
+            "time_to_target_robust_s": spread(good["time_to_target_robust_s"].dropna()).median,
+            "world_size": int(good["world_size"].fillna(1).max()) if len(good) else 1,
+            "straggler_wait_fraction": spread(good["straggler_wait_fraction"].dropna()).median,
+            "planned_wait_fraction": spread(good["planned_wait_fraction"].dropna()).median,
+            "deal": "/".join(sorted(set(mine["deal"].fillna("")) - {""})) or "-",
         })
     summary = pd.DataFrame(records)
     verdicts = accuracy_verdicts(ok, summary)
@@ -214,7 +213,7 @@ def computes(note: str, ok: pd.DataFrame, reference: bool = False) -> tuple[Verd
     """What the strategy computes, as its runs' own checks on their timed path found it: 'exact' only when each
     run matched per-sequence processing on its kernel and precision (`verified` in the rows). Also its claim
     without the check's figures ('exact', 'truncates to 64 tokens'), for the recommendation's sentence."""
-    verdicts = _column(ok, "verified").dropna()
+    verdicts = ok["verified"].dropna()
     kind = Computes.REFERENCE if reference else Computes.CHANGES if note else Computes.EXACT
     if reference:  # the ideal: no claim to check
         return Verdict(kind, note), note
@@ -222,7 +221,7 @@ def computes(note: str, ok: pd.DataFrame, reference: bool = False) -> tuple[Verd
         claim = (note or "exact") + " (not checked in the runs)"
         return Verdict(kind, claim), claim
     worst = max(ok["verify_loss_rel_error"].max(), ok["verify_grad_rel_error"].max())
-    how = f"{'/'.join(sorted(set(_column(ok, 'verify_precision').dropna())))} error {worst:.0e}"
+    how = f"{'/'.join(sorted(set(ok['verify_precision'].dropna())))} error {worst:.0e}"
     if (verdicts == "MISMATCH").any():
         text = f"MISMATCH on the timed path ({how} > tolerance {ok['verify_tolerance'].max():.0e})"
         return Verdict(Computes.MISMATCH, text), text
@@ -236,11 +235,6 @@ def _percent_text(i: Interval) -> str:
     if i.n == 1:
         return f"{i.median:.0%} (1 run)"
     return f"{i.median:.0%} [{i.kind} {100 * i.low:.0f}-{i.high:.0%}]"
-
-
-def _column(rows: pd.DataFrame, key: str) -> pd.Series:
-    """A column that rows of an older lstmbench may lack: all missing then."""
-    return rows[key] if key in rows else pd.Series([np.nan] * len(rows), index=rows.index, dtype=float)
 
 
 def left_out_sentence(disturbed: pd.DataFrame, runs: int) -> str:
@@ -277,7 +271,7 @@ def _notes(rows: pd.DataFrame, ok: pd.DataFrame, disturbed: pd.DataFrame | None 
     else:
         notes.append(_warning("WARNING: initial weights differ between strategies of the same seed; the runs are "
                               "not comparable."))
-    data_sums = _column(ok, "data_checksum").replace("", np.nan)
+    data_sums = ok["data_checksum"].replace("", np.nan)
     if data_sums.notna().any():  # rows since schema 5 carry the data they trained on
         if all(data_sums[ok["seed"] == s].nunique() <= 1 for s in seeds):
             notes.append(_info(f"Training and held-out data identical across strategies for each seed (data_checksum "
@@ -293,7 +287,7 @@ def _notes(rows: pd.DataFrame, ok: pd.DataFrame, disturbed: pd.DataFrame | None 
         notes.append(_info(f"Measured on {env.get('cpu')} ({env.get('threads')} threads), device "
                            f"{env.get('device_name')}, torch {env.get('torch')}, lstmbench {env.get('lstmbench')} at "
                            f"{env.get('git_commit')}."))
-    if (_column(ok, "world_size").fillna(1) > 1).any():
+    if (ok["world_size"].fillna(1) > 1).any():
         notes.append(_info("DDP runs: batch_size is per rank; tokens/s is the job's (all ranks' real tokens over the "
                      "slowest rank's training time). straggler wait % = the share of rank step time spent waiting "
                      "at the all-reduce for the slowest rank (per step: slowest rank's compute - own compute, "
@@ -326,10 +320,10 @@ def _notes(rows: pd.DataFrame, ok: pd.DataFrame, disturbed: pd.DataFrame | None 
 def stability_note(ok: pd.DataFrame) -> Verdict | str:
     """`run --until-stable`: which strategies' throughput became stable, after how many seeds, and which ran
     out of seeds first. '' when the rows were not made so."""
-    marks = _column(ok, "until_stable").fillna("")
+    marks = ok["until_stable"].fillna("")
     if not (marks != "").any():
         return ""
-    percent = _column(ok, "until_stable_percent").dropna()
+    percent = ok["until_stable_percent"].dropna()
     runs = ok.groupby("strategy")["seed"].nunique()
     last = ok[marks != ""].groupby("strategy")["until_stable"].last()
     stable = [f"{s} ({runs[s]} seeds)" for s in last.index if last[s] == "stable"]
@@ -345,10 +339,11 @@ def stability_note(ok: pd.DataFrame) -> Verdict | str:
 def _median_missed(good: pd.DataFrame, column: str, aimed: pd.Series) -> float:
     """The median over the runs that had a target, a run that missed it counting as infinitely slow (so 2 of 3
     runs reaching it gives the slower of the two, 1 of 3 gives inf); NaN when no run had a target."""
-    if column not in good.columns:
-        return np.nan
     values = pd.to_numeric(good[column], errors="coerce")
-    values[_column(good, "time_to_target_s").isna().to_numpy()] = np.inf  # missed: never
+    reached = good["time_to_target_s"].notna().to_numpy()
+    if reached.any() and values[reached].isna().all():  # the rows predate the field (cold, with evaluations)
+        return np.nan
+    values[~reached] = np.inf  # missed: never
     values = values[aimed.to_numpy()].dropna()  # reached, but the row predates the field: unknown, left out
     return float(np.median(values)) if len(values) else np.nan
 

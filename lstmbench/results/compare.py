@@ -32,7 +32,7 @@ from . import storage
 from .rows import hardware, software, variant_of
 
 THRESHOLD = 0.05  # 5%: asv's step-detection default; smaller changes are machine noise on shared runners
-ALPHA = 0.02  # the false-alarm rate of a whole comparison of unchanged code (BH over all its gated tests): a
+GATE_ALPHA = 0.02  # the false-alarm rate of a whole comparison of unchanged code (BH over all its gated tests): a
 # nightly gate that fails one night in 50 without cause; at 0.05 one in 20 gets it switched off
 MIN_RUNS = 3  # a test needs 3 seeds a side (paired: 2 degrees of freedom); with 2 nothing is tested
 ACCURACY_TOLERANCE = 0.01  # absolute: one point of held-out accuracy; the same seed, data and code give the
@@ -155,7 +155,7 @@ class Comparison:
     few_runs: list[str] = field(default_factory=list)  # groups where nothing can be tested
     skipped: list[str] = field(default_factory=list)  # unreadable lines in either set (a run torn while writing)
     threshold: float = THRESHOLD
-    alpha: float = ALPHA
+    alpha: float = GATE_ALPHA
     hashes: dict[str, tuple[str, str]] = field(default_factory=dict)  # group -> (baseline, current) suite hashes
     disturbed: list[tuple[str, str, int, str]] = field(default_factory=list)  # runs left out, measured on a busy
     # machine: (side, strategy, seed, machine.busy_warning of the run)
@@ -241,7 +241,7 @@ class Comparison:
 
 
 def compare_results(baseline: str | Path | Iterable[str | Path], current: str | Path | Iterable[str | Path],
-                    threshold: float = THRESHOLD, alpha: float = ALPHA) -> Comparison:
+                    threshold: float = THRESHOLD, alpha: float = GATE_ALPHA) -> Comparison:
     """Compare per group; raises ResultsError for unreadable or empty sets, or when nothing can be tested."""
     if not (threshold >= 0 and 0 < alpha < 1):
         raise ResultsError(f"threshold must be >= 0 and alpha between 0 and 1, got {threshold} and {alpha}")
@@ -254,7 +254,7 @@ def compare_results(baseline: str | Path | Iterable[str | Path], current: str | 
 
 
 def compare_frames(base_all: pd.DataFrame, cur_all: pd.DataFrame, threshold: float = THRESHOLD,
-                   alpha: float = ALPHA, where: str = "the two sets") -> Comparison:
+                   alpha: float = GATE_ALPHA, where: str = "the two sets") -> Comparison:
     """The comparison of two sets of rows already loaded (`_rows` adds `variant` and `platform`)."""
     result = Comparison(changes=[], threshold=threshold, alpha=alpha)
     base_all, cur_all = _keyed(base_all), _keyed(cur_all)
@@ -315,7 +315,8 @@ def compare_frames(base_all: pd.DataFrame, cur_all: pd.DataFrame, threshold: flo
         most = max(min(len(c.baseline), len(c.current)) for c in result.changes)
         raise ResultsError(f"too few runs to test anything: at most {most} seed(s) a side, and a test needs "
                            f"{MIN_RUNS}; a 20% slowdown is found 19 times in 20 with 4 seeds a side on a quiet "
-                           f"machine (see README), so run both sets with --set 'seeds=[0,1,2,3]'")
+                           f"machine (docs/commands.md, the gate's rates), so run both sets with "
+                           f"--set 'seeds=[0,1,2,3]'")
     return result
 
 

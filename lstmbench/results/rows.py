@@ -1,6 +1,6 @@
-"""A stored row as readers take it: checked (row_problem, then row_check's domains), completed with the
-fields an older schema lacks (complete_row), and the labels readers group it by (variant, hardware, software,
-code). Also what `lstmbench run` cost beyond its rows (harness_overhead)."""
+"""A stored row as readers take it: checked (row_problem, then row_check's domains), migrated once to today's
+shape (migrate: version steps, then the fields an older schema lacks), and the labels readers group it by
+(variant, hardware, software, code). Also what `lstmbench run` cost beyond its rows (harness_overhead)."""
 from __future__ import annotations
 
 import dataclasses
@@ -8,8 +8,12 @@ import functools
 import json
 import math
 import re
+import types
+import typing
 from dataclasses import dataclass
 from typing import Any
+
+import pandas as pd
 
 from ..measure import STATUSES, RunRecord
 from .row_check import nested_problem, value_problem
@@ -57,6 +61,32 @@ def row_problem(row: Any) -> str | None:
     return value_problem(row) or nested_problem(row)
 
 
+def migrate(row: dict[str, Any]) -> dict[str, Any]:
+    """A valid stored row in today's shape, once, on reading (asv's way): each version step it predates, then the
+    fields it lacks as their defaults. Its schema_version stays as it was: it says what its figures measured
+    (compare reads it), and no reader asks again."""
+    for since, step in MIGRATIONS:
+        if row["schema_version"] < since:
+            step(row)
+    return complete_row(row)
+
+
+def _efficiency_was_another_quantity(row: dict[str, Any]) -> None:
+    """Schema 1 divided by the seed's ideal run (2 on: by the run's own unpadded reference): not comparable, left
+    out of every figure."""
+    row["efficiency"] = None
+
+
+# (the first schema_version without it, the step): applied in order to the rows that predate it
+MIGRATIONS = [(2, _efficiency_was_another_quantity)]
+
+
+def rows_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Rows as the readers take them (report, recommend, compare): each migrated, as a frame. What storage loads
+    is made this way; a library user's own rows go through here too."""
+    return pd.DataFrame([migrate(dict(row)) for row in rows])
+
+
 def complete_row(row: dict[str, Any]) -> dict[str, Any]:
     """A valid row with the fields it lacks (an older schema's, or a hand-made row's) as their defaults,
     else empty ('' for text, 0 for a count), so that no reader meets a missing key."""
@@ -71,12 +101,20 @@ def complete_row(row: dict[str, Any]) -> dict[str, Any]:
 
 @functools.lru_cache(maxsize=1)
 def _field_types() -> dict[str, tuple[str, ...]]:
-    """field -> the JSON-level type names it may hold, from RunRecord's annotations ('float | None' ...)."""
-    names = {}
-    for f in dataclasses.fields(RunRecord):
-        text = str(f.type)
-        names[f.name] = tuple(part.strip().split("[")[0] for part in text.split("|"))
-    return names
+    """field -> the JSON-level type names it may hold, from RunRecord's annotations ('float | None' gives
+    ('float', 'None'); a Literal of choices, such as Status, is a 'str')."""
+    hints = typing.get_type_hints(RunRecord)
+    return {f.name: _type_names(hints[f.name]) for f in dataclasses.fields(RunRecord)}
+
+
+def _type_names(hint: Any) -> tuple[str, ...]:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return tuple(name for arg in typing.get_args(hint) for name in _type_names(arg))
+    if typing.get_origin(hint) is typing.Literal:
+        return ("str",)
+    if hint is type(None):
+        return ("None",)
+    return ((typing.get_origin(hint) or hint).__name__,)
 
 
 def _floats(value: Any) -> list[float]:

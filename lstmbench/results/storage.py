@@ -27,7 +27,7 @@ import pandas as pd
 from ..errors import ResultsError
 from ..measure import SCHEMA_VERSION, Disturbance, judge
 from ..suite import MAX_RESULTS_BYTES, Unreadable, is_regular, kind, read_text
-from .rows import complete_row, row_problem
+from .rows import migrate, row_problem
 
 REPORT_DIR = "report"
 
@@ -252,7 +252,7 @@ def _read_file(path: Path, skipped: list[str], seen: dict[bytes, str]) -> list[d
             continue
         seen[digest] = f"{path}:{n}"
         row["source_file"] = str(path)
-        rows.append(complete_row(row))
+        rows.append(migrate(row))
     skipped += bad[:MAX_WARNINGS_PER_FILE]
     if len(bad) > MAX_WARNINGS_PER_FILE:
         skipped.append(f"{path}: {len(bad) - MAX_WARNINGS_PER_FILE} more line(s) that are not result rows; skipped")

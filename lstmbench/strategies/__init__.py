@@ -4,7 +4,7 @@ from ..faces import lazy
 
 # what other stages may use, by the file that defines it (imported when first asked for: see faces.py)
 PUBLIC = {
-    "lengths": ("DATA_SUFFIXES", "data_suite", "histogram", "plan_suite"),
+    "lengths": ("DATA_SUFFIXES", "data_suite", "histogram", "padding_table"),
     "loader": ("batches", "row_fields"),
     "ranks": ("coverage_problems", "plan_ranks", "planned_wait_fraction", "rank_epoch_stream", "rank_epochs"),
     "strategy": (

@@ -28,7 +28,7 @@ class LengthStats:
 
 
 @dataclass(frozen=True)
-class StrategyPlan:
+class StrategyPadding:
     strategy: str
     batches: int
     real_tokens: int
@@ -47,12 +47,12 @@ class StrategyPlan:
 
 
 @dataclass(frozen=True)
-class Plan:
+class PaddingTable:
     suite: str
     seed: int
     lengths: np.ndarray
     stats: LengthStats
-    strategies: list[StrategyPlan]
+    strategies: list[StrategyPadding]
 
     def table(self) -> list[dict[str, str | int | None]]:
         """One row a strategy, as `lstmbench lengths` shows it (planned wait % for a DDP plan; None, shown as -,
@@ -70,7 +70,7 @@ class Plan:
         return rows
 
 
-def plan_suite(suite: Suite, seed: int | None = None) -> Plan:
+def padding_table(suite: Suite, seed: int | None = None) -> PaddingTable:
     """One epoch of every strategy (and the ideal) over the seed's training split; with launch.nproc > 1,
     of its distributed form (`batches` then counts every rank's)."""
     seed = suite.seeds[0] if seed is None else seed
@@ -92,9 +92,9 @@ def plan_suite(suite: Suite, seed: int | None = None) -> Plan:
         if not spec.is_reference:
             at_multiple = Strategy(replace(spec, pad_multiple=PAD_MULTIPLE))
             aligned = len({at_multiple.shape(data, idx) for idx in batches})
-        plans.append(StrategyPlan(spec.name, len(batches), real, padded, max(shapes, key=lambda s: s[0] * s[1]),
+        plans.append(StrategyPadding(spec.name, len(batches), real, padded, max(shapes, key=lambda s: s[0] * s[1]),
                                   len(set(shapes)), aligned, note_for(spec, suite) or "exact", wait))
-    return Plan(suite.name, seed, lengths, length_stats(lengths), plans)
+    return PaddingTable(suite.name, seed, lengths, length_stats(lengths), plans)
 
 
 def length_stats(lengths: np.ndarray) -> LengthStats:

@@ -36,7 +36,7 @@ def batches(strategy: Strategy, data: Dataset, plan: list[np.ndarray], device: t
         return
     pin = cfg.pin_memory and device.type == "cuda"
     loader = tud.DataLoader(
-        _Indices(len(data)), batch_sampler=[idx.tolist() for idx in plan], collate_fn=Collate(strategy, data),
+        _Indices(len(data)), batch_sampler=[idx.tolist() for idx in plan], collate_fn=WorkerCollate(strategy, data),
         num_workers=cfg.workers, pin_memory=pin, prefetch_factor=cfg.prefetch_factor, persistent_workers=False,
         multiprocessing_context=context(), worker_init_fn=die_with_run)
     if not plan:
@@ -100,7 +100,7 @@ class _Indices(tud.Dataset):
 
 
 @dataclass(frozen=True)
-class Collate:
+class WorkerCollate:
     """The collate_fn: the strategy's own collate of the batch's indices (picklable, for spawned workers)."""
 
     strategy: Strategy

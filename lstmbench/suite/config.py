@@ -4,8 +4,18 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 from .schema import At, short
+
+# The strategy axes: the one table of their values. A suite chooses among them (StrategySpec.CHOICES); code
+# compares with them, and tests/test_style.py checks that every string compared with an axis is one of its values.
+Batching = Literal["random", "bucket", "boundaries", "token_budget"]
+Padding = Literal["global", "batch", "truncate", "reshape"]  # reshape: the unpadded reference alone, not a choice
+Readout = Literal["last", "mask", "pack", "pack_sorted"]
+Deal = Literal["per_rank", "balanced"]
+Amp = Literal["none", "bf16", "fp16"]  # the training's precision
+Device = Literal["cpu", "cuda", "auto"]  # a suite's device (auto: cuda when available); a torch device's type
 
 
 @dataclass(frozen=True)
@@ -152,20 +162,20 @@ class TrainConfig:
     batch_size: int = 32  # sequences per step (token_budget strategies vary it later)
     epochs: int = 3  # enough for mask/pack to learn the marker task to >= 0.9
     lr: float = 0.003  # Adam; the calibrated rate for the marker task
-    warmup_steps: int = 5  # untimed steps on a scratch copy of the model: allocator and kernel caches
+    warmup_steps: int = 5  # untimed steps on batches set aside, weights put back after: allocator, kernel caches
     eval_batch_size: int = 0  # 0 = batch_size
     eval_every: int = 0  # evaluate every N steps for the accuracy-vs-time curve; 0 = only at the end
     target_accuracy: float = 0.0  # time_to_target_s is the training time to reach it; 0 = no target
     until_target: bool = False  # MLPerf's rule: stop at the first evaluation at the target (epochs: a maximum)
     max_time_s: float = 0.0  # with until_target: stop a run once its training time passes this (0 = no cap)
-    amp: str = "none"  # autocast: bf16 | fp16 (CUDA only, with a loss scaler) | none; full precision by default
+    amp: Amp = "none"  # autocast: bf16 | fp16 (CUDA only, with a loss scaler) | none; full precision by default
     # torch.backends.cudnn.benchmark: recorded, and set as users set it; it autotunes convolutions, while cuDNN
     # picks an LSTM's algorithm by a heuristic (a new shape's set-up cost is in shape_warmup_s either way)
     cudnn_benchmark: bool = True
     compile: bool = False  # torch.compile the model; off by default: compile time and recompiles per shape
     loader: LoaderConfig = field(default_factory=LoaderConfig)  # the input pipeline; default: in-process
 
-    CHOICES = {"amp": ("none", "bf16", "fp16")}
+    CHOICES = {"amp": get_args(Amp)}
 
     def check(self, at: At) -> None:
         at.positive("batch_size", self.batch_size)
@@ -188,9 +198,9 @@ class StrategySpec:
     """One strategy: how examples are batched, how a batch is padded, how padding is read out."""
 
     name: str
-    batching: str = "random"  # random | bucket (sorted) | boundaries (length ranges) | token_budget
-    padding: str = "batch"  # global (dataset max) | batch (batch max) | truncate (batch max, cut at max_len)
-    readout: str = "mask"  # last (last padded step) | mask (true end) | pack | pack_sorted (enforce_sorted)
+    batching: Batching = "random"  # random | bucket (sorted) | boundaries (length ranges) | token_budget
+    padding: Padding = "batch"  # global (dataset max) | batch (batch max) | truncate (batch max, cut at max_len)
+    readout: Readout = "mask"  # last (last padded step) | mask (true end) | pack | pack_sorted (enforce_sorted)
     max_len: int = 0  # truncate only: longest kept prefix
     max_tokens: int = 0  # token_budget only: padded tokens a batch may hold (fairseq's rule)
     boundaries: tuple[int, ...] = ()  # boundaries only: bucket edges, e.g. [16, 32, 64, 128]
@@ -199,13 +209,13 @@ class StrategySpec:
     # under DDP (launch.nproc > 1): per_rank = each rank batches its own shard (DistributedSampler, then the
     # batching), what a sampler gives unless it is made rank-aware; balanced = batches formed globally, dealt
     # so that at each step every rank gets a batch of similar cost
-    deal: str = "per_rank"
+    deal: Deal = "per_rank"
 
     CHOICES = {
-        "batching": ("random", "bucket", "boundaries", "token_budget"),
-        "padding": ("global", "batch", "truncate"),
-        "readout": ("last", "mask", "pack", "pack_sorted"),
-        "deal": ("per_rank", "balanced"),
+        "batching": get_args(Batching),
+        "padding": tuple(p for p in get_args(Padding) if p != "reshape"),
+        "readout": get_args(Readout),
+        "deal": get_args(Deal),
     }
 
     @property

@@ -10,13 +10,14 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from ..errors import SuiteError
 from .config import (
     MAX_PADDED_CELLS,
     MAX_SEQUENCE,
     DataConfig,
+    Device,
     LaunchConfig,
     Lengths,
     LoaderConfig,
@@ -48,7 +49,7 @@ class Suite:
     name: str
     strategies: tuple[StrategySpec, ...]
     description: str = ""
-    device: str = "cpu"  # cpu | cuda | auto (cuda when available)
+    device: Device = "cpu"  # cpu | cuda | auto (cuda when available)
     seeds: tuple[int, ...] = (0,)  # one run per strategy and seed; a seed fixes the data and the init
     threads: int = 0  # torch intra-op threads; 0 = torch's default (all cores)
     ideal: bool = True  # also run the unpadded fixed-size-batch row (efficiency has its own per-run reference)
@@ -60,7 +61,7 @@ class Suite:
     point: dict = field(default_factory=dict)  # in a variant: key path -> its value (set by expand_sweep)
     origin: str = ""  # the file it came from (not part of the hash)
 
-    CHOICES = {"device": ("cpu", "cuda", "auto")}
+    CHOICES = {"device": get_args(Device)}
 
     def check(self, at: At) -> None:
         if not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*", self.name):

@@ -76,7 +76,7 @@ def coerce(hint: Any, value: Any, at: At, key: str, file: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             at.fail(key, f"must be a number, got {short(value)}")
         return float(value)
-    if hint is str:
+    if hint is str or typing.get_origin(hint) is typing.Literal:  # a choice's value: checked against CHOICES
         if not isinstance(value, str):
             at.fail(key, f"must be a string, got {short(value)}")
         return value

@@ -6,14 +6,14 @@ from click.testing import CliRunner
 
 from lstmbench.cli import main
 from lstmbench.data.make import make_data
-from lstmbench.strategies.lengths import PAD_MULTIPLE, histogram, length_stats, plan_suite
+from lstmbench.strategies.lengths import PAD_MULTIPLE, histogram, length_stats, padding_table
 from lstmbench.strategies.strategy import Strategy, plan_epochs
 from lstmbench.suite.load import load_suite
 
 
 def test_plan_matches_collated_batches(tiny_file):
     suite = load_suite(tiny_file)
-    plan = plan_suite(suite)
+    plan = padding_table(suite)
     data = make_data(suite.data, 0).train
     assert [p.strategy for p in plan.strategies] == ["ideal", "naive", "truncate", "mask", "pack", "bucket"]
     for p, spec in zip(plan.strategies[1:], suite.strategies):
@@ -32,10 +32,10 @@ def test_plan_matches_collated_batches(tiny_file):
 
 def test_distinct_shapes_of_fixed_lengths_are_one_or_two(tiny_file):
     fixed = "data.lengths={dist: fixed, length: 12}"
-    by = {p.strategy: p for p in plan_suite(load_suite(tiny_file, [fixed])).strategies}  # 96 = 6 x 16
+    by = {p.strategy: p for p in padding_table(load_suite(tiny_file, [fixed])).strategies}  # 96 = 6 x 16
     assert {n: (p.distinct_shapes, p.shapes_at_multiple) for n, p in by.items()} == {
         "ideal": (1, None), "naive": (1, 1), "truncate": (1, 1), "mask": (1, 1), "pack": (1, 1), "bucket": (1, 1)}
-    plan = plan_suite(load_suite(tiny_file, [fixed, "train.batch_size=20", "strategies=[naive, mask, bucket, "
+    plan = padding_table(load_suite(tiny_file, [fixed, "train.batch_size=20", "strategies=[naive, mask, bucket, "
                                              "{token_budget: {max_tokens: 100}}, boundaries, sorted_pack]"]))
     shapes = {p.strategy: p.distinct_shapes for p in plan.strategies}
     assert shapes == {"ideal": 2, "naive": 2, "mask": 2, "bucket": 2, "token_budget": 1, "boundaries": 2,
@@ -46,7 +46,7 @@ def test_pad_multiple_8_leaves_fewer_shapes():
     from pathlib import Path
 
     packing = Path(__file__).resolve().parents[1] / "suites" / "packing.yaml"  # lognormal lengths, 64 batches
-    plan = plan_suite(load_suite(packing))
+    plan = padding_table(load_suite(packing))
     assert PAD_MULTIPLE == 8
     by = {p.strategy: (p.distinct_shapes, p.shapes_at_multiple) for p in plan.strategies}
     assert by == {"ideal": (29, None), "naive": (1, 1), "truncate": (1, 1), "mask": (54, 28), "pack": (54, 28),
@@ -55,7 +55,7 @@ def test_pad_multiple_8_leaves_fewer_shapes():
         assert p.distinct_shapes <= p.batches
         assert p.shapes_at_multiple is None or p.shapes_at_multiple <= p.distinct_shapes
     # a strategy with its own pad_multiple: the column still counts at 8, as its header says
-    own = plan_suite(load_suite(packing, ["strategies=[{name: m64, batching: random, padding: batch, readout: mask, "
+    own = padding_table(load_suite(packing, ["strategies=[{name: m64, batching: random, padding: batch, readout: mask, "
                                           "pad_multiple: 64}]"])).strategies[1]
     assert (own.distinct_shapes, own.shapes_at_multiple) == (6, 28)  # its own: widths in steps of 64
 
@@ -101,7 +101,7 @@ def test_lengths_plans_the_distributed_form_with_its_planned_wait():
 
     packing = Path(__file__).resolve().parents[1] / "suites" / "packing.yaml"
     suite = load_suite(packing, ["launch.nproc=2", "strategies=[bucket, {bucket: {name: b2, deal: balanced}}]"])
-    plan = plan_suite(suite)
+    plan = padding_table(suite)
     waits = {p.strategy: p.planned_wait for p in plan.strategies}
     assert waits["b2"] < waits["bucket"] / 3 and waits["b2"] > 0
     assert {p.strategy: p.batches for p in plan.strategies} == {"ideal": 64, "bucket": 64, "b2": 64}  # both ranks'
