@@ -11,12 +11,13 @@ import re
 import types
 import typing
 from dataclasses import dataclass
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from ..measure import STATUSES, RunRecord
 from .row_check import nested_problem, value_problem
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 REQUIRED_KEYS = tuple(f.name for f in dataclasses.fields(RunRecord))
 ROW_KEYS = ("schema_version", "suite", "strategy", "seed", "device", "status")  # what every reader groups by
@@ -84,6 +85,8 @@ MIGRATIONS = [(2, _efficiency_was_another_quantity)]
 def rows_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     """Rows as the readers take them (report, recommend, compare): each migrated, as a frame. What storage loads
     is made this way; a library user's own rows go through here too."""
+    import pandas as pd  # here: a run's process imports this module (harness_overhead) and holds no pandas
+
     return pd.DataFrame([migrate(dict(row)) for row in rows])
 
 
