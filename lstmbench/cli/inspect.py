@@ -193,11 +193,8 @@ def lengths_cmd(suite_file: str, overrides: tuple[str, ...], seed: int | None, t
         _tune(suite, seed, memory_cap, budget_s, check)
 
 
-TOP = 12  # candidates shown: the proposal, the best preset and their neighbours
-
-
 def _tune(suite: Any, seed: int | None, memory_cap: float | None, budget_s: float | None, check: bool) -> None:
-    from ..tune import tuner
+    from ..tune import check_lines, tune_lines, tuner
 
     budget = tuner.BUDGET_S if budget_s is None else budget_s
     click.echo(f"\nProbing training steps on {suite.device} for about {budget:g} s ...", err=True)
@@ -213,85 +210,11 @@ def _tune(suite: Any, seed: int | None, memory_cap: float | None, budget_s: floa
     click.echo(f"\nTraining the proposal and the best preset (seed {tuning.seed}, {suite.train.epochs} epochs, "
                "each run in a process of its own as `lstmbench run` does; nothing is stored) ...", err=True)
     run = tuner.check(suite, tuning)
-    checked = run.checked
-    click.echo(f"\nCheck: measured as `lstmbench run` measures (steady-state training time, batch preparation in), "
-               f"seed {tuning.seed}, {suite.train.epochs} epochs:")
-    rows = [{"strategy": c.strategy, "predicted tokens/s": f"{c.predicted:,.0f}",
-             "measured tokens/s": f"{c.measured:,.0f}" if c.measured else f"{c.status}: {c.error}",
-             "prediction error %": f"{c.error_percent:+.1f}" if c.error_percent is not None else "-"}
-            for c in checked]
-    click.echo(tabulate(rows, headers="keys", tablefmt="pipe", disable_numparse=True))
-    for c in checked:
-        if c.busy:
-            click.echo(f"Warning: {c.strategy}: {c.busy}: its measurement is unreliable.", err=True)
-    if len(checked) == 2 and all(c.measured for c in checked):
-        ratio = checked[0].measured / checked[1].measured
-        click.echo(f"Measured: tuned at {ratio:.2f}x {checked[1].strategy} (predicted "
-                   f"{checked[0].predicted / checked[1].predicted:.2f}x).")
-    elif len(checked) == 1:
-        click.echo(f"The proposal is {checked[0].strategy} itself: trained once.")
-    if run.drift:
-        before, after = run.drift
-        click.echo(f"The machine's speed ({tuner.DRIFT_PROBES} probed shapes timed again): {before:.2f}x what it was "
-                   f"while probing before the runs, {after:.2f}x after them: the predictions are at the speed of the "
-                   "probing, and a drift between then and the runs is in their error.")
-
-
-def tune_lines(t: Any, batch_size: int) -> list[str]:
-    """The probe summary, the fits, the top candidates and the proposal."""
-    from ..tune import MARGIN, PADDED
-
-    probes = t.probed.probes
-    shapes = len({(p.kind, p.rows, p.width) for p in probes})
-    lines = [f"\nTuned on {t.device} ({t.threads} threads), seed {t.seed}: {len(probes)} probes of {shapes} batch "
-             f"shapes ({t.probed.passes} passes) in {t.probed.seconds:.1f} s (budget {t.budget_s:g} s), rows "
-             f"{min(p.rows for p in probes)}-{max(p.rows for p in probes)} x lengths {min(p.width for p in probes)}-"
-             f"{max(p.width for p in probes)}, batch preparation in each step's time"
-             + (f"; {t.probed.busy} timed while other processes used the CPU, timed again or left out"
-                if t.probed.busy else "")]
-    for kind, fit in t.model.steps.items():
-        readouts = "mask, last" if kind == PADDED else "pack, pack_sorted"
-        lines.append(f"  {kind} ({readouts}; {t.probed.kernels.get(kind, '?')} kernel): step = {fit.formula()}; "
-                     f"fit error {100 * fit.mean_rel_error:.1f}% mean, {100 * fit.max_rel_error:.1f}% max over "
-                     f"{fit.probes} probes")
-    memory = "; ".join(f"{k} {m.base / 2**20:.2f} MiB + {m.per_cell / 1024:.2f} KiB x B x T"
-                       + (f" + {m.per_real / 1024:.2f} KiB x real tokens" if m.per_real else "")
-                       + f" ({100 * m.mean_rel_error:.1f}% error over {m.probes} probes)"
-                       for k, m in t.model.memory.items())
-    lines.append(f"  peak step memory ({t.model.memory_measure}): {memory or 'not modelled (too few probes)'}")
-    cap = f"{t.memory_cap / 2**20:,.4g} MiB" if t.memory_cap else "none"
-    lines.append(f"  memory cap: {cap}" + (f"; {len(t.over_cap)} candidates over it left out" if t.over_cap else ""))
-    shown = t.ranked[:TOP]
-    if t.proposal.preset not in shown:
-        shown.append(t.proposal.preset)
-    lines.append(f"\nTop of {len(t.ranked)} exact candidates, predicted over one epoch of seed {t.seed}'s plan (batch "
-                 f"sizes within 2x of the suite's {batch_size}; a different batch size changes training):")
-    rows = [{"#": t.ranked.index(p) + 1, "candidate": p.candidate.spec.name, "from": p.candidate.origin,
-             "batch size": p.candidate.batch_size, "steps": p.steps,
-             "pad %": f"{100 * (1 - p.real_tokens / p.padded_tokens):.1f}",
-             "largest batch": f"{p.largest[0]} x {p.largest[1]}",
-             "peak MiB": f"{p.peak_bytes / 2**20:.1f}" if p.peak_bytes else "-",
-             "predicted tokens/s": f"{p.tokens_per_s:,.0f}"} for p in shown]
-    lines.append(tabulate(rows, headers="keys", tablefmt="pipe", disable_numparse=True))
-    if t.world > 1:
-        lines.append(f"On {t.world} DDP ranks (probed with {t.threads} threads, a rank's share of the cores): a step "
-                     "takes its slowest rank's predicted time; the gradient all-reduce is not modelled.")
-    best, preset = t.proposal.best, t.proposal.preset
-    name = best.candidate.spec.name
-    if best is preset:
-        origin = "one of the suite's own" if best.candidate.origin == "suite" else "a preset"
-        lines.append(f"\nProposal: keep {name} ({origin}): no candidate is predicted {100 * MARGIN:.0f}% faster (the "
-                     "predictions' noise). As an entry:")
-    else:
-        lines.append(f"\nProposal ({name}), to add to the suite's strategies:")
-    lines.append(f"  {t.proposal.yaml}")
-    if t.proposal.batch_size:
-        lines.append(f"  with train.batch_size: {t.proposal.batch_size} (the suite has {batch_size}: this changes "
-                     "training, its optimizer steps an epoch and so its accuracy; run it as a suite of its own)")
-    lines.append(f"Predicted: {best.tokens_per_s:,.0f} tokens/s; the best of the suite's strategies and the presets, "
-                 f"{preset.candidate.spec.name}: {preset.tokens_per_s:,.0f} tokens/s "
-                 f"({best.tokens_per_s / preset.tokens_per_s:.2f}x).")
-    return lines
+    lines, warnings = check_lines(run, tuning, suite.train.epochs)
+    for line in lines:
+        click.echo(line)
+    for warning in warnings:
+        click.echo(warning, err=True)
 
 
 @main.command()

@@ -4,19 +4,31 @@ from __future__ import annotations
 import json
 import shlex
 import sys
-import time
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import click
 from tqdm import tqdm
 
-from ..data import check_data
 from ..errors import LstmbenchError
 from ..measure import SETTLE_MAX_S, Disturbance
-from ..results import harness_overhead
-from ..run import MIN_STABLE_SEEDS, UntilStable, parse_shard, plan_runs, preflight, run_suite, seed_runs, shard_of
-from ..suite import expand_sweep, load_suite
+from ..run import (
+    MIN_STABLE_SEEDS,
+    Finished,
+    JobStopped,
+    NothingToRun,
+    RankFailed,
+    Resuming,
+    RowNotStored,
+    RunEnded,
+    RunOptions,
+    RunSession,
+    RunStarted,
+    Starting,
+    StepDone,
+    UntilStable,
+    parse_shard,
+)
+from ..suite import load_suite
 from .base import EXIT_INTERRUPTED, EXIT_RUNS_FAILED, count, main, translate_errors
 
 
@@ -59,7 +71,7 @@ def run(suite_file: str, device: str | None, out: str, overrides: tuple[str, ...
     """
     from ..measure import leave_group, torchrun_world
 
-    slice_ = parse_shard(shard)  # bad input fails before anything starts
+    parse_shard(shard)  # bad input fails before anything starts
     overrides += (f"launch.nproc={nproc}",) if nproc else ()
     world = torchrun_world()
     if world:  # the launcher decides the world size
@@ -77,146 +89,129 @@ def run(suite_file: str, device: str | None, out: str, overrides: tuple[str, ...
     suite = load_suite(suite_file, overrides, device)
     if stable is not None:
         stable.check(suite)
-    options = Options(inline, resume, shard, slice_, "spawn" if spawn else None, stable, rerun_disturbed, settle)
+    options = RunOptions(inline, resume, shard, "spawn" if spawn else None, stable, rerun_disturbed, settle)
     if not world:
-        return _run(suite, out, options)
+        return _run(RunSession(suite, out, options))
     try:
-        return _run(suite, out, options, _join_torchrun(suite))
+        return _run(RunSession(suite, out, options, _join_torchrun(suite)))
     finally:
         leave_group()
 
 
-@dataclass(frozen=True)
-class Options:
-    inline: bool
-    resume: bool
-    shard: str | None
-    slice: tuple[int, int] | None
-    start: str | None  # None: the worker's default (forkserver where there is one)
-    until_stable: UntilStable | None
-    rerun_disturbed: int = 2  # why 2: a burst of load rarely outlasts three runs, and a steady one is said
-    settle_s: float = SETTLE_MAX_S
+def _run(session: RunSession) -> None:
+    """The session's events as lines, a progress bar and an exit status."""
+    progress = _Progress()
+    with session:
+        try:
+            for event in session.events(progress):
+                RENDER[type(event)](event, progress)
+        except KeyboardInterrupt:
+            if progress.path is None:  # before the first run: as any command interrupted
+                raise
+            progress.bar.close()
+            click.echo(f"Interrupted: {progress.finished} finished run(s) kept in {progress.path}", err=True)
+            sys.exit(EXIT_INTERRUPTED)
 
 
-def _run(suite: Any, out: str, options: Options, group: Any = None) -> None:
-    from ..results import storage
+class _Progress:
+    """The terminal's view of the session: the progress bar (from the first run on), the rows kept so far."""
 
-    slice_, began = options.slice, time.perf_counter()
+    def __init__(self) -> None:
+        self.bar: Any = None
+        self.path: Any = None
+        self.finished = 0
 
-    variants = expand_sweep(suite)  # the suite itself unless it sweeps keys
-    for variant in variants:
-        check_data(variant)
-        preflight(variant)  # what this machine refuses (no GPU, no bf16), before the folder is made and claimed
-    planned = [plan_runs(v) for v in variants]
-    if slice_:
-        planned = shard_of(planned, *slice_)
-    # one run at a time into a folder (a second is refused in one line): what --resume reads as done stays so
-    claimed = storage.claim(out, suite.name, slice_) if not (group and group.rank) else None
-    try:
-        _run_claimed(suite, out, options, group, variants, planned, began)
-    finally:
-        storage.release(claimed)
+    def __call__(self, event: RunStarted | StepDone) -> None:
+        if self.bar is None:
+            return
+        if isinstance(event, RunStarted):
+            self.bar.set_description(f"{event.planned.spec.name} seed {event.planned.seed}")
+        else:
+            self.bar.set_postfix_str(f"step {event.step}/{event.steps}")
 
 
-def _run_claimed(suite: Any, out: str, options: Options, group: Any, variants: list, planned: list,
-                 began: float) -> None:
-    from ..report import summary as report
-    from ..results import storage
+def _rank_failed(event: RankFailed, progress: _Progress) -> None:
+    record = event.record
+    click.echo(f"Error: rank {event.rank}: {record.strategy} seed {record.seed}: {record.status}: "
+               f"{record.error}", err=True)
+    sys.exit(EXIT_RUNS_FAILED)  # torchrun then stops the job; rank 0 may be in a collective
 
-    inline, resume, shard, slice_ = options.inline, options.resume, options.shard, options.slice
-    done = [storage.completed_runs(out, v.name, v.hash) if resume and not (group and group.rank) else {}
-            for v in variants]
-    if group:
-        done = group.broadcast(done)  # rank 0 read the results folder; every rank runs the same plan
-    runs = [[r for r in p if (r.spec.name, r.seed) not in d] for p, d in zip(planned, done)]
-    if group and group.rank:  # another rank of the user's torchrun: train, store and print nothing
-        for v, d, r in zip(variants, done, runs):
-            for failure in run_suite(v, done=d, runs=r, group=group):  # only failures come back here
-                click.echo(f"Error: rank {group.rank}: {failure.strategy} seed {failure.seed}: {failure.status}: "
-                           f"{failure.error}", err=True)
-                sys.exit(EXIT_RUNS_FAILED)  # torchrun then stops the job; rank 0 may be in a collective
-        return
-    bar: Any = None
 
-    def on_start(planned: Any, i: int, n: int) -> None:
-        bar.set_description(f"{planned.spec.name} seed {planned.seed}")
+def _resuming(event: Resuming, progress: _Progress) -> None:
+    click.echo(f"Resuming: {event.already} runs already have ok rows (configuration {', '.join(event.hashes)}); "
+               f"{event.to_run} to run.", err=True)
 
-    def on_progress(step: int, steps: int) -> None:
-        bar.set_postfix_str(f"step {step}/{steps}")
 
-    # made before any run starts, so a device that is not there fails the command at once
-    streams = [run_suite(v, isolate=not inline, done=d, on_start=on_start, on_progress=on_progress, runs=r,
-                         group=group, start=options.start, until_stable=options.until_stable,
-                         rerun_disturbed=options.rerun_disturbed, settle_s=options.settle_s)
-               for v, d, r in zip(variants, done, runs)]
-    records = (record for stream in streams for record in stream)
-    stable = options.until_stable
-    total = sum(len(r) for r in runs) if not stable else len(seed_runs(suite, 0)) * stable.max_seeds * len(variants)
-    full = sum(len(p) for p in planned)
-    if resume:
-        click.echo(f"Resuming: {full - total} runs already have ok rows (configuration "
-                   f"{', '.join(v.hash for v in variants)}); {total} to run.", err=True)
-    if not total:
-        click.echo("Nothing to run." if resume or not slice_ else f"Nothing to run: shard {shard} is empty.")
-        return
-    run_file = storage.new_run_file(out, suite.name)  # the folder proven writable before the first run
-    everything = len(plan_runs(suite)) * len(variants)
-    left = "" if total == everything else f" ({total} to run{f', shard {shard}' if slice_ else ''})"
+def _nothing(event: NothingToRun, progress: _Progress) -> None:
+    click.echo(f"Nothing to run: shard {event.empty_shard} is empty." if event.empty_shard else "Nothing to run.")
+
+
+def _starting(event: Starting, progress: _Progress) -> None:
+    stable = event.until_stable
+    left = "" if event.to_run == event.planned else \
+        f" ({event.to_run} to run{f', shard {event.shard}' if event.shard else ''})"
     if stable:
         left = (f", then more seeds until each strategy's tokens/s is within +-{stable.percent:g}% of its median "
                 f"(at most {stable.max_seeds} seeds)")
-    click.echo(f"{suite.name}: {count(suite, everything, len(variants))}{left}; rows go to {run_file.path}",
-               err=True)
-    failed = finished = 0
-    bar = tqdm(total=total, unit="run", file=sys.stderr, dynamic_ncols=True, disable=None)  # no bar in logs
+    click.echo(f"{event.suite.name}: {count(event.suite, event.planned, event.variants)}{left}; rows go to "
+               f"{event.path}", err=True)
+    progress.path = event.path
+    progress.bar = tqdm(total=event.to_run, unit="run", file=sys.stderr, dynamic_ncols=True,
+                        disable=None)  # no bar in logs
 
-    try:
-        for record in records:
-            record.shard = shard or ""
-            try:
-                run_file.append(record.to_dict())
-            except storage.AppendFailed as e:  # keep the row (printed, and rescued), stop before the next run
-                bar.close()
-                click.echo(json.dumps(record.to_dict(), sort_keys=True))
-                click.echo(f"Error: {e}. Stopped: {run_file.rows} row(s) kept in {run_file.path}, "
-                           f"{total - finished - 1} run(s) not started; once the folder can be written, move the "
-                           "rescued row into it and run again with --resume.", err=True)
-                sys.exit(EXIT_RUNS_FAILED)
-            finished += 1
-            bar.update(1)
-            if record.status == "ok":
-                bar.write(f"  {record.summary()}", file=sys.stderr)
-                if record.disturbed_attempts or record.disturbance == Disturbance.DISTURBED.value:
-                    bar.write(f"    {disturbance_line(record)}", file=sys.stderr)
-            else:
-                failed += 1
-                bar.write(f"  {record.strategy} seed {record.seed}: {record.status}: {record.error}", file=sys.stderr)
-                if group:  # the other ranks cannot go on in step: stop the job, keep the rows
-                    bar.close()
-                    click.echo(f"Error: a run failed under torchrun; the job stops here. {finished} row(s) kept in "
-                               f"{run_file.path}; run again with --resume.", err=True)
-                    sys.exit(EXIT_RUNS_FAILED)
-    except KeyboardInterrupt:
-        bar.close()
-        click.echo(f"Interrupted: {finished} finished run(s) kept in {run_file.path}", err=True)
-        sys.exit(EXIT_INTERRUPTED)
-    bar.close()
-    wall = time.perf_counter() - began
-    loaded = storage.load_rows([run_file.path])
-    for suite_report in report.build_reports(loaded.rows):
+
+def _run_ended(event: RunEnded, progress: _Progress) -> None:
+    bar, record = progress.bar, event.record
+    progress.finished = event.finished
+    bar.update(1)
+    if record.status != "ok":
+        bar.write(f"  {record.strategy} seed {record.seed}: {record.status}: {record.error}", file=sys.stderr)
+        return
+    bar.write(f"  {record.summary()}", file=sys.stderr)
+    if record.disturbed_attempts or record.disturbance == Disturbance.DISTURBED.value:
+        bar.write(f"    {disturbance_line(record)}", file=sys.stderr)
+
+
+def _row_not_stored(event: RowNotStored, progress: _Progress) -> None:
+    progress.bar.close()
+    click.echo(json.dumps(event.record.to_dict(), sort_keys=True))  # the rescued row, on stdout
+    click.echo(f"Error: {event.error}. Stopped: {event.kept} row(s) kept in {event.path}, {event.not_started} "
+               "run(s) not started; once the folder can be written, move the rescued row into it and run again "
+               "with --resume.", err=True)
+    sys.exit(EXIT_RUNS_FAILED)
+
+
+def _job_stopped(event: JobStopped, progress: _Progress) -> None:
+    progress.bar.close()
+    click.echo(f"Error: a run failed under torchrun; the job stops here. {event.finished} row(s) kept in "
+               f"{event.path}; run again with --resume.", err=True)
+    sys.exit(EXIT_RUNS_FAILED)
+
+
+def _finished(event: Finished, progress: _Progress) -> None:
+    from ..report import summary as report
+
+    progress.bar.close()
+    for suite_report in report.build_reports(event.rows):
         for section in suite_report.sections:
             click.echo(section.table().to_markdown(index=False))
-    if stable:
-        click.echo(report.stability_note(loaded.rows[loaded.rows["status"] == "ok"]))
-    folder = shlex.quote(str(run_file.path.parent))
-    click.echo(f"\n{finished} rows appended to {run_file.path}.\nReport of this suite's runs (tables, plots, HTML): "
-               f"lstmbench report {folder}\nRecommendation: lstmbench recommend {folder}")
-    cost = harness_overhead(loaded.rows.to_dict("records"), wall)
-    if cost:
-        click.echo(cost.sentence())
-    if failed:
-        click.echo(f"Error: {failed} of {finished} runs failed; their rows carry the status and error.", err=True)
+    if event.until_stable:
+        click.echo(report.stability_note(event.rows[event.rows["status"] == "ok"]))
+    folder = shlex.quote(str(event.path.parent))
+    click.echo(f"\n{event.finished} rows appended to {event.path}.\nReport of this suite's runs (tables, plots, "
+               f"HTML): lstmbench report {folder}\nRecommendation: lstmbench recommend {folder}")
+    if event.overhead:
+        click.echo(event.overhead.sentence())
+    if event.failed:
+        click.echo(f"Error: {event.failed} of {event.finished} runs failed; their rows carry the status and error.",
+                   err=True)
         sys.exit(EXIT_RUNS_FAILED)
+
+
+# each of the session's events, on the terminal
+RENDER: dict[type, Callable[[Any, _Progress], None]] = {
+    RankFailed: _rank_failed, Resuming: _resuming, NothingToRun: _nothing, Starting: _starting,
+    RunEnded: _run_ended, RowNotStored: _row_not_stored, JobStopped: _job_stopped, Finished: _finished}
 
 
 def disturbance_line(record: Any) -> str:
