@@ -4,44 +4,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from lstmbench.cli import main
-from lstmbench.measure.record import RunRecord
 from lstmbench.results.compare import REGRESSION, compare_results
+from tests.factories import GATE_ENV as ENV, write_set
 
-ENV = {"cpu": "AMD EPYC", "cpu_count": 2, "device_name": "cpu", "torch": "2.13.0+cpu", "git_commit": "abc1234"}
 G = "(AMD EPYC x2; torch 2.13.0+cpu)"
-
-
-def write_set(folder: Path, n: int, seed: int, speed: float = 48_000.0, memory: float = 400 * 2**20,
-              accuracy: float = 0.99, noise: float = 0.03, strategies=("bucket", "mask"), speeds=None,
-              suite_hash: str = "abc", time_to_target=None, failed=(), env=None, target=None) -> Path:
-    """n runs (seeds 0..n-1) of each strategy, tokens/s drawn around `speed` with `noise` relative spread (or
-    exactly `speeds`), each run with 8 windows around its tokens/s; the strategies in `failed` get n rows that
-    ran out of memory instead. `time_to_target`: a number, or a list per seed (None = not reached)."""
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / "rows.jsonl", "w") as f:
-        for s in range(n):
-            for name in strategies:
-                jitter = 1 + noise * rng.uniform(-1, 1) if speeds is None else speeds[s] / speed
-                ttt = time_to_target[s] if isinstance(time_to_target, list) else time_to_target
-                r = RunRecord(suite="packing", suite_hash=suite_hash, strategy=name, batching="random",
-                              padding="batch", readout="mask", max_len=0, computation_note="", device="cpu", seed=s,
-                              status="ok", tokens_per_s=speed * jitter, samples_per_s=speed * jitter / 40,
-                              window_tokens_per_s=list(speed * jitter * (1 + 0.01 * rng.standard_normal(8))),
-                              peak_mem_bytes=int(memory * (1 + 0.01 * rng.uniform(-1, 1))),
-                              eval_accuracy=accuracy, eval_accuracy_exact=accuracy, target_accuracy=target,
-                              time_to_target_s=None if ttt is None else ttt * jitter, env=env or ENV)
-                if name in failed:
-                    r = RunRecord(suite="packing", suite_hash=suite_hash, strategy=name, batching="random",
-                                  padding="batch", readout="mask", max_len=0, computation_note="", device="cpu",
-                                  seed=s, status="oom", error="CUDA out of memory", env=env or ENV)
-                f.write(json.dumps(r.to_dict()) + "\n")
-    return folder
 
 
 def invoke(*args):

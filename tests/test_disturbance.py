@@ -29,8 +29,7 @@ from lstmbench.report.recommendation import recommend_rows
 from lstmbench.results.rows import rows_frame
 from lstmbench.run import runner
 from tests.conftest import write_suite
-from tests.test_compare import write_set
-from tests.test_recommend import CLEAR, ENV
+from tests.factories import CLEAR, ENV, write_set
 
 ROOT = Path(__file__).resolve().parent.parent
 HAS_SCHEDSTAT = sched_times() is not None

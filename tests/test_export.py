@@ -12,6 +12,7 @@ from lstmbench.cli import main
 from lstmbench.errors import ResultsError
 from lstmbench.measure.record import RunRecord
 from lstmbench.results.export import stats, to_pytest_benchmark
+from tests.factories import record
 
 STEPS = 192
 
@@ -19,14 +20,13 @@ STEPS = 192
 def row(strategy: str, seed: int, train_time_s: float, device: str = "cpu", status: str = "ok",
         suite: str = "packing") -> RunRecord:
     ok = status == "ok"
-    return RunRecord(suite=suite, suite_hash="abc", strategy=strategy, batching="random", padding="batch",
-                     readout="mask", max_len=0, computation_note="", device=device, seed=seed, status=status,
-                     error="" if ok else "CUDA out of memory", steps=STEPS if ok else 0,
-                     train_time_s=train_time_s if ok else None,
-                     tokens_per_s=80_000 / train_time_s if ok else None,
-                     samples_per_s=2_000 / train_time_s if ok else None,
-                     eval_accuracy=0.99 if ok else None, eval_accuracy_exact=0.995 if ok else None,
-                     env={"git_commit": "0123abcd", "host": "box", "cpu": "Test CPU", "python": "3.11.9"})
+    return record(suite=suite, strategy=strategy, device=device, seed=seed, status=status,
+                  error="" if ok else "CUDA out of memory", steps=STEPS if ok else 0,
+                  train_time_s=train_time_s if ok else None,
+                  tokens_per_s=80_000 / train_time_s if ok else None,
+                  samples_per_s=2_000 / train_time_s if ok else None,
+                  eval_accuracy=0.99 if ok else None, eval_accuracy_exact=0.995 if ok else None,
+                  env={"git_commit": "0123abcd", "host": "box", "cpu": "Test CPU", "python": "3.11.9"})
 
 
 # train_time_s per seed for each strategy

@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from lstmbench.cli import MAX_MESSAGE, main
 from lstmbench.measure.probes import cpu_bf16_lstm
 from lstmbench.measure.record import SCHEMA_VERSION
+from tests.factories import row
 
 BASE = """name: tiny
 seeds: [0]
@@ -29,9 +30,8 @@ ideal: false
 # nine levels of nine: 9**9 (387 million) values from 300 bytes
 BOMB = "[&a [x, x, x, x, x, x, x, x, x], " + ", ".join(
     f"&{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]" for p, c in zip("abcdefgh", "bcdefghi")) + "]"
-ROWS = [{"schema_version": 2, "suite": "tiny", "suite_hash": "h", "strategy": "mask", "seed": s, "device": "cpu",
-         "status": "ok", "tokens_per_s": 100.0 + s, "eval_accuracy": 0.9, "eval_accuracy_exact": 0.9,
-         "train_time_s": 1.0, "steps": 4} for s in range(3)]
+ROWS = [row(schema_version=2, suite_hash="h", seed=s, tokens_per_s=100.0 + s, eval_accuracy=0.9,
+            eval_accuracy_exact=0.9, train_time_s=1.0, steps=4) for s in range(3)]
 
 
 def lines(rows: list[dict]) -> str:

@@ -3,7 +3,6 @@ cannot decide; the command's text, its Python snippet, and its errors."""
 from __future__ import annotations
 
 import ast
-import copy
 import json
 from pathlib import Path
 
@@ -11,72 +10,17 @@ import pandas as pd
 from click.testing import CliRunner
 
 from lstmbench.cli import main
-from lstmbench.measure.record import SCHEMA_VERSION
 from lstmbench.report.recommendation import fewest_seeds, python_snippet, recommend, recommend_rows
 from lstmbench.results.rows import rows_frame
-from lstmbench.suite.load import suite_from_dict
-from tests.conftest import TINY
+from tests.factories import BUCKET_MASK, CLEAR, config, run_rows, write_rows
 
-ENV = {"host": "vm1", "cpu": "cpu-x", "cpu_count": 2, "threads": 2, "device_name": "cpu", "torch": "2.x",
-       "lstmbench": "0.1.0", "git_commit": "abc"}
-NOTES = {"naive": "reads the output after the padding", "truncate": "truncates to 6 tokens",
-         "ideal": "unpadded: each batch's real tokens cut into equal rows"}
-BUCKET_MASK = {"name": "bucket-mask", "batching": "bucket", "padding": "batch", "readout": "mask"}
 ROOT = Path(__file__).resolve().parent.parent
 TITLE = "tiny on cpu, vm1, cpu-x x2 (configuration h1; lstmbench 0.1.0 at abc, torch 2.x)"
-
-
-def config(strategies: list, seeds: int = 3, target: float = 0.0, cap: float = 0.0) -> dict:
-    suite = copy.deepcopy(TINY)
-    suite.update(strategies=strategies, seeds=list(range(seeds)))
-    suite["train"].update(target_accuracy=target, batch_size=16)
-    if cap:
-        suite["train"].update(until_target=True, max_time_s=cap)
-    return suite_from_dict(suite).to_dict()  # what rows carry: the resolved suite
-
-
-def run_rows(cfg: dict, runs: dict[str, dict], seeds: int) -> list[dict]:
-    """Rows of `seeds` seeds; runs: strategy -> {"tps": [...], "acc": [...], "ttt": [...]} or {"status", "error"}
-    for runs that all failed (lists: one value per seed)."""
-    target = cfg["train"]["target_accuracy"] or None
-    specs = {s["name"]: s for s in cfg["strategies"]}
-    rows = []
-    for seed in range(seeds):
-        for name, m in runs.items():
-            spec = specs.get(name, {"batching": "random", "padding": "reshape", "readout": "last", "max_len": 0})
-            row = {"schema_version": SCHEMA_VERSION, "suite": cfg["name"], "suite_hash": "h1", "strategy": name,
-                   "batching": spec["batching"], "padding": spec["padding"], "readout": spec["readout"],
-                   "max_len": spec["max_len"], "computation_note": NOTES.get(name, ""), "device": "cpu",
-                   "seed": seed, "status": m.get("status", "ok"), "error": m.get("error", ""), "config": cfg,
-                   "env": ENV, "init_checksum": f"c{seed}"}
-            if row["status"] == "ok":
-                ttt = m["ttt"][seed] if "ttt" in m else None
-                acc = m["acc"][seed] if "acc" in m else None
-                row.update(tokens_per_s=m["tps"][seed], samples_per_s=10.0, pad_fraction=0.5,
-                           data_time_fraction=0.01, train_time_s=2.0, peak_mem_bytes=2**30,
-                           baseline_rss_bytes=2**29, eval_accuracy=acc, eval_accuracy_exact=acc,
-                           target_accuracy=target if name != "ideal" else None, time_to_target_s=ttt,
-                           reached_target=(ttt is not None) if target and name != "ideal" else None,
-                           verified=None if name == "ideal" else "differs as designed" if name in NOTES
-                           else "equivalent", verify_loss_rel_error=1e-7, verify_grad_rel_error=2e-7,
-                           verify_tolerance=1e-4, verify_precision="float32")
-            rows.append(row)
-    return rows
 
 
 def one(rows: list[dict]):
     (rec,) = recommend_rows(rows_frame(rows))
     return rec
-
-
-CLEAR_CONFIG = config(["naive", "mask", "pack", BUCKET_MASK], target=0.85, cap=45)
-CLEAR = run_rows(CLEAR_CONFIG, {
-    "naive": {"tps": [100.0, 110.0, 90.0], "acc": [0.55, 0.6, 0.5]},
-    "mask": {"tps": [300.0, 310.0, 290.0], "acc": [0.86, 0.87, 0.88], "ttt": [30.0, 29.3, 31.0]},
-    "pack": {"tps": [150.0, 140.0, 160.0], "acc": [0.88, 0.89, 0.87], "ttt": [50.0, 52.0, 51.0]},
-    "bucket-mask": {"tps": [900.0, 950.0, 850.0], "acc": [0.86, 0.88, 0.87], "ttt": [10.0, 11.0, 12.0]},
-    "ideal": {"tps": [1000.0, 1000.0, 1000.0]},
-}, seeds=3)
 
 
 def test_a_clear_winner_the_fastest_exact_strategy_to_the_target():
@@ -165,15 +109,8 @@ def test_strategies_whose_runs_all_failed_are_ruled_out_with_their_reason():
                        "reached), exact, accuracy 0.953, the best exact strategy's")
 
 
-def write_results(folder: Path, rows: list[dict]) -> Path:
-    target = folder / "tiny"
-    target.mkdir(parents=True)
-    (target / "20261128T000000Z-vm1-1.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return folder
-
-
 def test_the_command_prints_each_section_and_exits_0(tmp_path: Path):
-    folder = write_results(tmp_path / "results", CLEAR)
+    folder = write_rows(tmp_path / "results", CLEAR)
     result = CliRunner().invoke(main, ["recommend", str(folder)])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
@@ -190,7 +127,7 @@ def test_the_command_prints_each_section_and_exits_0(tmp_path: Path):
 
 
 def test_python_format_compiles_and_sets_up_the_winner(tmp_path: Path):
-    folder = write_results(tmp_path / "results", CLEAR)
+    folder = write_rows(tmp_path / "results", CLEAR)
     result = CliRunner().invoke(main, ["recommend", str(folder), "--format", "python"])
     assert result.exit_code == 0, result.output
     compile(result.output, "<recommend>", "exec")
@@ -290,7 +227,7 @@ def test_text_from_rows_never_becomes_a_statement_of_the_snippet():
 
 
 def test_a_row_whose_strategy_is_not_a_name_is_skipped_with_a_warning(tmp_path: Path):
-    folder = write_results(tmp_path / "results", CLEAR + [{**CLEAR[0], "strategy": HOSTILE}])
+    folder = write_rows(tmp_path / "results", CLEAR + [{**CLEAR[0], "strategy": HOSTILE}])
     result = CliRunner().invoke(main, ["recommend", str(folder), "--format", "python"])
     assert result.exit_code == 0, result.output
     assert statements(result.stdout) == statements(python_snippet(one(CLEAR)))
@@ -304,7 +241,7 @@ def test_when_every_run_failed_the_sentence_points_to_the_errors_not_to_the_suit
     rows = run_rows(config(["naive", "mask", BUCKET_MASK]), {"naive": {"status": "error", "error": "boom"},
                                                             "mask": {"status": "oom", "error": "OOM"},
                                                             "bucket-mask": {"status": "error", "error": "x"}}, seeds=3)
-    result = CliRunner().invoke(main, ["recommend", str(write_results(tmp_path / "results", rows))])
+    result = CliRunner().invoke(main, ["recommend", str(write_rows(tmp_path / "results", rows))])
     assert result.stdout.splitlines()[1] == (
         "  Undecided: The results cannot decide: every run of the exact strategies (mask, bucket-mask) failed, so "
         "nothing checks the accuracy against the exact computation; see why below, and run them again once that is "

@@ -7,6 +7,7 @@ import pytest
 from lstmbench.report import summary as report
 from lstmbench.results.rows import rows_frame
 from lstmbench.suite.load import suite_from_dict
+from tests import factories
 from tests.conftest import TINY
 
 CONFIG = suite_from_dict(TINY).to_dict()  # what rows carry: the resolved suite
@@ -18,7 +19,7 @@ def rows(**overrides) -> pd.DataFrame:
     accs = {"naive": [0.5, 0.5, 0.5], "mask": [0.9, 1.0, 0.95]}
     for seed in range(3):
         for strategy in ("naive", "mask"):
-            base.append({
+            base.append(factories.row(**{
                 "suite": "tiny", "suite_hash": "h1", "device": "cpu", "strategy": strategy, "seed": seed,
                 "status": "ok", "error": "", "computation_note": "reads the output after the padding"
                 if strategy == "naive" else "", "tokens_per_s": speeds[strategy][seed],
@@ -35,7 +36,7 @@ def rows(**overrides) -> pd.DataFrame:
                 "verify_loss_rel_error": 1e-7, "verify_grad_rel_error": 2e-7 * (seed + 1), "verify_tolerance": 1e-4,
                 "verify_precision": "float32", "schema_version": 2, "config": CONFIG, "env": {"host": "vm1", "cpu": "cpu-x", "cpu_count": 2, "threads": 2, "device_name": "cpu", "torch": "2.x",
                                         "lstmbench": "0.1.0", "git_commit": "abc"},
-            })
+            }))
     return rows_frame([{**row, **overrides} for row in base])
 
 

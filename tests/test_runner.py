@@ -18,6 +18,7 @@ from lstmbench.run import runner
 from lstmbench.run.worker import run_isolated
 from lstmbench.suite.load import load_suite
 from tests.conftest import TINY, write_suite
+from tests.factories import record
 
 
 @pytest.fixture
@@ -82,9 +83,8 @@ def _fake_runs(monkeypatch, tokens_per_s):
 
     def fake(suite, spec, seed, device, progress=None, data=None):
         calls.append((spec.name, seed))
-        return RunRecord(suite=suite.name, suite_hash=suite.hash, strategy=spec.name, batching=spec.batching,
-                         padding=spec.padding, readout=spec.readout, max_len=0, computation_note="", device="cpu",
-                         seed=seed, status="ok", tokens_per_s=tokens_per_s(spec.name, seed))
+        return record(suite=suite.name, suite_hash=suite.hash, strategy=spec.name, batching=spec.batching,
+                      padding=spec.padding, readout=spec.readout, seed=seed, tokens_per_s=tokens_per_s(spec.name, seed))
 
     monkeypatch.setattr(runner, "run_inline", fake)
     return calls

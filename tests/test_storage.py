@@ -8,11 +8,11 @@ import pytest
 from lstmbench.errors import ResultsError
 from lstmbench.measure.record import SCHEMA_VERSION
 from lstmbench.results import storage
+from tests import factories
 
 
 def row(**kw):
-    return {"schema_version": SCHEMA_VERSION, "suite": "s", "strategy": "mask", "seed": 0, "device": "cpu",
-            "status": "ok", "tokens_per_s": 1.0, **kw}
+    return factories.row(suite="s", **kw)
 
 
 def test_append_and_load_round_trip(tmp_path):

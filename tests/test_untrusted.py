@@ -18,10 +18,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from lstmbench.cli import main
 from lstmbench.report.summary import Section
 from lstmbench.suite.files import safe_name
+from tests.factories import CLEAR, FILE, write_rows
 from tests.test_fuzz import VALUES
-from tests.test_recommend import CLEAR, write_results
-
-FILE = "20261128T000000Z-vm1-1.jsonl"  # write_results' file
 
 
 def bad_row(path: str, value) -> dict:
@@ -67,7 +65,7 @@ def test_row_fields_in_file_names_are_made_safe():
     ("sweep", {"a\nb": 1}, 'sweep is {"a\\nb": 1}, not an object of key paths'),
 ])
 def test_a_malformed_row_is_skipped_with_one_warning(tmp_path: Path, path: str, value, sentence: str):
-    folder = write_results(tmp_path / "results", CLEAR + [bad_row(path, value)])
+    folder = write_rows(tmp_path / "results", CLEAR + [bad_row(path, value)])
     result = CliRunner().invoke(main, ["recommend", str(folder)])
     assert result.exit_code == 0, result.output
     assert result.stderr.splitlines() == [f"Warning: {folder / 'tiny' / FILE}:16: {sentence}; skipped"]
@@ -75,7 +73,7 @@ def test_a_malformed_row_is_skipped_with_one_warning(tmp_path: Path, path: str, 
 
 
 def test_a_report_folder_that_is_a_link_is_refused(tmp_path: Path):
-    folder = write_results(tmp_path / "results", CLEAR)
+    folder = write_rows(tmp_path / "results", CLEAR)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     (folder / "tiny" / "report").symlink_to(elsewhere)
@@ -87,7 +85,7 @@ def test_a_report_folder_that_is_a_link_is_refused(tmp_path: Path):
 
 
 def test_a_report_file_that_is_a_link_is_refused(tmp_path: Path):
-    folder = write_results(tmp_path / "results", CLEAR)
+    folder = write_rows(tmp_path / "results", CLEAR)
     (folder / "tiny" / "report").mkdir()
     victim = tmp_path / "victim.md"
     victim.write_text("mine\n")
@@ -115,7 +113,7 @@ def test_rows_outside_their_suite_folder_need_out(tmp_path: Path, monkeypatch):
 
 
 def test_a_row_read_twice_counts_once(tmp_path: Path):
-    folder = write_results(tmp_path / "results", CLEAR)
+    folder = write_rows(tmp_path / "results", CLEAR)
     copy_of = folder / "tiny" / "copy.jsonl"
     copy_of.write_text((folder / "tiny" / FILE).read_text())
     result = CliRunner().invoke(main, ["recommend", str(folder)])
@@ -126,7 +124,7 @@ def test_a_row_read_twice_counts_once(tmp_path: Path):
 
 
 def test_a_file_of_junk_is_named_by_its_first_lines_and_a_count(tmp_path: Path):
-    folder = write_results(tmp_path / "results", CLEAR)
+    folder = write_rows(tmp_path / "results", CLEAR)
     junk = folder / "tiny" / "junk.jsonl"
     junk.write_text("junk\n" * 100_000)
     result = CliRunner().invoke(main, ["recommend", str(folder)])
@@ -186,7 +184,7 @@ def mutated_rows(draw):
 @given(rows=mutated_rows(), reader=st.sampled_from(READERS))
 def test_no_row_makes_a_reader_fail_with_anything_but_one_sentence(rows, reader):
     with tempfile.TemporaryDirectory() as tmp:
-        folder = write_results(Path(tmp) / "results", rows)
+        folder = write_rows(Path(tmp) / "results", rows)
         args = [a.format(f=folder, out=Path(tmp) / "out.json") for a in reader]
         result = CliRunner().invoke(main, args if len(args) > 1 and args[0] != "recommend" else args + [str(folder)])
         assert result.exception is None or isinstance(result.exception, SystemExit), "".join(
@@ -205,7 +203,7 @@ def test_no_row_makes_a_reader_fail_with_anything_but_one_sentence(rows, reader)
 @pytest.mark.slow
 def test_no_row_makes_the_report_fail_with_anything_but_one_sentence(rows):
     with tempfile.TemporaryDirectory() as tmp:
-        folder = write_results(Path(tmp) / "results", rows)
+        folder = write_rows(Path(tmp) / "results", rows)
         result = CliRunner().invoke(main, ["report", str(folder)])
         assert result.exception is None or isinstance(result.exception, SystemExit), "".join(
             traceback.format_exception(result.exception))
@@ -219,7 +217,7 @@ def test_a_sweep_over_mappings_is_reported_along_a_category_axis(tmp_path: Path)
     rows = []
     for i, point in enumerate([{"dist": "fixed", "median": 8}, {"dist": "lognormal", "median": 8}]):
         rows += [{**copy.deepcopy(r), "sweep": {"data.lengths": point}, "suite_hash": f"h{i}"} for r in CLEAR]
-    folder = write_results(tmp_path / "results", rows)
+    folder = write_rows(tmp_path / "results", rows)
     result = CliRunner().invoke(main, ["report", str(folder)])
     assert result.exit_code == 0, result.output
     report = folder / "tiny" / "report"
@@ -237,7 +235,7 @@ def test_a_file_the_rows_config_names_is_never_opened(tmp_path: Path, monkeypatc
         config = copy.deepcopy(r["config"])
         config["data"].update(data)
         rows.append({**r, "config": config})
-    folder = write_results(tmp_path / "results", rows)
+    folder = write_rows(tmp_path / "results", rows)
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(main, ["report", str(folder)])
     assert result.exit_code == 0 and result.stderr == "", result.output
