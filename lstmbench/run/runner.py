@@ -147,24 +147,45 @@ def run_suite(suite: Suite, isolate: bool = True, done: Mapping[tuple[str, int],
     done = done or {}
     runs = plan_runs(suite, done) if runs is None else [r for r in runs if (r.spec.name, r.seed) not in done]
 
-    def execute(planned: PlannedRun, cache: SeedData) -> RunRecord | None:
-        spec, seed = planned.spec, planned.seed
-        if group is not None:
-            return guarded(suite, spec, seed, device, on_progress, group=group)
+    execution = _Execution(suite, device, isolate, group, start, on_progress, rerun_disturbed, settle_s)
+    return _stable_records(execution, until_stable, on_start) if until_stable else \
+        _records(execution, runs, on_start)
+
+
+@dataclass(frozen=True)
+class _Execution:
+    """How each planned run of a suite is carried out: in which process, how often again when disturbed."""
+    suite: Suite
+    device: str
+    isolate: bool
+    group: Any
+    start: str | None
+    on_progress: Callable[[int, int], None] | None
+    rerun_disturbed: int
+    settle_s: float
+
+    def execute(self, planned: PlannedRun, cache: SeedData) -> RunRecord | None:
+        """One attempt: a rank of the user's torchrun, a torchrun job, this process, or a process of its own."""
+        suite, spec, seed, device = self.suite, planned.spec, planned.seed, self.device
+        if self.group is not None:
+            return guarded(suite, spec, seed, device, self.on_progress, group=self.group)
         if suite.launch.nproc > 1:
-            record = run_torchrun(suite, spec, seed, device, on_progress)
+            record = run_torchrun(suite, spec, seed, device, self.on_progress)
             record.start_method = "torchrun"
             return record
-        if not isolate:
-            return run_inline(suite, spec, seed, device, on_progress, data=cache.splits(suite, seed))
+        if not self.isolate:
+            return run_inline(suite, spec, seed, device, self.on_progress, data=cache.splits(suite, seed))
         folder = cache.folder(suite, seed)
-        return run_isolated(suite, spec, seed, device, on_progress, str(folder) if folder else None, start)
+        return run_isolated(suite, spec, seed, device, self.on_progress, str(folder) if folder else None,
+                            self.start)
 
-    def measured(planned: PlannedRun, cache: SeedData) -> RunRecord | None:
+    def measured(self, planned: PlannedRun, cache: SeedData) -> RunRecord | None:
+        """The run, after a bounded wait for a quiet machine, run again while other processes took the CPU
+        (up to rerun_disturbed times): the row kept lists the disturbed attempts before it."""
         earlier: list[dict[str, Any]] = []
         while True:
-            settled = settle(look_at_others, settle_s) if settle_s > 0 and group is None else None
-            record = execute(planned, cache)
+            settled = settle(look_at_others, self.settle_s) if self.settle_s > 0 and self.group is None else None
+            record = self.execute(planned, cache)
             if record is None:
                 return None
             if settled is not None:
@@ -172,47 +193,52 @@ def run_suite(suite: Suite, isolate: bool = True, done: Mapping[tuple[str, int],
             verdict = judge(record.to_dict()) if record.status == "ok" else None
             record.disturbance = verdict.value if verdict else ""
             record.disturbed_attempts = earlier
-            if verdict is not Disturbance.DISTURBED or len(earlier) >= rerun_disturbed:
+            if verdict is not Disturbance.DISTURBED or len(earlier) >= self.rerun_disturbed:
                 return record
             earlier = earlier + [{"tokens_per_s": record.tokens_per_s, **{
                 k: record.env.get(k) for k in ("run_wait_share", "other_cpu_share")}}]
 
-    def records() -> Iterator[RunRecord]:
-        with SeedData() as cache:
-            for i, planned in enumerate(runs):
+
+def _records(execution: _Execution, runs: list[PlannedRun],
+             on_start: Callable[[PlannedRun, int, int], None] | None) -> Iterator[RunRecord]:
+    """The planned runs in order, each seed's data made once."""
+    with SeedData() as cache:
+        for i, planned in enumerate(runs):
+            if on_start:
+                on_start(planned, i, len(runs))
+            record = execution.measured(planned, cache)
+            if record is None:  # a rank other than 0: the record is rank 0's to store
+                continue
+            record.position = planned.position
+            yield record
+
+
+def _stable_records(execution: _Execution, until_stable: UntilStable,
+                    on_start: Callable[[PlannedRun, int, int], None] | None) -> Iterator[RunRecord]:
+    """Seed after seed, each strategy until its throughput is stable or the seeds run out."""
+    from ..stats import stable  # scipy: imported only when asked for, not by every `run`
+
+    suite = execution.suite
+    values: dict[str, list[float]] = {}
+    seeds = list(until_stable.seeds(suite))
+    active = {r.spec.name for r in seed_runs(suite, seeds[0])}
+    i = 0
+    with SeedData() as cache:
+        for n, seed in enumerate(seeds, 1):
+            for planned in [r for r in seed_runs(suite, seed) if r.spec.name in active]:
                 if on_start:
-                    on_start(planned, i, len(runs))
-                record = measured(planned, cache)
-                if record is None:  # a rank other than 0: the record is rank 0's to store
-                    continue
+                    on_start(planned, i, len(active) * (len(seeds) - n + 1) + i)
+                i += 1
+                record = execution.measured(planned, cache)
                 record.position = planned.position
+                if record.status == "ok":
+                    values.setdefault(record.strategy, []).append(record.tokens_per_s)
+                if stable(values.get(record.strategy, []), until_stable.percent / 100, MIN_STABLE_SEEDS):
+                    record.until_stable = "stable"
+                    active.discard(record.strategy)
+                elif n == len(seeds):
+                    record.until_stable = "limit"
+                record.until_stable_percent = until_stable.percent
                 yield record
-
-    def stable_records() -> Iterator[RunRecord]:
-        from ..stats import stable  # scipy: imported only when asked for, not by every `run`
-
-        values: dict[str, list[float]] = {}
-        seeds = list(until_stable.seeds(suite))
-        active = {r.spec.name for r in seed_runs(suite, seeds[0])}
-        i = 0
-        with SeedData() as cache:
-            for n, seed in enumerate(seeds, 1):
-                for planned in [r for r in seed_runs(suite, seed) if r.spec.name in active]:
-                    if on_start:
-                        on_start(planned, i, len(active) * (len(seeds) - n + 1) + i)
-                    i += 1
-                    record = measured(planned, cache)
-                    record.position = planned.position
-                    if record.status == "ok":
-                        values.setdefault(record.strategy, []).append(record.tokens_per_s)
-                    if stable(values.get(record.strategy, []), until_stable.percent / 100, MIN_STABLE_SEEDS):
-                        record.until_stable = "stable"
-                        active.discard(record.strategy)
-                    elif n == len(seeds):
-                        record.until_stable = "limit"
-                    record.until_stable_percent = until_stable.percent
-                    yield record
-                if not active:
-                    return
-
-    return stable_records() if until_stable else records()
+            if not active:
+                return

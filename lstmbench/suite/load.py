@@ -64,13 +64,7 @@ class Suite:
     CHOICES = {"device": get_args(Device)}
 
     def check(self, at: At) -> None:
-        if not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*", self.name):
-            at.fail("name", "must be letters, digits, '_', '.' or '-' (it names a results folder), got "
-                            f"{short(self.name)}")
-        if len(self.name) > MAX_NAME:  # the folder and its files' names must fit the file system's 255 bytes
-            at.fail("name", f"must be at most {MAX_NAME} characters (it names a results folder), got {len(self.name)}")
-        if self.name == "report":  # readers leave report/ folders out: the suite's rows would never be read
-            at.fail("name", "must not be 'report', the name of every suite's report folder")
+        self._check_name(at)
         if not self.seeds:
             at.fail("seeds", "must list at least one seed")
         if len(set(self.seeds)) != len(self.seeds):
@@ -80,6 +74,21 @@ class Suite:
         at.nonnegative("threads", self.threads)
         if self.threads > MAX_THREADS:
             at.fail("threads", f"must be at most {MAX_THREADS} (0 = torch's default), got {self.threads}")
+        self._check_sweep(at)
+        if self.train.until_target and self.launch.nproc > 1:
+            at.fail("train.until_target", "is for one process; under DDP (launch.nproc > 1) epochs decide")
+        self._check_strategies(at)
+
+    def _check_name(self, at: At) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*", self.name):
+            at.fail("name", "must be letters, digits, '_', '.' or '-' (it names a results folder), got "
+                            f"{short(self.name)}")
+        if len(self.name) > MAX_NAME:  # the folder and its files' names must fit the file system's 255 bytes
+            at.fail("name", f"must be at most {MAX_NAME} characters (it names a results folder), got {len(self.name)}")
+        if self.name == "report":  # readers leave report/ folders out: the suite's rows would never be read
+            at.fail("name", "must not be 'report', the name of every suite's report folder")
+
+    def _check_sweep(self, at: At) -> None:
         if len(self.sweep) > 2:
             at.fail("sweep", f"varies at most two keys, got {len(self.sweep)}")
         for key, values in self.sweep.items():
@@ -87,8 +96,8 @@ class Suite:
                 at.fail(f"sweep.{key}", f"must be a non-empty list of values, got {short(values)}")
             if key.split(".")[0] in ("name", "sweep", "seeds"):
                 at.fail(f"sweep.{key}", f"cannot be swept: {SWEEP_FIXED[key.split('.')[0]]}")
-        if self.train.until_target and self.launch.nproc > 1:
-            at.fail("train.until_target", "is for one process; under DDP (launch.nproc > 1) epochs decide")
+
+    def _check_strategies(self, at: At) -> None:
         names = [s.name for s in self.strategies]
         if IDEAL.name in names:
             at.fail(f"strategies[{names.index(IDEAL.name)}]", "the name 'ideal' is reserved for the zero-padding "

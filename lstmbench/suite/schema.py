@@ -62,6 +62,19 @@ def coerce(hint: Any, value: Any, at: At, key: str, file: str) -> Any:
     sub = f"{at.path}.{key}" if at.path else key
     if dataclasses.is_dataclass(hint):
         return build(hint, value, sub, file)
+    if hint in (bool, int, float) or hint is str or typing.get_origin(hint) is typing.Literal:
+        return _scalar(hint, value, at, key)
+    if hint is dict:  # sweep: key path -> list of values
+        if not isinstance(value, dict):
+            at.fail(key, f"must be a mapping of key paths to lists of values, got {typename(value)}")
+        return value
+    if typing.get_origin(hint) is tuple:  # seeds
+        return _seeds(value, at, key)
+    raise AssertionError(f"no coercion for {hint}")  # pragma: no cover - a schema bug, not a user error
+
+
+def _scalar(hint: Any, value: Any, at: At, key: str) -> Any:
+    """A YAML scalar as the field's type: true/false, an integer, a number, a string (or a choice's value)."""
     if hint is bool:
         if not isinstance(value, bool):
             at.fail(key, f"must be true or false, got {short(value)}")
@@ -76,24 +89,22 @@ def coerce(hint: Any, value: Any, at: At, key: str, file: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             at.fail(key, f"must be a number, got {short(value)}")
         return float(value)
-    if hint is str or typing.get_origin(hint) is typing.Literal:  # a choice's value: checked against CHOICES
-        if not isinstance(value, str):
-            at.fail(key, f"must be a string, got {short(value)}")
-        return value
-    if hint is dict:  # sweep: key path -> list of values
-        if not isinstance(value, dict):
-            at.fail(key, f"must be a mapping of key paths to lists of values, got {typename(value)}")
-        return value
-    if typing.get_origin(hint) is tuple:  # seeds
-        if isinstance(value, int) and not isinstance(value, bool):
-            value = [value]
-        value = list(value) if isinstance(value, tuple) else value
-        if not isinstance(value, list) or any(isinstance(v, bool) or not isinstance(v, int) for v in value):
-            at.fail(key, f"must be a list of integers, got {short(value)}")
-        if any(not 0 <= v <= MAX_SEED for v in value):
-            at.fail(key, f"must be integers from 0 to 4294967295 (2**32 - 1), got {short(value)}")
-        return tuple(value)
-    raise AssertionError(f"no coercion for {hint}")  # pragma: no cover - a schema bug, not a user error
+    # a string, or a choice's value (checked against CHOICES)
+    if not isinstance(value, str):
+        at.fail(key, f"must be a string, got {short(value)}")
+    return value
+
+
+def _seeds(value: Any, at: At, key: str) -> tuple[int, ...]:
+    """seeds: one integer or a list of them, each from 0 to MAX_SEED."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [value]
+    value = list(value) if isinstance(value, tuple) else value
+    if not isinstance(value, list) or any(isinstance(v, bool) or not isinstance(v, int) for v in value):
+        at.fail(key, f"must be a list of integers, got {short(value)}")
+    if any(not 0 <= v <= MAX_SEED for v in value):
+        at.fail(key, f"must be integers from 0 to 4294967295 (2**32 - 1), got {short(value)}")
+    return tuple(value)
 
 
 _SHORT = reprlib.Repr()
