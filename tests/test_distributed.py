@@ -205,3 +205,10 @@ def test_a_rank_killed_by_a_signal_is_a_crashed_row_naming_it(tmp_path):
     assert row["status"] == "crashed" and row["world_size"] == 2
     assert row["error"].startswith("rank 1 died: Signal 9 (SIGKILL) received by PID "), row["error"]
     assert row["error"].endswith("; the job exited with code 1")
+
+
+def test_the_worker_started_by_hand_says_what_it_is_in_one_line():
+    r = subprocess.run([sys.executable, "-m", "lstmbench.run.ddp_worker"], capture_output=True, text=True, timeout=120)
+    assert (r.returncode, r.stdout) == (2, "")
+    assert r.stderr == ("Error: python -m lstmbench.run.ddp_worker JOB: one rank of a job that `lstmbench run` or "
+                        "`lstmbench verify --nproc` wrote and started under torchrun\n")

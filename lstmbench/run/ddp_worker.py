@@ -62,4 +62,8 @@ def _progress(job: dict, group: Group) -> Any:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) != 2:  # started by hand: one line, not a traceback
+        print("Error: python -m lstmbench.run.ddp_worker JOB: one rank of a job that `lstmbench run` or "
+              "`lstmbench verify --nproc` wrote and started under torchrun", file=sys.stderr)
+        sys.exit(2)
     sys.exit(main(sys.argv[1:]))
