@@ -41,7 +41,8 @@ from .measure import both_directions, model, within_length_reversal
 from .strategies import Batch, Strategy, checks, epoch_stream, rank_epoch_stream
 from .suite import PRESETS, StrategySpec, names, parse_strategy, short
 
-__all__ = ["batch_sampler", "collate", "last_step", "bidirectional_lstm", "BatchSampler", "Collated", "strategy_spec"]
+__all__ = ["batch_sampler", "collate", "last_step", "bidirectional_lstm", "run_rnn", "BatchSampler", "Collated",
+           "strategy_spec"]
 
 
 def strategy_spec(strategy: str | dict | StrategySpec, **options: Any) -> StrategySpec:
@@ -257,3 +258,25 @@ def bidirectional_lstm(lstm: nn.LSTM, x: torch.Tensor, lengths: torch.Tensor) ->
     output = output.masked_fill(~inside, 0)
     last = model.last_step(output, lengths, bidirectional=lstm.bidirectional)
     return (output if lstm.batch_first else output.transpose(0, 1)), last
+
+
+def run_rnn(rnn: nn.RNNBase, x: torch.Tensor, lengths: torch.Tensor, readout: str
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Your batch-first nn.LSTM or nn.GRU over a right-padded batch, the way `readout` asks: (output [B, T,
+    H x directions] in sequence order, last [B, H x directions], each sequence's final state of the last
+    layer). The helper of a model lstmbench benchmarks (a suite's `model.factory`): written with it, a model
+    supports every strategy.
+
+      pack  a PackedSequence run (lengths on the CPU): exact; output zero past each length
+      mask  exact on the fused kernel, both directions (the reverse one within each length); output zero past
+            each length
+      last  the padded batch as it is (a naive model: the padding runs through the RNN)
+
+        steps, last = run_rnn(self.gru, self.embed(inputs), lengths, readout)
+        return self.head(last)
+
+    Nothing here waits for a GPU: lengths on a device are not read back (their values are checked only on the
+    CPU)."""
+    checks.rnn_arguments(rnn, x, lengths, readout)
+    return model.rnn_outputs(rnn, x, lengths, readout)
+

@@ -34,7 +34,12 @@ def scaled(raw: dict) -> tuple[list[str], list[str]]:
     """The --set overrides (and other options) that make the suite a matter of seconds."""
     data, train = raw.get("data") or {}, raw.get("train") or {}
     sets = ["seeds=[0]", "threads=1", "train.epochs=1", "train.warmup_steps=1", "train.batch_size=16",
-            "data.train_size=32", "data.eval_size=32", "model.embed_dim=8", "model.hidden_size=8"]
+            "data.train_size=32", "data.eval_size=32"]
+    model = raw.get("model") or {}
+    if model.get("factory"):  # the suite's own model: its own options, made small where it has them
+        sets += [f"model.options.{key}=8" for key in ("embed", "hidden") if key in (model.get("options") or {})]
+    else:
+        sets += ["model.embed_dim=8", "model.hidden_size=8"]
     if data.get("source", "synthetic") == "synthetic":
         lengths = data.get("lengths") or {}
         if lengths.get("dist") == "fixed":
@@ -51,6 +56,8 @@ def scaled(raw: dict) -> tuple[list[str], list[str]]:
         options = ["--device", "cpu"]
         if train.get("amp") == "fp16" or (train.get("amp") == "bf16" and not cpu_bf16_lstm()):
             sets.append("train.amp=none")
+    if model.get("factory"):
+        options.append("--allow-code")  # the committed suite's own model: code in this repository
     nprocs = [(raw.get("launch") or {}).get("nproc", 1), *(raw.get("sweep") or {}).get("launch.nproc", [])]
     if max(nprocs) > 1:  # the first strategy of each deal (per_rank, balanced): one torchrun job each
         deals = {}
@@ -76,7 +83,8 @@ def test_the_suite_runs_end_to_end_scaled_down(tmp_path, path):
     out = tmp_path / "results"
     proc = subprocess.run([sys.executable, "-m", "lstmbench", "run", str(path), "--out", str(out), *sets, *options],
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
-    suite = load_suite(path, sets[1::2], options[1] if options else None)
+    device = options[options.index("--device") + 1] if "--device" in options else None
+    suite = load_suite(path, sets[1::2], device, allow_code=True)
     planned = sorted((v.launch.nproc, r.spec.name, r.seed) for v in expand_sweep(suite) for r in plan_runs(v))
     rows = rows_of(out / suite.name)
     failed = [f"{r['strategy']} seed {r['seed']}: {r['status']}: {r['error']}" for r in rows if r["status"] != "ok"]

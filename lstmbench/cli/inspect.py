@@ -9,7 +9,7 @@ import click
 from tabulate import tabulate
 
 from ..data import check_data
-from ..measure import refuse_out_of_memory, resolve_device
+from ..measure import check_model, refuse_out_of_memory, resolve_device
 from ..run import check_memory, plan_runs, preflight
 from ..strategies import describe
 from ..suite import CHOICE_HELP, DESCRIPTIONS, expand_sweep, load_suite
@@ -24,15 +24,18 @@ def _point(point: dict) -> str:
 @click.argument("suite_file", type=click.Path(dir_okay=False))
 @click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override a suite key.")
 @click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), help="Override the suite's device.")
+@click.option("--allow-code", is_flag=True, help="Run the suite's own model (model.factory: Python code named by the "
+                                                  "suite); only for a suite you trust.")
 @translate_errors
-def validate(suite_file: str, overrides: tuple[str, ...], device: str | None) -> None:
+def validate(suite_file: str, overrides: tuple[str, ...], device: str | None, allow_code: bool) -> None:
     """Check SUITE_FILE without running it: the file, every sweep variant, each seed's data, and what `run`
     would refuse on this machine (the device, the precision, the model's memory), with the same sentence."""
-    suite = load_suite(suite_file, overrides, device)
+    suite = load_suite(suite_file, overrides, device, allow_code)
     variants = expand_sweep(suite)
     for variant in variants:
         check_data(variant)
         preflight(variant)
+        check_model(variant)
     runs = len(plan_runs(suite)) * len(variants)
     click.echo(f"{suite_file}: ok: suite {suite.name!r}, {count(suite, runs, len(variants))} "
                f"(configuration {suite.hash})")
@@ -49,9 +52,11 @@ def validate(suite_file: str, overrides: tuple[str, ...], device: str | None) ->
 @click.option("--batches", default=3, show_default=True, type=click.IntRange(1), help="Batches checked per strategy.")
 @click.option("--nproc", type=click.IntRange(2), default=None,
               help="Also check the strategies' distributed forms on N ranks (torchrun, gloo, CPU).")
+@click.option("--allow-code", is_flag=True, help="Run the suite's own model (model.factory: Python code named by the "
+                                                  "suite); only for a suite you trust.")
 @translate_errors
 def verify_cmd(suite_file: str, overrides: tuple[str, ...], device: str | None, batches: int,
-               nproc: int | None) -> None:
+               nproc: int | None, allow_code: bool) -> None:
     """Check each strategy's loss and gradients against a per-sequence reference of what it claims to compute
     (each sequence alone; cut to max_len for truncate; padded to its batch's width where the readout runs over
     the padding), on real batches of the suite's data, the batch with the longest sequence included: in
@@ -75,7 +80,7 @@ def verify_cmd(suite_file: str, overrides: tuple[str, ...], device: str | None, 
         verdict_table,
     )
 
-    suite = load_suite(suite_file, overrides, device)
+    suite = load_suite(suite_file, overrides, device, allow_code)
     # A suite that asks for cuda is verified on its GPU or refused, as `run` refuses it: skipping its timed path
     # would pass (exit 0) a GPU job that checked nothing of what it times.
     if suite.device == "cuda":
@@ -85,6 +90,9 @@ def verify_cmd(suite_file: str, overrides: tuple[str, ...], device: str | None, 
         checks = SuiteChecks(suite, batches)  # both checks' data, model and float64 references, built once
         verdicts = checks.generic()
     click.echo(tabulate(verdict_table(verdicts), headers="keys", tablefmt="pipe", disable_numparse=True))
+    for v in verdicts:
+        if v.first:
+            click.echo(f"{v.strategy}: first departs at {v.first}, in the batch against alone.")
     click.echo(f"\nAll {len(verdicts)} strategies verified: {tally([v.verdict for v in verdicts])}.")
     bad = [v.strategy for v in verdicts if v.verdict == MISMATCH]
     bad_timed, where = [], ""
@@ -149,9 +157,11 @@ def _verify_ranks(suite: Any, ranks: int, batches: int) -> list[dict[str, Any]]:
               help="With --tune: seconds of probing (default 60).")
 @click.option("--check", is_flag=True, help="With --tune: then train the proposal and the best preset as `run` "
                                             "does (one seed, nothing stored) and compare measured with predicted.")
+@click.option("--allow-code", is_flag=True, help="Run the suite's own model (model.factory: Python code named by the "
+                                                  "suite); only for a suite you trust.")
 @translate_errors
 def lengths_cmd(suite_file: str, overrides: tuple[str, ...], seed: int | None, tune: bool,
-                memory_cap: float | None, budget_s: float | None, check: bool) -> None:
+                memory_cap: float | None, budget_s: float | None, check: bool, allow_code: bool) -> None:
     """What padding would cost, in a second: length statistics, a histogram, and for each strategy the
     padding fraction, batches, largest batch shape and distinct batch shapes of one epoch (and how many
     pad_multiple 8 would leave). Nothing is trained. SUITE_FILE may also be a .csv, .tsv or .jsonl data file
@@ -177,7 +187,7 @@ def lengths_cmd(suite_file: str, overrides: tuple[str, ...], seed: int | None, t
     if Path(suite_file).suffix.lower() in DATA_SUFFIXES:  # a data file: the presets over its lengths
         suite = data_suite(suite_file, overrides)
     else:
-        suite = load_suite(suite_file, overrides)
+        suite = load_suite(suite_file, overrides, allow_code=allow_code or not tune)  # a model runs only to tune
     plan = padding_table(suite, seed)
     st = plan.stats
     click.echo(f"{plan.suite}: {st.n:,} training sequences (seed {plan.seed})")

@@ -38,6 +38,8 @@ from .base import EXIT_INTERRUPTED, EXIT_RUNS_FAILED, count, main, translate_err
 @click.option("--out", default="results", show_default=True, help="Results folder.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
               help="Override a suite key, e.g. --set train.epochs=1 (repeatable).")
+@click.option("--allow-code", is_flag=True, help="Run the suite's own model (model.factory: Python code named by the "
+                                                  "suite); only for a suite you trust.")
 @click.option("--inline", is_flag=True, help="Run in this process instead of a fresh one per run "
                                              "(faster start; peak memory is then not the run's own).")
 @click.option("--resume", is_flag=True, help="Skip every (strategy, seed) that already has an ok row of this "
@@ -61,7 +63,7 @@ from .base import EXIT_INTERRUPTED, EXIT_RUNS_FAILED, count, main, translate_err
 @translate_errors
 def run(suite_file: str, device: str | None, out: str, overrides: tuple[str, ...], inline: bool,
         resume: bool, nproc: int | None, shard: str | None, until_stable: float | None, max_seeds: int,
-        spawn: bool, rerun_disturbed: int, settle: float) -> None:
+        spawn: bool, rerun_disturbed: int, settle: float, allow_code: bool) -> None:
     """Train every strategy of SUITE_FILE once per seed and append one row per run.
 
     Example: lstmbench run suites/packing.yaml --set seeds=[0]
@@ -86,7 +88,7 @@ def run(suite_file: str, device: str | None, out: str, overrides: tuple[str, ...
         stable = UntilStable(until_stable, max_seeds)
     elif max_seeds != 10:
         raise LstmbenchError("--max-seeds limits --until-stable; give --until-stable P too")
-    suite = load_suite(suite_file, overrides, device)
+    suite = load_suite(suite_file, overrides, device, allow_code)
     if stable is not None:
         stable.check(suite)
     options = RunOptions(inline, resume, shard, "spawn" if spawn else None, stable, rerun_disturbed, settle)

@@ -18,8 +18,9 @@ PUBLIC = {
     "record": ("RunRecord", "SCHEMA_VERSION", "STATUSES", "collect_env", "identity"),
     "timing": ("StepTimer",),
     "loop": ("train_step",),
-    "setup": ("probe_kernel",),
+    "setup": ("check_model", "probe_kernel"),
     "train": ("run_one", "step_memory_bytes"),
+    "user_model": ("ModelSpec", "UserModel", "parameter_count", "resolve_model"),
     "verify": (
         "EQUIVALENT", "MISMATCH", "SuiteChecks", "TOLERANCE", "TimedPathUnavailable", "grads_of", "mismatch", "tally",
         "timed_device", "timed_table", "verdict_table",

@@ -96,19 +96,20 @@ def last_step(output: torch.Tensor, lengths: torch.Tensor, bidirectional: bool =
     return torch.cat([_take(output[..., :hidden], ends).squeeze(1), output[:, 0, hidden:]], dim=1)
 
 
-def both_directions(lstm: nn.LSTM, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def both_directions(lstm: nn.RNNBase, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """A bidirectional batch-first nn.LSTM's last layer, both directions, over a right-padded batch x [B, T, F],
     exactly as each sequence alone: layer by layer, the forward direction over the batch as is, the reverse
     direction over each sequence reversed within its length (Keras' reverse_sequence), so that its padding, too,
     comes after its true end. Each direction is one fused-kernel call (oneDNN, cuDNN) on the nn.LSTM's own
     parameters. Both [B, T, H], in their own running order: the reverse direction's step t is the sequence's
     step length - 1 - t. Dropout between layers as nn.LSTM applies it (when lstm.training). `lengths` on any
-    device (copied to x's only if elsewhere)."""
+    device (copied to x's only if elsewhere). An nn.GRU runs the same way."""
     flip = within_length_reversal(_on(lengths, x.device), x.shape[1])
-    zeros = x.new_zeros(1, x.shape[0], lstm.hidden_size)
+    h0 = x.new_zeros(1, x.shape[0], lstm.hidden_size)
+    zeros = h0 if lstm.mode == "GRU" else (h0, h0)
     for layer in range(lstm.num_layers):
-        ahead = _direction(lstm, x, (zeros, zeros), layer, "")
-        behind = _direction(lstm, _take(x, flip), (zeros, zeros), layer, "_reverse")
+        ahead = _direction(lstm, x, zeros, layer, "")
+        behind = _direction(lstm, _take(x, flip), zeros, layer, "_reverse")
         if layer + 1 < lstm.num_layers:  # the next layer reads both directions in the sequence's own order
             x = torch.cat([ahead, _take(behind, flip)], dim=2)
             if lstm.training and lstm.dropout:  # where and when nn.LSTM applies it: between layers, training
@@ -116,17 +117,50 @@ def both_directions(lstm: nn.LSTM, x: torch.Tensor, lengths: torch.Tensor) -> tu
     return ahead, behind
 
 
-def _direction(lstm: nn.LSTM, x: torch.Tensor, hx: tuple[torch.Tensor, torch.Tensor], layer: int,
-               suffix: str) -> torch.Tensor:
-    """One direction of one layer as a unidirectional one-layer LSTM: the op nn.LSTM itself calls, so the
-    same kernel choice (oneDNN for float32 on CPU, cuDNN on CUDA, else the generic loop) and autocast."""
+def _direction(lstm: nn.RNNBase, x: torch.Tensor, hx: torch.Tensor | tuple[torch.Tensor, torch.Tensor],
+               layer: int, suffix: str) -> torch.Tensor:
+    """One direction of one layer as a unidirectional one-layer LSTM (or GRU): the op the module itself calls,
+    so the same kernel choice (oneDNN for float32 on CPU, cuDNN on CUDA, else the generic loop) and autocast."""
     names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh") if lstm.bias else ("weight_ih", "weight_hh")
     weights = [getattr(lstm, f"{name}_l{layer}{suffix}") for name in names]
+    op = torch._VF.gru if lstm.mode == "GRU" else torch._VF.lstm
     if x.device.type == "cuda":  # cuDNN copies the weights of all but layer 0's forward direction (not at the
         with warnings.catch_warnings():  # start of the module's flat buffer) for the call, cheaply, and warns
             warnings.filterwarnings("ignore", message="RNN module weights are not part of single contiguous")
-            return torch._VF.lstm(x, hx, weights, lstm.bias, 1, 0.0, lstm.training, False, True)[0]
-    return torch._VF.lstm(x, hx, weights, lstm.bias, 1, 0.0, lstm.training, False, True)[0]
+            return op(x, hx, weights, lstm.bias, 1, 0.0, lstm.training, False, True)[0]
+    return op(x, hx, weights, lstm.bias, 1, 0.0, lstm.training, False, True)[0]
+
+
+def rnn_outputs(rnn: nn.RNNBase, x: torch.Tensor, lengths: torch.Tensor, readout: str
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch-first nn.LSTM or nn.GRU over a right-padded batch x [B, T, F] as `readout` asks: (output [B, T,
+    H x directions] in sequence order, last [B, H x directions], each sequence's final state of the last layer).
+      pack: a PackedSequence run (lengths on the CPU; any order): exact, output zero past each length
+      mask: exact on the fused kernel: the reverse direction within each length (both_directions); output zero
+            past each length, last at each sequence's end
+      last: the padded batch as it is: output over the padding too, last at the padded end (a naive model)
+    Nothing here reads the lengths back from a GPU: the masked path builds its indices on the device."""
+    directions = 2 if rnn.bidirectional else 1
+    if readout in PACKED:
+        ordered = bool((lengths[:-1] >= lengths[1:]).all()) if len(lengths) > 1 else True
+        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=ordered)
+        out, h_n = rnn(packed)
+        h_n = h_n if rnn.mode == "GRU" else h_n[0]
+        output, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
+        return output, torch.cat(list(h_n[-directions:]), dim=1)
+    if readout == "last":
+        output, h_n = rnn(x)
+        h_n = h_n if rnn.mode == "GRU" else h_n[0]
+        return output, torch.cat(list(h_n[-directions:]), dim=1)
+    lengths = _on(lengths, x.device)
+    inside = (torch.arange(x.shape[1], device=x.device) < lengths[:, None]).unsqueeze(-1)
+    if directions == 2:
+        ahead, behind = both_directions(rnn, x, lengths)
+        output = torch.cat([ahead, _take(behind, within_length_reversal(lengths, x.shape[1]))], dim=2)
+    else:
+        output = rnn(x)[0]
+    output = output.masked_fill(~inside, 0)
+    return output, last_step(output, lengths, bidirectional=directions == 2)
 
 
 def within_length_reversal(lengths: torch.Tensor, width: int) -> torch.Tensor:
@@ -173,16 +207,22 @@ class Precision:
 
 
 def build_model(cfg: ModelConfig, vocab_size: int, num_classes: int, seed: int,
-                num_features: int = 0, tag: bool = False) -> LSTMClassifier:
-    """The same (cfg, seed) gives bit-identical initial weights in any process."""
+                num_features: int = 0, tag: bool = False, origin: str = "") -> nn.Module:
+    """The same (cfg, seed) gives bit-identical initial weights in any process: lstmbench's LSTMClassifier, or
+    the suite's own model (cfg.factory, relative to the suite file `origin`: user_model.build)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
+        if cfg.factory:
+            from .user_model import ModelSpec, build
+
+            spec = ModelSpec(vocab_size, num_features, num_classes, "tag" if tag else "classify", dict(cfg.options))
+            return build(cfg, origin, spec)
         return LSTMClassifier(cfg, vocab_size, num_classes, num_features, tag)
 
 
-def model_for(cfg: ModelConfig, data: Dataset, seed: int) -> LSTMClassifier:
+def model_for(cfg: ModelConfig, data: Dataset, seed: int, origin: str = "") -> nn.Module:
     """The model for a data set: its vocabulary (or feature count), classes and task."""
-    return build_model(cfg, data.vocab_size, data.num_classes, seed, data.num_features, data.tagged)
+    return build_model(cfg, data.vocab_size, data.num_classes, seed, data.num_features, data.tagged, origin)
 
 
 def loss_of(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
@@ -216,8 +256,10 @@ def weights_checksum(model: nn.Module) -> str:
 def training_bytes(suite: Suite) -> int:
     """A floor on the memory training needs: the LSTM's and embedding's float32 weights, their gradients and
     Adam's two moments (4 copies); activations come on top. The embedding counts only where the suite fixes
-    its vocabulary (synthetic data)."""
+    its vocabulary (synthetic data). The suite's own model (model.factory) is not known before it is built: 0."""
     cfg = suite.model
+    if cfg.factory:
+        return 0
     params, inputs = 0, cfg.embed_dim
     for _ in range(cfg.num_layers):
         params += (2 if cfg.bidirectional else 1) * 4 * cfg.hidden_size * (inputs + cfg.hidden_size + 2)

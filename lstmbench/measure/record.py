@@ -101,6 +101,9 @@ class RunRecord:
     verify_tolerance: float | None = None  # fitted to the precision the run trains in
     verify_precision: str | None = None  # float32 | tf32 | bf16 | fp16: the arithmetic the check ran in
     init_checksum: str = ""  # sha256 prefix of the initial weights: equal across strategies of a seed
+    model_factory: str = ""  # the suite's own model (model.factory, e.g. models.py:build); '' = lstmbench's
+    model_source_hash: str = ""  # sha256 prefix of the factory's source file, as the run imported it
+    model_params: int | None = None  # parameters of the model trained
     data_checksum: str = ""  # sha256 prefix of the seed's train and held-out data as the run loaded it
     start_method: str = ""  # how the run's process began: forkserver | spawn | inline | torchrun
     threads: int = 0
@@ -159,6 +162,7 @@ def identity(suite: Any, spec: Any, seed: int, device: str, note: str) -> dict[s
                 batch_size=suite.train.batch_size, amp=suite.train.amp,
                 cudnn_benchmark=suite.train.cudnn_benchmark, compiled=suite.train.compile, sweep=suite.point,
                 world_size=suite.launch.nproc, deal=spec.deal if suite.launch.nproc > 1 else "",
+                model_factory=suite.model.factory,
                 config=suite.to_dict())
 
 

@@ -9,11 +9,13 @@ import numpy as np
 import torch
 
 from ..data import Splits, make_data
+from ..errors import SuiteError
 from ..strategies import Strategy, note_for, plan_ranks
 from ..suite import StrategySpec, Suite
 from .ddp import Group, rank_device, wrap
 from .model import LSTMClassifier, Precision, model_for, weights_checksum
 from .probes import KernelProbe, reset_peak_memory, rss_bytes
+from .user_model import one_line
 from .verify import RunCheck, check_run
 
 
@@ -71,7 +73,7 @@ def prepare(suite: Suite, spec: StrategySpec, seed: int, device: torch.device, g
     reference_run = spec.is_reference
     splits = data if data is not None else make_data(suite.data, seed, suite.origin)
     train = splits.train
-    model = model_for(suite.model, train, seed)
+    model = model_for(suite.model, train, seed, suite.origin)
     checksum = weights_checksum(model)
     model.to(device)
     steps = plan_ranks(strategy, train, suite.train.batch_size, suite.train.epochs, seed, world)
@@ -123,3 +125,25 @@ def probe_kernel(model: LSTMClassifier, strategy: Strategy, data: Any, idx: np.n
     with KernelProbe() as probe, precision.autocast():
         model(batch.tokens, batch.lengths, strategy.readout, batch.lengths_on_device)
     return probe.kernel, probe.dtype
+
+
+def check_model(suite: Any) -> None:
+    """The suite's own model, built for its first seed and run once on a few examples with each readout: a
+    factory that fails, or a model whose logits have the wrong shape or are not finite, is refused in one line
+    before any run starts (validate and run call it). Nothing for lstmbench's own model."""
+    if not suite.model.factory:
+        return
+    splits = make_data(suite.data, suite.seeds[0], suite.origin)
+    model = model_for(suite.model, splits.train, suite.seeds[0], suite.origin)
+    idx = np.arange(min(4, len(splits.train.lengths)))
+    for readout in ("mask", "pack", "last"):
+        batch = Strategy(StrategySpec(name="check", readout=readout)).collate(splits.train, idx)
+        model.checked = False
+        with torch.no_grad():
+            try:
+                model(batch.tokens, batch.lengths, readout)
+            except SuiteError as e:
+                raise SuiteError(suite.origin, e.path, e.message) from None
+            except Exception as e:  # noqa: BLE001 - the user's forward: its error, one line, naming the key
+                why = f"{suite.model.factory}'s model raised {one_line(e)} on a batch read with {readout}"
+                raise SuiteError(suite.origin, "model.factory", why) from None

@@ -50,6 +50,7 @@ from .record import RunRecord, collect_env, identity
 from .reference import Reference, copy_model, measure_reference, reference_sample
 from .setup import Run, prepare
 from .timing import ColdWarm, StepTimer, cold_warm
+from .user_model import parameter_count
 
 
 def run_one(suite: Suite, spec: StrategySpec, seed: int, device: torch.device,
@@ -341,6 +342,7 @@ def record(run: Run, warm: Warm, timed: Timed, steady: Steady, reference: Refere
         train_length_percentiles=length_percentiles(train.lengths),
         tokens_to_target=tokens_to_target, time_to_target_robust_s=robust,
         final_loss=float(np.mean(timed.losses[-run.per_epoch:])), init_checksum=run.checksum,
+        model_source_hash=getattr(run.model, "source_hash", ""), model_params=parameter_count(run.model),
         data_checksum=run.splits.checksum(), threads=torch.get_num_threads(),
         eval_time_s=final.eval_time, eval_periodic_time_s=float(sum(timed.eval_times)),
         window_tokens_per_s=steady.windows,

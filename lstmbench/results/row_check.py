@@ -21,6 +21,9 @@ STRATEGY_NAME = re.compile(r"[A-Za-z0-9_.+-]{1,100}")  # as a suite's strategy n
 SUITE_HASH = re.compile(r"[A-Za-z0-9]{1,64}")  # Suite.hash: 12 hex digits
 # a torch device ("cpu", "cuda:0") or a GPU's marketing name ("NVIDIA A100-SXM4-80GB", "Intel(R) Max 1550")
 DEVICE = re.compile(r"[A-Za-z0-9_.:()+ -]{1,100}")
+# model.factory as a suite writes it (file.py:function or package.module:function), or '' for lstmbench's model
+FACTORY = re.compile(r"([A-Za-z0-9_./-]{1,200}:[A-Za-z_][A-Za-z0-9_]{0,99})?")
+HASH = re.compile(r"[0-9a-f]{0,64}")
 # accuracies and shares of a whole: 0 to 1 (not data_time_fraction: loader workers prepare batches in parallel with
 # the step, and their seconds over the step's passed 1 in real rows)
 UNIT_FIELDS = ("eval_accuracy", "eval_accuracy_exact", "target_accuracy", "pad_fraction", "straggler_wait_fraction",
@@ -46,7 +49,9 @@ def value_problem(row: dict[str, Any]) -> str | None:
             return f"{key} is {value:g}, negative (a count, a time or a rate is 0 or more)"
     for key, pattern, what in (("strategy", STRATEGY_NAME, "letters, digits, '_', '.', '+', '-'"),
                                ("suite_hash", SUITE_HASH, "letters and digits"),
-                               ("device", DEVICE, "letters, digits, spaces and '_.:()+-'")):
+                               ("device", DEVICE, "letters, digits, spaces and '_.:()+-'"),
+                               ("model_factory", FACTORY, "file.py:function or package.module:function"),
+                               ("model_source_hash", HASH, "hexadecimal digits")):
         if isinstance(row.get(key), str) and not pattern.fullmatch(row[key]):
             return f"{key} is {json.dumps(row[key])[:60]}, not a name ({what}, 100 at most)"
     return None

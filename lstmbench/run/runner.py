@@ -19,6 +19,7 @@ from ..measure import (
     look_at_others,
     memory_bytes,
     resolve_device,
+    resolve_model,
     settle,
     training_bytes,
 )
@@ -80,6 +81,7 @@ def preflight(suite: Suite) -> str:
     """Everything `run` refuses on this machine before training, in one place: `validate` calls it too, so
     that a suite it calls ok does not fail at its first run. Returns the device type the runs will use."""
     device = resolve_device(suite.device).type
+    resolve_model(suite.model, suite.origin)  # the suite's own model's file is there (its code is not run here)
     if suite.train.amp == "fp16" and device != "cuda":
         raise SuiteError(suite.origin, "train.amp", f"fp16 needs a CUDA device, and this suite runs on {device}; "
                                                     "use bf16 or none")

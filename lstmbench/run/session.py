@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ..data import check_data
-from ..measure import SETTLE_MAX_S, RunRecord
+from ..measure import SETTLE_MAX_S, RunRecord, check_model
 from ..results import harness_overhead
 from ..suite import Suite, expand_sweep
 from .runner import PlannedRun, UntilStable, parse_shard, plan_runs, preflight, run_suite, seed_runs, shard_of
@@ -141,6 +141,7 @@ class RunSession:
         for variant in self.variants:
             check_data(variant)
             preflight(variant)  # what this machine refuses (no GPU, no bf16), before the folder is made and claimed
+            check_model(variant)  # the suite's own model: built and run once, its errors in one line
         planned = [plan_runs(v) for v in self.variants]
         self.slice = parse_shard(options.shard)
         self.planned = shard_of(planned, *self.slice) if self.slice else planned

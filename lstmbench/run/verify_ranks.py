@@ -49,7 +49,7 @@ def verify_distributed(suite: Suite, group: Any, batches: int = 3,
 
     seed = suite.seeds[0]
     data = make_data(suite.data, seed, suite.origin).train
-    model = model_for(suite.model, data, seed).double()
+    model = model_for(suite.model, data, seed, suite.origin).double()
     model.eval()  # dropout off: the union and the ranks must see the same function
     ddp = DistributedDataParallel(model)
     verdicts = []

@@ -209,3 +209,37 @@ def lstm_arguments(lstm: Any, x: Any, lengths: Any) -> torch.Tensor:
     batch, steps = (x.shape[0], x.shape[1]) if lstm.batch_first else (x.shape[1], x.shape[0])
     _length_values(what, lengths, batch, steps, f"one per sequence of x {layout}")
     return lengths.to(torch.int64)
+
+
+# ----------------------------------------------------------------------------- run_rnn
+READOUTS = ("pack", "mask", "last")  # what a model's forward is asked for (pack_sorted arrives as pack)
+
+
+def rnn_arguments(rnn: Any, x: Any, lengths: Any, readout: Any) -> None:
+    """run_rnn's arguments, checked without waiting for a device: lengths are read back only where they are on
+    the CPU (pack needs them there anyway; a GPU step never waits for this check)."""
+    if not isinstance(rnn, (nn.LSTM, nn.GRU)):
+        raise BatchingError(f"run_rnn: rnn must be an nn.LSTM or an nn.GRU, got {type(rnn).__name__}")
+    if not rnn.batch_first:
+        raise BatchingError("run_rnn: rnn must be batch_first=True (inputs arrive [B, T, ...])")
+    if isinstance(rnn, nn.LSTM) and rnn.proj_size:
+        raise BatchingError("run_rnn: an nn.LSTM with proj_size is not supported")
+    if readout not in READOUTS:
+        raise BatchingError(f"run_rnn: readout must be one of {', '.join(READOUTS)}, got {short(readout)}")
+    if not isinstance(x, torch.Tensor) or x.dim() != 3:
+        got = f"shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else typename(x)
+        raise BatchingError(f"run_rnn: x must be [B, T, input], got {got}")
+    if x.shape[2] != rnn.input_size:
+        raise BatchingError(f"run_rnn: x has {x.shape[2]} features per step, but the rnn's input_size is "
+                            f"{rnn.input_size}")
+    what = "run_rnn: lengths must be a tensor of integers (the lengths the model was given)"
+    if not isinstance(lengths, torch.Tensor):
+        raise BatchingError(f"{what}, got {typename(lengths)}")
+    if readout == "pack" and lengths.device.type != "cpu":
+        raise BatchingError(f"run_rnn: readout pack needs the lengths on the CPU, got them on {lengths.device}")
+    if lengths.device.type == "cpu":
+        _length_values(what, lengths, x.shape[0], x.shape[1], "one per sequence of x")
+    elif tuple(lengths.shape) != (x.shape[0],):
+        raise BatchingError(f"run_rnn: lengths must hold {x.shape[0]} lengths, one per sequence of x, got shape "
+                            f"{tuple(lengths.shape)}")
+

@@ -9,8 +9,8 @@ PUBLIC = {
         "TrainConfig",
     ),
     "files": (
-        "MAX_DATA_BYTES", "MAX_LENGTHS_BYTES", "MAX_RESULTS_BYTES", "MAX_TABLE_BYTES", "Unreadable", "is_regular",
-        "kind", "read_bytes", "read_text", "safe_name", "size",
+        "MAX_DATA_BYTES", "MAX_LENGTHS_BYTES", "MAX_RESULTS_BYTES", "MAX_SOURCE_BYTES", "MAX_TABLE_BYTES",
+        "Unreadable", "is_regular", "kind", "read_bytes", "read_text", "safe_name", "size",
     ),
     "load": ("Suite", "apply_override", "expand_sweep", "load_suite", "parse_strategy", "suite_from_dict"),
     "presets": ("CHOICE_HELP", "DESCRIPTIONS", "IDEAL", "PRESETS"),

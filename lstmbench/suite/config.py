@@ -128,13 +128,35 @@ class ModelConfig:
     num_layers: int = 1
     bidirectional: bool = False  # both directions; the masked readout stays exact (reverse runs within each length)
     dropout: float = 0.0  # between LSTM layers only; 0 keeps strategies' trajectories comparable
+    # your own model instead (measure/user_model.py): "models.py:build" (beside the suite file) or
+    # "package.module:build", called with a ModelSpec; its code runs only where the command says --allow-code
+    factory: str = ""
+    options: dict = field(default_factory=dict)  # handed to the factory as spec.options
 
     def check(self, at: At) -> None:
+        if self.factory:
+            self._check_factory(at)
+            return
+        if self.options:
+            at.fail("options", "are your model's settings: they go with model.factory")
         at.positive("embed_dim", self.embed_dim)
         at.positive("hidden_size", self.hidden_size)
         at.positive("num_layers", self.num_layers)
         if not 0.0 <= self.dropout < 1.0:
             at.fail("dropout", f"must be in [0, 1), got {self.dropout}")
+
+    def _check_factory(self, at: At) -> None:
+        form = r"[A-Za-z0-9_./-]+\.py:[A-Za-z_]\w*|[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*"
+        if not re.fullmatch(form, self.factory, flags=re.ASCII):
+            at.fail("factory", f"must be file.py:function (a file beside the suite) or package.module:function, "
+                               f"got {short(self.factory)}")
+        if self.factory.startswith("/"):  # a suite travels with its model: a path relative to it
+            at.fail("factory", f"must be relative to the suite file, got {short(self.factory)}")
+        builtin = ModelConfig()
+        for key in ("embed_dim", "hidden_size", "num_layers", "bidirectional", "dropout"):
+            if getattr(self, key) != getattr(builtin, key):
+                at.fail(key, "is the built-in model's setting; with model.factory, your model's settings go in "
+                             "model.options")
 
 
 MAX_WORKERS = 64  # DataLoader worker processes: beyond this, a typo (each holds a copy of torch, ~300 MB)

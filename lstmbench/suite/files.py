@@ -26,6 +26,7 @@ MAX_DATA_BYTES = 512 * MIB  # a .ts or .npz series file; beyond it the padded ma
 # bound; very uneven lengths add the padded matrix, which MAX_PADDED_CELLS caps (99 MB had needed 5.4 GiB)
 MAX_TABLE_BYTES = 32 * MIB
 MAX_LENGTHS_BYTES = 64 * MIB  # one integer a line: millions of lengths
+MAX_SOURCE_BYTES = 1 * MIB  # a model factory's Python file
 MAX_RESULTS_BYTES = 1 * GIB  # a result file of one invocation: a row is a few KiB
 MAX_YAML_DEPTH = 32  # a suite nests four levels; 32 leaves room for any sweep value and stops a bomb
 MAX_YAML_VALUES = 10_000  # values after aliases are expanded; a suite has about a hundred

@@ -126,6 +126,9 @@ class Suite:
         for spec in d["strategies"]:
             if spec["deal"] == "per_rank":
                 spec.pop("deal")
+        for key, default in (("factory", ""), ("options", {})):
+            if d["model"][key] == default:
+                d["model"].pop(key)
         return json.loads(json.dumps(d))
 
     @property
@@ -140,8 +143,10 @@ class Suite:
 
 
 # ----------------------------------------------------------------------------- loading
-def load_suite(path: str | Path, overrides: list[str] | tuple[str, ...] = (), device: str | None = None) -> Suite:
-    """Read, override and validate a suite file."""
+def load_suite(path: str | Path, overrides: list[str] | tuple[str, ...] = (), device: str | None = None,
+               allow_code: bool = False) -> Suite:
+    """Read, override and validate a suite file. A suite that names its own model (model.factory) names
+    Python code: refused unless `allow_code` (a suite file from someone else could run anything)."""
     file = str(path)
     try:
         raw = load_yaml(read_text(path, MAX_SUITE_BYTES, "a suite file"))
@@ -155,7 +160,19 @@ def load_suite(path: str | Path, overrides: list[str] | tuple[str, ...] = (), de
         apply_override(raw, item, file)
     if device is not None:
         raw["device"] = device
-    return suite_from_dict(raw, file)
+    suite = suite_from_dict(raw, file)
+    if not allow_code:
+        refuse_code(suite)
+    return suite
+
+
+def refuse_code(suite: Suite) -> None:
+    """A suite naming a model factory (itself, or in a sweep) is refused: its code would run here."""
+    named = [v.model.factory for v in expand_sweep(suite) if v.model.factory]
+    if named:
+        raise SuiteError(suite.origin, "model.factory", f"{named[0]!r} is Python code that lstmbench would import "
+                                                        "and run; give --allow-code to run a suite's own model (only "
+                                                        "for a suite you trust)")
 
 
 def apply_override(raw: dict, item: str, file: str) -> None:

@@ -64,9 +64,12 @@ def coerce(hint: Any, value: Any, at: At, key: str, file: str) -> Any:
         return build(hint, value, sub, file)
     if hint in (bool, int, float) or hint is str or typing.get_origin(hint) is typing.Literal:
         return _scalar(hint, value, at, key)
-    if hint is dict:  # sweep: key path -> list of values
+    if hint is dict:  # sweep: key path -> list of values; model.options: name -> value
         if not isinstance(value, dict):
-            at.fail(key, f"must be a mapping of key paths to lists of values, got {typename(value)}")
+            what = "option names to values" if key == "options" else "key paths to lists of values"
+            at.fail(key, f"must be a mapping of {what}, got {typename(value)}")
+        if key == "options" and not all(isinstance(k, str) for k in value):
+            at.fail(key, f"must be a mapping of option names to values, got {short(value)}")
         return value
     if typing.get_origin(hint) is tuple:  # seeds
         return _seeds(value, at, key)

@@ -159,7 +159,7 @@ def probe(suite: Suite, data: Dataset, seed: int, grid: list[tuple[str, int, int
           device: torch.device, on_probe: Callable[[Probe], None] | None = None, memory: bool = True) -> ProbeRun:
     """Time the grid's shapes on the suite's model (built as train.run_one builds it) until the budget is spent
     (a kind's first MIN_PROBES whatever the budget); `memory`: measure the first MEMORY_PROBES' peak too."""
-    model = model_for(suite.model, data, seed).to(device)
+    model = model_for(suite.model, data, seed, suite.origin).to(device)
     precision = Precision(device.type, suite.train.amp)
     optimizer = torch.optim.Adam(model.parameters(), lr=suite.train.lr)
     clock, rng = Clock(device), np.random.default_rng([seed, 0x7E57])
