@@ -9,6 +9,6 @@ clone="$(mktemp -d)"
 git -C "$here" worktree add -q --detach "$clone" HEAD
 trap 'git -C "$here" worktree remove --force "$clone"' EXIT
 cd "$clone"  # python -m puts the clone first on sys.path, and spawned runs inherit it
-name="$("$here/.venv/bin/python" -c "import sys; from lstmbench.suite.load import load_suite; print(load_suite(sys.argv[1]).name)" "$suite")"
+name="$("$here/.venv/bin/python" -c "import sys; from lstmbench.suite.load import load_suite; print(load_suite(sys.argv[1], allow_code=True).name)" "$suite")"
 "$here/.venv/bin/python" -m lstmbench run "$suite" --out "$here/reference" "$@"
 "$here/.venv/bin/python" -m lstmbench report "$here/reference/$name"
