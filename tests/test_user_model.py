@@ -262,6 +262,14 @@ def test_run_rnn_refuses_bad_arguments_in_one_sentence(call, sentence: str):
     assert str(e.value) == sentence
 
 
+@pytest.mark.slow
+def test_lengths_tune_probes_the_suites_own_model(tmp_path: Path):
+    path = suite_file(tmp_path, "models.py:gru_classifier", options={"embed": 8, "hidden": 8})
+    r = CliRunner().invoke(main, ["lengths", str(path), "--tune", "--allow-code", "--budget-s", "2"])
+    assert r.exit_code == 0, r.output
+    assert "Proposal" in r.output and "tokens/s" in r.output
+
+
 def test_the_builtin_model_stays_the_default_and_rows_say_so(tmp_path: Path):
     from lstmbench.measure.train import run_one
     from tests.conftest import TINY, write_suite
@@ -270,3 +278,18 @@ def test_the_builtin_model_stays_the_default_and_rows_say_so(tmp_path: Path):
     record = run_one(suite, suite.strategies[0], 0, torch.device("cpu"))
     assert (record.model_factory, record.model_source_hash) == ("", "") and record.model_params == 1210
     assert np.isfinite(record.tokens_per_s)
+
+
+def test_the_builtin_model_is_itself_a_factory(tmp_path: Path):
+    """lstmbench.measure.model:lstm_classifier through the factory path trains exactly as the default model."""
+    from lstmbench.measure.train import run_one
+    from tests.conftest import TINY, write_suite
+
+    builtin = load_suite(write_suite(tmp_path, {**TINY, "seeds": [0], "strategies": ["mask"]}, "a.yaml"))
+    options = {k: TINY["model"][k] for k in ("embed_dim", "hidden_size", "num_layers", "bidirectional", "dropout")}
+    factory = load_suite(write_suite(tmp_path, {**TINY, "seeds": [0], "strategies": ["mask"], "model": {
+        "factory": "lstmbench.measure.model:lstm_classifier", "options": options}}, "b.yaml"), allow_code=True)
+    a, b = (run_one(s, s.strategies[0], 0, torch.device("cpu")) for s in (builtin, factory))
+    assert (a.eval_accuracy, a.final_loss, a.real_tokens) == (b.eval_accuracy, b.final_loss, b.real_tokens)
+    assert (a.model_params, b.model_params) == (1210, 1210) and b.model_factory.endswith(":lstm_classifier")
+    assert b.model_source_hash == hashlib.sha256((ROOT / "lstmbench/measure/model.py").read_bytes()).hexdigest()[:16]

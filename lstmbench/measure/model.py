@@ -268,3 +268,11 @@ def training_bytes(suite: Suite) -> int:
         params += suite.data.vocab_size * cfg.embed_dim
     return params * 4 * 4
 
+
+
+def lstm_classifier(spec: object) -> LSTMClassifier:
+    """lstmbench's own model as a factory (`model.factory: "lstmbench.measure.model:lstm_classifier"`, its
+    settings in `model.options`: embed_dim, hidden_size, num_layers, bidirectional, dropout): the default,
+    expressed in the protocol every suite's own model follows."""
+    cfg = ModelConfig(**spec.options)
+    return LSTMClassifier(cfg, spec.vocab_size, spec.num_classes, spec.num_features, spec.task == "tag")
