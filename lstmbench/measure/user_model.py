@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
-import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,11 +27,9 @@ from torch import nn
 
 from ..errors import SuiteError
 from ..strategies import PACKED
-from ..suite import MAX_SOURCE_BYTES, ModelConfig, Unreadable, read_bytes
+from ..suite import FACTORY, MAX_SOURCE_BYTES, ModelConfig, Unreadable, read_bytes
 
 BUILTIN = ""  # model.factory unset: lstmbench's own LSTMClassifier
-FACTORY = re.compile(r"(?P<file>[A-Za-z0-9_./-]+\.py):(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
-                     r"|(?P<module>[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*):(?P<attr>[A-Za-z_][A-Za-z0-9_]*)")
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,8 @@ from ..faces import lazy
 # what other stages may use, by the file that defines it (imported when first asked for: see faces.py)
 PUBLIC = {
     "config": (
-        "DataConfig", "Lengths", "LoaderConfig", "MAX_PADDED_CELLS", "MAX_SEQUENCE", "ModelConfig", "StrategySpec",
-        "TrainConfig",
+        "FACTORY", "DataConfig", "Lengths", "LoaderConfig", "MAX_PADDED_CELLS", "MAX_SEQUENCE", "ModelConfig",
+        "StrategySpec", "TrainConfig",
     ),
     "files": (
         "MAX_DATA_BYTES", "MAX_LENGTHS_BYTES", "MAX_RESULTS_BYTES", "MAX_SOURCE_BYTES", "MAX_TABLE_BYTES",

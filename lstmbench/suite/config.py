@@ -17,6 +17,10 @@ Deal = Literal["per_rank", "balanced"]
 Amp = Literal["none", "bf16", "fp16"]  # the training's precision
 Device = Literal["cpu", "cuda", "auto"]  # a suite's device (auto: cuda when available); a torch device's type
 
+# model.factory: a file relative to the suite and its function, or an importable module and its function
+FACTORY = re.compile(r"(?P<file>[A-Za-z0-9_./-]+\.py):(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
+                     r"|(?P<module>[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*):(?P<attr>[A-Za-z_][A-Za-z0-9_]*)")
+
 
 @dataclass(frozen=True)
 class Lengths:
@@ -146,8 +150,7 @@ class ModelConfig:
             at.fail("dropout", f"must be in [0, 1), got {self.dropout}")
 
     def _check_factory(self, at: At) -> None:
-        form = r"[A-Za-z0-9_./-]+\.py:[A-Za-z_]\w*|[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*"
-        if not re.fullmatch(form, self.factory, flags=re.ASCII):
+        if not FACTORY.fullmatch(self.factory):
             at.fail("factory", f"must be file.py:function (a file beside the suite) or package.module:function, "
                                f"got {short(self.factory)}")
         if self.factory.startswith("/"):  # a suite travels with its model: a path relative to it
