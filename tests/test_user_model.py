@@ -293,3 +293,16 @@ def test_the_builtin_model_is_itself_a_factory(tmp_path: Path):
     assert (a.eval_accuracy, a.final_loss, a.real_tokens) == (b.eval_accuracy, b.final_loss, b.real_tokens)
     assert (a.model_params, b.model_params) == (1210, 1210) and b.model_factory.endswith(":lstm_classifier")
     assert b.model_source_hash == hashlib.sha256((ROOT / "lstmbench/measure/model.py").read_bytes()).hexdigest()[:16]
+
+
+@pytest.mark.slow
+def test_a_suites_own_model_trains_as_a_ddp_job(tmp_path: Path):
+    """torchrun's ranks each import the factory's file and build the same seeded model."""
+    path = suite_file(tmp_path, "models.py:gru_classifier", options={"embed": 8, "hidden": 8}, strategies=["mask"])
+    r = lstmbench("run", path, "--out", tmp_path / "results", "--allow-code", "--nproc", "2", "--set", "seeds=[0]",
+                  cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = rows_in(tmp_path / "results")
+    assert sorted((row["strategy"], row["status"], row["world_size"], row["start_method"]) for row in rows) == [
+        ("ideal", "ok", 2, "torchrun"), ("mask", "ok", 2, "torchrun")]
+    assert {row["model_factory"] for row in rows} == {"models.py:gru_classifier"}
