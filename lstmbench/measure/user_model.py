@@ -74,9 +74,9 @@ def resolve_model(cfg: ModelConfig, origin: str) -> Factory | None:
     if spec is None:
         raise SuiteError(origin, "model.factory", f"no module named {match['module'].split('.')[0]!r} to import "
                                                   f"(from {text})")
-    origin = _module_file(match["module"])
-    return Factory(text, origin, match["module"], match["attr"],
-                   _hash(origin.read_bytes()) if origin and origin.is_file() else "")
+    file = _module_file(match["module"])  # imports the module's parent package, as finding it does
+    return Factory(text, file, match["module"], match["attr"], _hash(file.read_bytes()) if file and file.is_file()
+                   else "")
 
 
 def _module_file(name: str) -> Path | None:
