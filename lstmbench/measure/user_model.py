@@ -30,6 +30,7 @@ from ..strategies import PACKED
 from ..suite import FACTORY, MAX_SOURCE_BYTES, ModelConfig, Unreadable, read_bytes
 
 BUILTIN = ""  # model.factory unset: lstmbench's own LSTMClassifier
+FILE_MODULE = "lstmbench_user_model_"  # the module name a factory's file is imported under (+ its path's hash)
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,11 @@ class Factory:
     attr: str
     source_hash: str
 
+    @property
+    def is_file(self) -> bool:
+        """A file beside the suite (imported under a name of its own), not an importable module."""
+        return self.module.startswith(FILE_MODULE)
+
 
 def resolve_model(cfg: ModelConfig, origin: str) -> Factory | None:
     """The suite's factory, found and hashed (its code not run); None for the built-in model. A file factory
@@ -68,7 +74,7 @@ def resolve_model(cfg: ModelConfig, origin: str) -> Factory | None:
             source = read_bytes(path, MAX_SOURCE_BYTES, "a model file")
         except Unreadable as e:
             raise SuiteError(origin, "model.factory", f"{text}: cannot read its file: {e}") from None
-        name = f"lstmbench_user_model_{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]}"
+        name = f"{FILE_MODULE}{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]}"
         return Factory(text, path, name, match["name"], _hash(source))
     spec = importlib.util.find_spec(match["module"].split(".")[0])
     if spec is None:
@@ -94,7 +100,7 @@ def _hash(source: bytes) -> str:
 def load(factory: Factory, origin: str) -> Callable[[ModelSpec], nn.Module]:
     """The factory function, its file or module imported (its code runs here)."""
     try:
-        if factory.path is not None and factory.module.startswith("lstmbench_user_model_"):
+        if factory.is_file:
             module = sys.modules.get(factory.module)
             if module is None:
                 spec = importlib.util.spec_from_file_location(factory.module, factory.path)
@@ -107,8 +113,7 @@ def load(factory: Factory, origin: str) -> Callable[[ModelSpec], nn.Module]:
         raise SuiteError(origin, "model.factory", f"importing {factory.name} raised {one_line(e)}") from None
     function = getattr(module, factory.attr, None)
     if not callable(function):
-        where = factory.path.name if factory.path is not None and factory.module.startswith("lstmbench_user") \
-            else factory.module
+        where = factory.path.name if factory.is_file else factory.module
         raise SuiteError(origin, "model.factory", f"{factory.name}: {where} has no function {factory.attr!r}")
     return function
 

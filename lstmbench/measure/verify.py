@@ -103,46 +103,34 @@ def pieces(claim: Claim, data: Dataset, idx: np.ndarray, batch: Batch) -> list[P
 Result = tuple[float, list[torch.Tensor]]  # a mean loss and its gradients (float64, CPU)
 
 
-def reference(model: LSTMClassifier, run: list[Piece]) -> Result:
-    """The mean loss over the pieces, each run alone through the model's own layers (embedding, LSTM, head),
-    the readout taken by hand from the LSTM's output: it does not depend on the forward's readout code.
-    Pieces of the same width and read end are stacked, unpadded and unpacked: rows of an LSTM never mix. The
-    suite's own model (a UserModel) runs each piece through its own forward, as a batch with no padding."""
-    if isinstance(model, UserModel):
-        return _user_reference(model, run)
-    hidden = model.lstm.hidden_size
-    groups: dict[tuple[int, int], list[Piece]] = {}
-    for piece in run:
-        groups.setdefault((len(piece[0]), piece[1]), []).append(piece)
-    total, count = 0.0, 0
-    for (_, end), group in groups.items():
-        x = torch.from_numpy(np.stack([tokens for tokens, _, _ in group]))
-        out = model.lstm(model.embed(x.to(model.embed.weight.dtype) if model.features else x))[0]
-        # forward direction at `end`, reverse direction (if any) at step 0, where it ends
-        logits = model.head(out if model.tag else torch.cat([out[:, end - 1, :hidden], out[:, 0, hidden:]], 1))
-        y = torch.from_numpy(np.stack([labels for _, _, labels in group]))
-        total = total + loss_of(logits, y if model.tag else y[:, 0], "sum")
-        count += int((y != IGNORE).sum())
-    loss = total / count
-    return float(loss.detach()), [g.to(torch.float64) for g in grads_of(model, loss)]
-
-
-def _user_reference(model: UserModel, run: list[Piece]) -> Result:
-    """`reference` for the suite's own model: each piece as a batch of itself alone, its length its whole width
-    (no padding left to mask or pack), through the model's plainest readout."""
+def reference(model: LSTMClassifier | UserModel, run: list[Piece]) -> Result:
+    """The mean loss over the pieces, each run alone through the model, and its gradients (`_logits`: how).
+    Pieces of the same width and read end are stacked, unpadded and unpacked: rows of an LSTM never mix."""
     groups: dict[tuple[int, int], list[Piece]] = {}
     for piece in run:
         groups.setdefault((len(piece[0]), piece[1]), []).append(piece)
     total, count = 0.0, 0
     for (width, end), group in groups.items():
-        steps = width if model.tag else end  # a classifier reads its piece's end, which is its width
-        x = torch.from_numpy(np.stack([tokens[:steps] for tokens, _, _ in group]))
-        logits = model(x, torch.full((len(group),), steps, dtype=torch.int64), "last")
+        logits = _logits(model, np.stack([tokens for tokens, _, _ in group]), width, end)
         y = torch.from_numpy(np.stack([labels for _, _, labels in group]))
         total = total + loss_of(logits, y if model.tag else y[:, 0], "sum")
         count += int((y != IGNORE).sum())
     loss = total / count
     return float(loss.detach()), [g.to(torch.float64) for g in grads_of(model, loss)]
+
+
+def _logits(model: LSTMClassifier | UserModel, tokens: np.ndarray, width: int, end: int) -> torch.Tensor:
+    """Stacked pieces' logits. lstmbench's model: through its own layers (embedding, LSTM, head), the readout
+    taken by hand from the LSTM's output, so it does not depend on the forward's readout code. The suite's own
+    model (a UserModel): through its forward, as a batch with no padding (each piece's length its width)."""
+    x = torch.from_numpy(tokens)
+    if isinstance(model, UserModel):
+        steps = width if model.tag else end  # a classifier reads its piece's end, which is its width
+        return model(x[:, :steps], torch.full((len(x),), steps, dtype=torch.int64), "last")
+    hidden = model.lstm.hidden_size
+    out = model.lstm(model.embed(x.to(model.embed.weight.dtype) if model.features else x))[0]
+    # forward direction at `end`, reverse direction (if any) at step 0, where it ends
+    return model.head(out if model.tag else torch.cat([out[:, end - 1, :hidden], out[:, 0, hidden:]], 1))
 
 
 class References:
