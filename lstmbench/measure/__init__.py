@@ -6,6 +6,7 @@ from ..faces import lazy
 PUBLIC = {
     "ddp": ("Group", "join_group", "leave_group", "torchrun_world"),
     "disturbance": ("Disturbance", "SETTLE_MAX_S", "judge", "settle", "split_disturbed"),
+    "keras_train": ("run_keras",),
     "machine": ("MachineWatch", "busy_warning", "device_name", "look_at_others"),
     "model": (
         "LSTMClassifier", "Precision", "both_directions", "loss_of", "model_for", "training_bytes",

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from ..errors import LstmbenchError
 from .model import LSTMClassifier
 
@@ -57,3 +59,83 @@ def _lstm_weights(lstm: Any, layer: int, suffix: str) -> list[Any]:
 
 def _numpy(t: Any) -> Any:
     return t.detach().to("cpu").float().numpy()
+
+
+# how a PyTorch parameter is read from its Keras variable: transposed, as is, or as the one bias (bias_hh: the
+# same variable, whose gradient it shares and whose value, copied back, is 0: the sum stays the Keras bias)
+Pair = tuple[str, Any, str]  # (PyTorch name, Keras variable, "T" | "same" | "bias_ih" | "bias_hh")
+
+
+def pairs(model: LSTMClassifier, twin: Any) -> list[Pair]:
+    """Each PyTorch parameter of `model`, in model.parameters()'s order, with the twin's variable that holds it."""
+    embed, *lstms, head = [layer for layer in twin.layers if layer.weights]
+    out: list[Pair] = [("embed.weight", embed.embeddings, "same")]
+    for k, layer in enumerate(lstms):
+        directions = [(layer.forward_layer, ""), (layer.backward_layer, "_reverse")] if model.lstm.bidirectional \
+            else [(layer, "")]
+        for cell_of, suffix in directions:
+            cell = cell_of.cell
+            out += [(f"lstm.weight_ih_l{k}{suffix}", cell.kernel, "T"),
+                    (f"lstm.weight_hh_l{k}{suffix}", cell.recurrent_kernel, "T"),
+                    (f"lstm.bias_ih_l{k}{suffix}", cell.bias, "bias_ih"),
+                    (f"lstm.bias_hh_l{k}{suffix}", cell.bias, "bias_hh")]
+    out += [("head.weight", head.kernel, "T"), ("head.bias", head.bias, "same")]
+    order = [name for name, _ in model.named_parameters()]
+    return sorted(out, key=lambda pair: order.index(pair[0]))
+
+
+def state_dict_of(model: LSTMClassifier, twin: Any) -> dict[str, Any]:
+    """The twin's weights as `model`'s state dict (torch tensors): what the exact evaluation loads."""
+    import keras
+    import torch
+
+    def value(variable: Any, how: str) -> Any:
+        array = np.asarray(keras.ops.convert_to_numpy(variable), dtype=np.float32)
+        return array.T if how == "T" else np.zeros_like(array) if how == "bias_hh" else array
+
+    return {name: torch.from_numpy(np.ascontiguousarray(value(v, how))) for name, v, how in pairs(model, twin)}
+
+
+def torch_gradients(model: LSTMClassifier, twin: Any, grads: dict[int, Any]) -> list[Any]:
+    """Gradients by Keras variable (id -> array) as `model`'s gradients, in its parameters' order (float64)."""
+    import torch
+
+    return [torch.from_numpy(np.ascontiguousarray(np.asarray(grads[id(v)], dtype=np.float64).T if how == "T"
+                                                  else np.asarray(grads[id(v)], dtype=np.float64)))
+            for _, v, how in pairs(model, twin)]
+
+
+def loss_and_gradients(twin: Any, tokens: np.ndarray, labels: np.ndarray) -> tuple[float, dict[int, Any]]:
+    """The twin's mean cross-entropy on a batch and its gradients (id of each trainable variable -> array), by
+    the backend's own autodiff, in training mode: what a Keras train step differentiates."""
+    import keras
+
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    variables = twin.trainable_variables
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            loss = loss_fn(labels, twin(tokens, training=True))
+        grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, variables)]  # the embedding's: sparse
+    elif backend == "torch":
+        import torch
+
+        loss = loss_fn(torch.from_numpy(labels), twin(tokens, training=True))
+        grads = torch.autograd.grad(loss, [v.value for v in variables])
+    elif backend == "jax":
+        import jax
+
+        values = [v.value for v in variables]
+        rest = [v.value for v in twin.non_trainable_variables]
+
+        def compute(trainable: list[Any]) -> Any:
+            logits, _ = twin.stateless_call(trainable, rest, tokens, training=True)
+            return loss_fn(labels, logits)
+
+        loss, grads = jax.value_and_grad(compute)(values)
+    else:
+        raise LstmbenchError(f"keras backend {backend!r} is not one lstmbench knows (tensorflow, torch, jax)")
+    numpy = lambda t: np.asarray(keras.ops.convert_to_numpy(t))  # noqa: E731
+    return float(numpy(loss)), {id(v): numpy(g) for v, g in zip(variables, grads)}

@@ -46,7 +46,10 @@ class RunRecord:
     shape_warmup_s: float | None = None  # what first occurrences of batch shapes cost over their steady time
     train_time_cold_s: float | None = None  # training time as a first run pays it: + the shapes' first costs
     distinct_shapes: int | None = None  # distinct (batch, time) shapes among the timed steps
-    lstm_kernel: str | None = None  # cudnn | miopen | onednn | generic: the LSTM implementation that ran
+    # cudnn | miopen | onednn | generic: the LSTM implementation that ran; a Keras strategy's: keras-cudnn |
+    # keras-while-loop (TensorFlow's tf.while_loop) | keras-python-loop (the torch backend's loop over steps) |
+    # keras-scan (JAX's lax.scan)
+    lstm_kernel: str | None = None
     # float32 | bfloat16 | float16: the dtype that kernel ran in, seen by the probe (autocast decides it per op:
     # cuDNN's LSTM runs float16 under bf16 autocast); None in rows made before it was recorded
     lstm_dtype: str | None = None
@@ -101,6 +104,8 @@ class RunRecord:
     verify_tolerance: float | None = None  # fitted to the precision the run trains in
     verify_precision: str | None = None  # float32 | tf32 | bf16 | fp16: the arithmetic the check ran in
     init_checksum: str = ""  # sha256 prefix of the initial weights: equal across strategies of a seed
+    framework: str = "torch"  # what trained the batches: torch (lstmbench's loop) | keras (Keras's recipe)
+    keras_backend: str = ""  # a Keras strategy's backend: tensorflow | torch | jax
     model_factory: str = ""  # the suite's own model (model.factory, e.g. models.py:build); '' = lstmbench's
     model_source_hash: str = ""  # sha256 prefix of the factory's source file, as the run imported it
     model_params: int | None = None  # parameters of the model trained
@@ -162,7 +167,7 @@ def identity(suite: Any, spec: Any, seed: int, device: str, note: str) -> dict[s
                 batch_size=suite.train.batch_size, amp=suite.train.amp,
                 cudnn_benchmark=suite.train.cudnn_benchmark, compiled=suite.train.compile, sweep=suite.point,
                 world_size=suite.launch.nproc, deal=spec.deal if suite.launch.nproc > 1 else "",
-                model_factory=suite.model.factory,
+                model_factory=suite.model.factory, framework=spec.framework, keras_backend=spec.backend,
                 config=suite.to_dict())
 
 

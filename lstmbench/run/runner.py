@@ -1,6 +1,7 @@
 """The suite runner: plans the runs (interleaved by seed), runs each, hands each record on at once."""
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import math
 import re
@@ -24,7 +25,7 @@ from ..measure import (
     training_bytes,
 )
 from ..suite import IDEAL, MAX_SEED, StrategySpec, Suite
-from .worker import guarded, run_inline, run_isolated, run_torchrun
+from .worker import guarded, run_inline, run_isolated, run_keras_process, run_torchrun
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,29 @@ def preflight(suite: Suite) -> str:
         raise SuiteError(suite.origin, "train.amp", "bf16 on this CPU: oneDNN has no bf16 LSTM here (the CPU lacks "
                                                     "avx512_bf16 and AMX); use none, or run on a CPU or GPU with bf16")
     check_memory(suite, device)
+    check_keras(suite, device)
     return device
+
+
+KERAS_PACKAGES = {"tensorflow": ("keras", "tensorflow"), "torch": ("keras",), "jax": ("keras", "jax")}
+
+
+def check_keras(suite: Suite, device: str) -> None:
+    """A Keras strategy needs Keras and its backend installed (the keras extra), and runs on the CPU."""
+    for i, spec in enumerate(suite.strategies):
+        if spec.framework != "keras":
+            continue
+        missing = [p for p in KERAS_PACKAGES[spec.backend] if importlib.util.find_spec(p) is None]
+        if missing:
+            extra = " and jax" if spec.backend == "jax" else ""
+            raise SuiteError(suite.origin, f"strategies[{i}]", f"{spec.name} trains with Keras on {spec.backend}, "
+                                                               f"and this Python has no {' or '.join(missing)}: "
+                                                               f"install the keras extra{extra} (pip install "
+                                                               "'lstmbench[keras]')")
+        if device != "cpu":
+            raise SuiteError(suite.origin, f"strategies[{i}]", f"{spec.name}: Keras strategies run on the CPU (their "
+                                                               f"GPU path is not measured yet), and this suite runs "
+                                                               f"on {device}")
 
 
 def check_memory(suite: Suite, device: str) -> None:
@@ -169,6 +192,9 @@ class _Execution:
     def execute(self, planned: PlannedRun, cache: SeedData) -> RunRecord | None:
         """One attempt: a rank of the user's torchrun, a torchrun job, this process, or a process of its own."""
         suite, spec, seed, device = self.suite, planned.spec, planned.seed, self.device
+        if spec.framework == "keras":  # a fresh interpreter of its backend, even --inline
+            folder = cache.folder(suite, seed)
+            return run_keras_process(suite, spec, seed, device, self.on_progress, str(folder) if folder else None)
         if self.group is not None:
             return guarded(suite, spec, seed, device, self.on_progress, group=self.group)
         if suite.launch.nproc > 1:

@@ -217,11 +217,24 @@ def _torchrun(nproc: int, threads: int, job: Path, log: Path, poll: Callable[[],
     or an equal share of the cores (torchrun alone would give each 1)."""
     env = dict(os.environ, OMP_NUM_THREADS=str(threads or max(1, (os.cpu_count() or 1) // nproc)),
                PYTHONUNBUFFERED="1")
+    return _supervised(torchrun_command(nproc, ["-m", "lstmbench.run.ddp_worker", str(job)]), env, log, poll)
+
+
+def _supervised(command: list[str], env: dict[str, str], log: Path, poll: Callable[[], Any],
+                deaf: bool = False) -> int:
+    """Run `command` to its end, its output into `log`, polling every quarter second; its exit code. It dies with
+    this process (Linux), and is ended if this function is left early (Ctrl-C). `deaf`: it ignores Ctrl-C from
+    birth (an ignored signal stays ignored across exec): the parent handles it, and no traceback is printed."""
     prctl = _prctl()
+
+    def before_exec() -> None:
+        if prctl:
+            prctl(1, signal.SIGKILL)
+        if deaf:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
     with open(log, "wb") as f:
-        proc = subprocess.Popen(torchrun_command(nproc, ["-m", "lstmbench.run.ddp_worker", str(job)]), stdout=f,
-                                stderr=subprocess.STDOUT, env=env,
-                                preexec_fn=(lambda: prctl(1, signal.SIGKILL)) if prctl else None)
+        proc = subprocess.Popen(command, stdout=f, stderr=subprocess.STDOUT, env=env, preexec_fn=before_exec)
     try:
         while True:
             try:
@@ -255,6 +268,44 @@ def _last_error(log: Path) -> str:
     signals = [line.removeprefix("traceback : ") for line in lines if "received by PID" in line]
     errors = [line for line in lines if re.search(r"\w(Error|Exception)\b", line) and "ChildFailedError" not in line]
     return _one_line(Exception((signals[-1:] or errors[-1:] or lines[-1:] or ["no output"])[0]))
+
+
+def run_keras_process(suite: Suite, spec: StrategySpec, seed: int, device: str, progress: Progress | None = None,
+                      data_dir: str | None = None) -> RunRecord:
+    """A Keras strategy's run, in a fresh interpreter of its own whatever the start method (`python -m
+    lstmbench.run.keras_worker JOB`): Keras reads KERAS_BACKEND once, at import, and TensorFlow does not survive
+    a fork. It sees no GPU (Keras strategies run on the CPU), and hands its record back through a file; one that
+    ends without it becomes a `crashed` record naming its last error."""
+    from multiprocessing import shared_memory
+
+    import numpy as np
+
+    shm = shared_memory.SharedMemory(create=True, size=16)
+    view = {"steps": np.ndarray((2,), dtype=np.int64, buffer=shm.buf)}  # (done, total), written by the run
+    view["steps"][:] = 0
+
+    def poll() -> None:
+        done, total = (int(x) for x in view["steps"])
+        if progress and total:
+            progress(done, total)
+
+    env = dict(os.environ, KERAS_BACKEND=spec.backend, CUDA_VISIBLE_DEVICES="", PYTHONUNBUFFERED="1",
+               TF_CPP_MIN_LOG_LEVEL="2")  # TensorFlow's start-up notices are not the run's errors
+    try:
+        with tempfile.TemporaryDirectory(prefix="lstmbench-keras-") as tmp:
+            out, job, log = Path(tmp) / "result.pkl", Path(tmp) / "job.pkl", Path(tmp) / "keras.log"
+            job.write_bytes(pickle.dumps({"suite": suite, "spec": spec, "seed": seed, "device": device,
+                                          "data_dir": data_dir, "progress": shm.name, "out": str(out)}))
+            code = _supervised([sys.executable, "-m", "lstmbench.run.keras_worker", str(job)], env, log, poll,
+                               deaf=True)
+            if out.exists():
+                return _started(RunRecord(**pickle.loads(out.read_bytes())), "spawn")
+            why = f"the Keras run's process exited with code {code} before reporting: {_last_error(log)}"
+    finally:
+        view.clear()  # no view may outlive the mapping
+        shm.close()
+        shm.unlink()
+    return _started(failure_record(suite, spec, seed, device, "crashed", why), "spawn")
 
 
 def run_inline(suite: Suite, spec: StrategySpec, seed: int, device: str,
@@ -304,9 +355,11 @@ def die_with_parent(parent: int, forked_by_server: bool = False) -> None:
 def guarded(suite: Suite, spec: StrategySpec, seed: int, device: str, progress: Progress | None,
             group: Any = None, data: Any = None) -> RunRecord | None:
     """run_one, with any failure turned into a failure record. None on DDP ranks other than 0."""
-    from ..measure import out_of_memory, resolve_device, run_one
+    from ..measure import out_of_memory, resolve_device, run_keras, run_one
 
     try:
+        if spec.framework == "keras":  # in its own interpreter (run_keras_process), on the CPU
+            return run_keras(suite, spec, seed, progress, data)
         return run_one(suite, spec, seed, resolve_device(device), progress, group, data)
     except RunFailed as e:
         return failure_record(suite, spec, seed, device, e.kind, str(e))

@@ -43,8 +43,10 @@ def describe(spec: StrategySpec, bidirectional: bool = False, tag: bool = False)
     note = computation_note(spec, bidirectional, tag)
     exact = f"changes the computation: {note}" if note else "exact: equals per-sequence processing"
     preset = " [preset]" if spec.name in PRESETS else ""
+    keras = f", trained by Keras on {spec.backend} (Embedding mask_zero, layers.LSTM)" if spec.framework == "keras" \
+        else ""
     return (f"{spec.name}{preset}: batching {spec.batching}, padding {spec.padding}{cut}, "
-            f"readout {spec.readout}; {exact}")
+            f"readout {spec.readout}{keras}; {exact}")
 
 
 @dataclass

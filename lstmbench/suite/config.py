@@ -16,6 +16,8 @@ Readout = Literal["last", "mask", "pack", "pack_sorted"]
 Deal = Literal["per_rank", "balanced"]
 Amp = Literal["none", "bf16", "fp16"]  # the training's precision
 Device = Literal["cpu", "cuda", "auto"]  # a suite's device (auto: cuda when available); a torch device's type
+Framework = Literal["torch", "keras"]  # what trains a strategy's batches: lstmbench's PyTorch loop, or Keras's
+KerasBackend = Literal["", "tensorflow", "torch", "jax"]  # a Keras strategy's backend ('' for a torch strategy)
 
 # model.factory: a file relative to the suite and its function, or an importable module and its function
 FACTORY = re.compile(r"(?P<file>[A-Za-z0-9_./-]+\.py):(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
@@ -235,12 +237,18 @@ class StrategySpec:
     # batching), what a sampler gives unless it is made rank-aware; balanced = batches formed globally, dealt
     # so that at each step every rank gets a batch of similar cost
     deal: Deal = "per_rank"
+    # keras: the same batches trained by Keras's recipe (Embedding(mask_zero=True) in front of layers.LSTM) from
+    # the same weights, in a fresh interpreter of the named backend; torch: lstmbench's own loop
+    framework: Framework = "torch"
+    backend: KerasBackend = ""  # keras only: tensorflow | torch | jax (Keras reads it once, at import)
 
     CHOICES = {
         "batching": get_args(Batching),
         "padding": tuple(p for p in get_args(Padding) if p != "reshape"),
         "readout": get_args(Readout),
         "deal": get_args(Deal),
+        "framework": get_args(Framework),
+        "backend": tuple(b for b in get_args(KerasBackend) if b),
     }
 
     @property
@@ -270,6 +278,18 @@ class StrategySpec:
         at.nonnegative("megabatch", self.megabatch)
         if self.megabatch and self.batching != "bucket":
             at.fail("megabatch", "is only used with batching: bucket")
+        self._check_framework(at)
+
+    def _check_framework(self, at: At) -> None:
+        if self.framework == "torch":
+            if self.backend:
+                at.fail("backend", "is a Keras backend: it goes with framework: keras")
+            return
+        if not self.backend:
+            at.fail("backend", f"framework: keras needs a backend: {' | '.join(self.CHOICES['backend'])}")
+        if self.readout != "mask":  # Keras's recipe: the mask stops each sequence's state at its true end
+            at.fail("readout", f"framework: keras reads past the padding with its mask: readout mask, got "
+                               f"{self.readout}")
 
 
 @dataclass(frozen=True)

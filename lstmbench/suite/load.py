@@ -105,6 +105,27 @@ class Suite:
         for i, n in enumerate(names):
             if n in names[:i]:
                 at.fail(f"strategies[{i}]", f"duplicate strategy name {short(n)}; give one a `name:`")
+        keras = next((i for i, s in enumerate(self.strategies) if s.framework == "keras"), None)
+        if keras is not None:
+            self._check_keras(at, f"strategies[{keras}]")
+
+    def _check_keras(self, at: At, where: str) -> None:
+        """What a Keras strategy's twin of lstmbench's model does not cover (yet), each refused in one line."""
+        unsupported = [
+            (self.model.factory, "model.factory", "your own model has no Keras twin; Keras strategies train "
+                                                  "lstmbench's model"),
+            (self.data.task != "classify", "data.task", "Keras strategies classify sequences; tag is not mapped"),
+            (self.data.source in ("ucr", "series"), "data.source", f"Keras strategies read token ids (mask_zero); "
+                                                                   f"{self.data.source} data are features"),
+            (self.launch.nproc > 1, "launch.nproc", "Keras strategies train in one process; DDP is PyTorch's"),
+            (self.train.amp != "none", "train.amp", "Keras strategies train in float32"),
+            (self.train.compile, "train.compile", "torch.compile does not apply to a Keras strategy"),
+            (self.train.loader.workers > 0, "train.loader.workers", "Keras strategies collate in their own "
+                                                                    "process, without a DataLoader"),
+        ]
+        for bad, key, why in unsupported:
+            if bad:
+                at.fail(key, f"{why} (as {where} asks)")
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved suite as plain JSON types (what rows store and `suite_from_dict` reads back)."""
@@ -124,8 +145,9 @@ class Suite:
             if d["train"][key] == default:
                 d["train"].pop(key)
         for spec in d["strategies"]:
-            if spec["deal"] == "per_rank":
-                spec.pop("deal")
+            for key, default in (("deal", "per_rank"), ("framework", "torch"), ("backend", "")):
+                if spec[key] == default:
+                    spec.pop(key)
         for key, default in (("factory", ""), ("options", {})):
             if d["model"][key] == default:
                 d["model"].pop(key)
