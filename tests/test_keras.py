@@ -1,8 +1,11 @@
-"""Issue 30's first piece: the seeded PyTorch model's weights copied into Keras (`measure/keras_twin.py`) give the
-same loss as the PyTorch model's masked readout on the same batch, per backend installed. Each backend runs in a
-fresh interpreter: Keras reads KERAS_BACKEND once, at import."""
+"""Keras strategies (framework: keras): the seeded PyTorch model's weights copied into Keras give its loss and
+gradients, per backend installed; a Keras suite runs through `lstmbench run` in fresh interpreters, on the
+PyTorch strategy's own batches from the same weights, and its rows go through report, recommend and compare;
+what Keras cannot take is refused in one line. Each backend runs in a fresh interpreter: Keras reads KERAS_BACKEND
+once, at import."""
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import os
@@ -10,46 +13,271 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+from lstmbench.data import make_data
+from lstmbench.errors import RunFailed, SuiteError
+from lstmbench.measure.keras_train import UNMASKABLE, refuse_unmaskable
+from lstmbench.suite import suite_from_dict
+from tests.conftest import TINY, write_suite
 
 ROOT = Path(__file__).resolve().parents[1]
 BACKENDS = {"torch": "torch", "tensorflow": "tensorflow", "jax": "jax"}  # backend -> the package it needs
 
-CHECK = """
+
+def needs(backend: str) -> None:
+    if importlib.util.find_spec("keras") is None or importlib.util.find_spec(BACKENDS[backend]) is None:
+        pytest.skip(f"needs keras and {BACKENDS[backend]} (the keras extra)")
+
+
+def keras_suite(**strategies_and_more) -> dict:
+    """TINY with one seed, the mask strategy and a Keras strategy per backend given."""
+    raw = copy.deepcopy(TINY)
+    raw.update(seeds=[0], ideal=False, strategies=["mask"])
+    raw["train"].update(eval_every=3)
+    raw.update(strategies_and_more)
+    return raw
+
+
+KERAS = lambda backend, name=None: {"name": name or f"keras-{backend}", "framework": "keras",  # noqa: E731
+                                    "backend": backend}
+
+# ----------------------------------------------------------------------------- the twin, per backend
+TWIN = """
 import json, sys
 import numpy as np, torch, keras
 from lstmbench.data import make_data
-from lstmbench.measure.keras_twin import keras_twin
+from lstmbench.measure.keras_twin import keras_twin, loss_and_gradients, state_dict_of, torch_gradients
 from lstmbench.measure.model import loss_of, model_for
+from lstmbench.measure.verify import PLAIN, References, _checkable, _float64, pieces, reference, rel_errors
+from lstmbench.measure.verify import rounding_floors
 from lstmbench.strategies import Strategy
 from lstmbench.suite import StrategySpec, suite_from_dict
 
-raw = json.loads(sys.argv[1])
-suite = suite_from_dict(raw)
-data = make_data(suite.data, 0).train
-model = model_for(suite.model, data, 0)
-batch = Strategy(StrategySpec(name="mask")).collate(data, np.arange(16))
-with torch.no_grad():
-    ours = float(loss_of(model(batch.tokens.long(), batch.lengths, "mask"), batch.labels))
-logits = np.asarray(keras.ops.convert_to_numpy(keras_twin(model)(batch.tokens.numpy().astype("int32"))))
-theirs = float(torch.nn.functional.cross_entropy(torch.from_numpy(logits), batch.labels))
-print(json.dumps({"ours": ours, "theirs": theirs, "backend": keras.backend.backend()}))
+out = []
+for raw in json.loads(sys.argv[1]):
+    suite = suite_from_dict(raw)
+    data = make_data(suite.data, 0).train
+    model = model_for(suite.model, data, 0)
+    idx = np.arange(16)
+    batch = Strategy(StrategySpec(name="mask")).collate(data, idx)
+    twin = keras_twin(model)
+    with torch.no_grad():
+        ours = float(loss_of(model(batch.tokens.long(), batch.lengths, "mask"), batch.labels))
+    loss, grads = loss_and_gradients(twin, batch.tokens.numpy(), batch.labels.numpy())
+    alone = pieces(PLAIN, data, idx, batch)
+    ref = References(_float64(model))(alone)
+    got = (loss, torch_gradients(model, twin, grads))
+    floors = rounding_floors(reference(_checkable(model), alone), ref, 1e-4)
+    errors = [rel_errors(got, ref), rel_errors(got, ref, floors)]
+    back = model_for(suite.model, data, 0)
+    back.load_state_dict(state_dict_of(back, twin))
+    with torch.no_grad():
+        moved = float((back(batch.tokens, batch.lengths, "mask") - model(batch.tokens, batch.lengths, "mask")).abs().max())
+    out.append({"ours": ours, "theirs": loss, "errors": errors, "moved": moved})
+print(json.dumps({"backend": keras.backend.backend(), "results": out}))
 """
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("layers, bidirectional", [(1, False), (2, False), (1, True), (2, True)])
 @pytest.mark.parametrize("backend", sorted(BACKENDS))
-def test_weights_copied_into_keras_give_the_same_loss(backend: str, layers: int, bidirectional: bool):
-    if importlib.util.find_spec("keras") is None or importlib.util.find_spec(BACKENDS[backend]) is None:
-        pytest.skip(f"needs keras and {BACKENDS[backend]}")
-    from tests.conftest import TINY
-
-    raw = {**TINY, "seeds": [0], "strategies": ["mask"],
-           "model": {**TINY["model"], "num_layers": layers, "bidirectional": bidirectional}}
-    r = subprocess.run([sys.executable, "-c", CHECK, json.dumps(raw)], cwd=ROOT, capture_output=True, text=True,
-                       timeout=300, env={**os.environ, "KERAS_BACKEND": backend})
+def test_weights_copied_into_keras_give_the_same_loss_and_gradients(backend: str):
+    """1 and 2 layers, uni- and bidirectional, in one interpreter per backend: Keras's loss equals the PyTorch
+    model's masked loss, its gradients (read back in PyTorch's layout) equal the float64 per-sequence reference's
+    to float32 precision, and its weights copied back into PyTorch compute the same logits."""
+    needs(backend)
+    configs = [{**TINY, "seeds": [0], "strategies": ["mask"],
+                "model": {**TINY["model"], "num_layers": layers, "bidirectional": bidirectional}}
+               for layers in (1, 2) for bidirectional in (False, True)]
+    r = subprocess.run([sys.executable, "-c", TWIN, json.dumps(configs)], cwd=ROOT, capture_output=True, text=True,
+                       timeout=300, env={**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2"})
     assert r.returncode == 0, r.stderr[-3000:]
     got = json.loads(r.stdout.strip().splitlines()[-1])
     assert got["backend"] == backend
-    assert abs(got["ours"] - got["theirs"]) <= 1e-5 * abs(got["ours"])  # float32
+    for result in got["results"]:
+        assert abs(result["ours"] - result["theirs"]) <= 1e-5 * abs(result["ours"])  # float32
+        plain, floored = result["errors"]
+        assert plain[0] < 1e-6 and floored[0] == plain[0]
+        # measured below 1e-6, but 1.3e-4 on TensorFlow's head bias, whose gradient nearly cancels at
+        # initialisation (2e-8 of float32 rounding on 1.7e-4): judged against float32's own rounding there, 2.4e-5,
+        # within the runs' float32 tolerance (1e-4)
+        assert plain[1] < 1e-3 and floored[1] < 1e-4
+        assert result["moved"] == 0.0
+
+
+# ----------------------------------------------------------------------------- a suite, end to end
+@pytest.fixture(scope="module")
+def keras_run(tmp_path_factory):
+    """`lstmbench run` of mask and Keras on each installed backend (TensorFlow, torch), one seed: its folder."""
+    backends = [b for b in ("tensorflow", "torch") if importlib.util.find_spec(BACKENDS[b])]
+    if importlib.util.find_spec("keras") is None or not backends:
+        pytest.skip("needs keras (the keras extra)")
+    folder = tmp_path_factory.mktemp("keras")
+    suite = write_suite(folder, keras_suite(strategies=["mask", *(KERAS(b) for b in backends)]))
+    r = subprocess.run([sys.executable, "-m", "lstmbench", "run", str(suite), "--out", str(folder / "results")],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    return folder / "results" / "tiny", backends
+
+
+def stored(folder: Path) -> dict[str, dict]:
+    return {row["strategy"]: row for f in folder.glob("*.jsonl") for row in map(json.loads, f.read_text().splitlines())}
+
+
+@pytest.mark.slow
+def test_a_keras_suite_trains_the_same_batches_from_the_same_weights(keras_run):
+    folder, backends = keras_run
+    rows = stored(folder)
+    mask = rows["mask"]
+    loops = {"tensorflow": "keras-while-loop", "torch": "keras-python-loop"}
+    for backend in backends:
+        row = rows[f"keras-{backend}"]
+        assert row["status"] == "ok", row["error"]
+        assert (row["framework"], row["keras_backend"], row["lstm_kernel"]) == ("keras", backend, loops[backend])
+        assert row["start_method"] == "spawn"  # a fresh interpreter, whatever the suite's start method
+        # the same seeded weights and data, and the same plan: the same real and padded tokens, step by step
+        assert (row["init_checksum"], row["data_checksum"]) == (mask["init_checksum"], mask["data_checksum"])
+        assert (row["steps"], row["real_tokens"], row["padded_tokens"]) == (
+            mask["steps"], mask["real_tokens"], mask["padded_tokens"])
+        assert row["verified"] == "equivalent" and row["verify_grad_rel_error"] < 1e-5
+        assert row["verify_precision"] == "float32" and row["verify_tolerance"] == 1e-4
+        assert row["tokens_per_s"] > 0 and row["train_time_s"] > 0 and row["warmup_steps"] == 2
+        assert 0 <= row["eval_accuracy"] <= 1 and 0 <= row["eval_accuracy_exact"] <= 1
+        assert [point[1] for point in row["curve"]] == [point[1] for point in mask["curve"]]  # evaluated alike
+        assert row["peak_mem_bytes"] > row["train_mem_bytes"] > 0
+        env = row["env"]
+        assert env["keras_backend"] == backend and env["keras"].startswith("3.")
+        assert env["keras_backend_version"] and env["keras_jit_compile"] is False  # no XLA on a CPU
+        if backend == "tensorflow":
+            assert (env["tf_intra_op_threads"], env["tf_inter_op_threads"]) == (row["threads"], 1)
+
+
+@pytest.mark.slow
+def test_keras_rows_go_through_report_and_recommend(keras_run):
+    folder, backends = keras_run
+    report = subprocess.run([sys.executable, "-m", "lstmbench", "report", str(folder)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert report.returncode == 0, report.stderr[-2000:]
+    table = next(line for line in report.stdout.splitlines() if line.startswith("| keras-"))
+    assert "exact (verified, float32 error" in table and "keras-" in table.split("|")[3]
+    assert "Keras strategies (" in report.stdout and "fresh interpreter (Keras 3." in report.stdout
+    recommend = subprocess.run([sys.executable, "-m", "lstmbench", "recommend", str(folder)], cwd=ROOT,
+                               capture_output=True, text=True, timeout=300)
+    assert recommend.returncode == 0, recommend.stderr[-2000:]
+    assert all(f"keras-{b}" in recommend.stdout for b in backends)  # weighed beside mask (here: none reached 0.9)
+
+
+@pytest.mark.slow
+def test_compare_gates_a_keras_strategy_like_any(keras_run, tmp_path):
+    """Its measured row, as five seeds, against a baseline where it ran 30% faster: a regression named."""
+    from click.testing import CliRunner
+
+    from lstmbench.cli import main
+
+    folder, backends = keras_run
+    row = stored(folder)[f"keras-{backends[0]}"]
+
+    def write(where: Path, speed: float) -> Path:
+        rows = [{**row, "seed": seed, "tokens_per_s": row["tokens_per_s"] * speed * (1 + 0.01 * seed),
+                 "window_tokens_per_s": [w * speed for w in row["window_tokens_per_s"]]} for seed in range(5)]
+        (where / "tiny").mkdir(parents=True)
+        (where / "tiny" / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return where
+
+    result = CliRunner().invoke(main, ["compare", str(write(tmp_path / "base", 1.3)), str(write(tmp_path / "now", 1.0))])
+    assert result.exit_code == 3, result.output
+    assert f"keras-{backends[0]}" in result.output
+
+
+# ----------------------------------------------------------------------------- what is refused
+def test_without_the_extra_a_keras_suite_is_refused_in_one_line(tmp_path):
+    """Keras absent (as sys.modules marks a module that cannot be imported): validate and run say which extra."""
+    suite = write_suite(tmp_path, keras_suite(strategies=["mask", KERAS("tensorflow", "keras-mask")]))
+    for command in ("validate", "run"):
+        r = subprocess.run([sys.executable, "-c", "import sys; sys.modules['keras'] = None; from lstmbench.cli import "
+                            "main; main()", command, str(suite)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2, (command, r.stdout, r.stderr)
+        assert r.stderr == (f"Error: {suite}: strategies[1]: keras-mask trains with Keras on tensorflow, and this "
+                            "Python has no keras: install the keras extra (pip install 'lstmbench[keras]')\n")
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"strategies": [{**KERAS("torch"), "readout": "pack"}]},
+     "strategies[0].readout: framework: keras reads past the padding with its mask: readout mask, got pack"),
+    ({"strategies": [{"name": "k", "framework": "keras"}]},
+     "strategies[0].backend: framework: keras needs a backend: tensorflow | torch | jax"),
+    ({"strategies": [{"name": "m", "backend": "torch"}]},
+     "strategies[0].backend: is a Keras backend: it goes with framework: keras"),
+    ({"strategies": [{**KERAS("torch"), "backend": "theano"}]},
+     "strategies[0].backend: unknown value 'theano'; valid: tensorflow, torch, jax"),
+    ({"strategies": ["mask", KERAS("torch")], "launch": {"nproc": 2}},
+     "launch.nproc: Keras strategies train in one process; DDP is PyTorch's (as strategies[1] asks)"),
+    ({"strategies": [KERAS("torch")], "train": {**TINY["train"], "amp": "bf16"}},
+     "train.amp: Keras strategies train in float32 (as strategies[0] asks)"),
+    ({"strategies": [KERAS("torch")], "model": {"factory": "models.py:build"}},
+     "model.factory: your own model has no Keras twin; Keras strategies train lstmbench's model (as strategies[0] "
+     "asks)"),
+    ({"strategies": [KERAS("torch")], "data": {**TINY["data"], "task": "tag"}},
+     "data.task: Keras strategies classify sequences; tag is not mapped (as strategies[0] asks)"),
+])
+def test_what_a_keras_strategy_cannot_take_is_refused_in_one_line(change: dict, message: str):
+    raw = keras_suite(**change)
+    with pytest.raises(SuiteError) as e:
+        suite_from_dict(raw, "s.yaml")
+    assert str(e.value) == f"s.yaml: {message}"
+
+
+def test_a_suite_without_keras_strategies_keeps_its_hash():
+    """framework and backend at their defaults stay out of the resolved suite: stored results still match."""
+    suite = suite_from_dict(keras_suite(strategies=["mask", "pack"]))
+    assert all("framework" not in s and "backend" not in s for s in suite.to_dict()["strategies"])
+    keras = suite_from_dict(keras_suite(strategies=["mask", KERAS("torch")]))
+    assert keras.to_dict()["strategies"][1] == {**keras.to_dict()["strategies"][1], "framework": "keras",
+                                                "backend": "torch"}
+
+
+@pytest.mark.parametrize("where, length, what", [
+    (3, None, "training sequence 3 holds token 0 inside its length"),
+    (5, 0, "training sequence 5 is empty (a fully masked row)"),
+])
+def test_data_keras_would_mask_wrongly_is_refused_in_keras_words(where: int, length: int | None, what: str):
+    """mask_zero masks every 0: a 0 inside a sequence (not right-padded) or an empty one (fully masked)."""
+    splits = make_data(suite_from_dict(keras_suite()).data, 0)
+    if length is None:
+        splits.train.padded[where, 1] = 0
+    else:
+        splits.train.lengths[where] = length
+        splits.train.padded[where] = 0
+    with pytest.raises(RunFailed) as e:
+        refuse_unmaskable(splits)
+    assert str(e.value) == f"{what}: {UNMASKABLE}"
+    assert e.value.kind == "error"
+
+
+def test_the_generated_data_is_right_padded_and_never_empty():
+    for seed in range(3):
+        refuse_unmaskable(make_data(suite_from_dict(keras_suite()).data, seed))  # nothing raised
+    assert np.all(make_data(suite_from_dict(keras_suite()).data, 0).train.lengths > 0)
+
+
+def test_a_keras_winner_s_snippet_says_who_trained_it_and_compiles():
+    """A Keras strategy that wins: the snippet keeps its composition (framework and backend included, which
+    lstmbench.batching takes) and says that Keras trained it."""
+    from lstmbench.report.recommendation import python_snippet, recommend_rows
+    from lstmbench.results.rows import rows_frame
+    from tests.factories import config, run_rows
+
+    cfg = config(["mask", KERAS("tensorflow", "keras-mask")], seeds=3)
+    (rec,) = recommend_rows(rows_frame(run_rows(cfg, {"mask": {"tps": [50.0] * 3, "acc": [0.9] * 3},
+                                                      "keras-mask": {"tps": [80.0] * 3, "acc": [0.9] * 3}}, seeds=3)))
+    assert rec.winner == "keras-mask"
+    assert rec.strategy == {"name": "keras-mask", "batching": "random", "padding": "batch", "readout": "mask",
+                            "framework": "keras", "backend": "tensorflow"}
+    code = python_snippet(rec)
+    compile(code, "<keras>", "exec")
+    assert ("# keras-mask was trained by Keras on tensorflow (Embedding(mask_zero=True), layers.LSTM): these are its "
+            "batches, for a PyTorch loop as below, or as Keras's input") in code.splitlines()
+    from lstmbench.batching import batch_sampler
+
+    assert len(list(batch_sampler([3, 5, 2, 7], rec.strategy, batch_size=2, seed=0))) == 2

@@ -12,6 +12,7 @@ masked path and, with the trained weights copied back into PyTorch, exactly per 
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import time
 from dataclasses import dataclass
@@ -35,7 +36,20 @@ from .setup import check_batch
 from .timing import cold_warm
 from .train import WARMUP_SEED
 from .user_model import parameter_count
-from .verify import EQUIVALENT, MISMATCH, PLAIN, TOLERANCES, References, RunCheck, _float64, pieces, rel_errors
+from .verify import (
+    EQUIVALENT,
+    MISMATCH,
+    PLAIN,
+    TOLERANCES,
+    References,
+    RunCheck,
+    _checkable,
+    _float64,
+    pieces,
+    reference,
+    rel_errors,
+    rounding_floors,
+)
 
 Progress = Callable[[int, int], None]
 
@@ -174,13 +188,17 @@ def probe_kernel(twin: Any, batch: Any) -> str:
 
 def check_twin(run: KerasRun) -> RunCheck:
     """The twin's mean loss and gradients on the run's check batch (the longest sequence and its batch-mates)
-    against the float64 reference of each sequence alone, through the seeded PyTorch weights it was copied from."""
+    against the float64 reference of each sequence alone, through the seeded PyTorch weights it was copied from;
+    a gradient that nearly cancels is judged against float32's own rounding of it (verify.rounding_floors)."""
     idx = check_batch(run.plan, run.train.lengths)
     batch = run.strategy.collate(run.train, idx)
     loss, grads = loss_and_gradients(run.twin, batch.tokens.numpy(), batch.labels.numpy())
     got = (loss, torch_gradients(run.model, run.twin, grads))
-    errors = rel_errors(got, References(_float64(run.model))(pieces(PLAIN, run.train, idx, batch)))
-    tolerance = TOLERANCES["float32"]
+    alone = pieces(PLAIN, run.train, idx, batch)
+    ref, tolerance = References(_float64(run.model))(alone), TOLERANCES["float32"]
+    # the same reference in float32: its distance from float64 is what float32's rounding does to each gradient
+    floors = rounding_floors(reference(_checkable(copy.deepcopy(run.model)), alone), ref, tolerance)
+    errors = rel_errors(got, ref, floors)
     return RunCheck(EQUIVALENT if max(errors) <= tolerance else MISMATCH, *errors, tolerance, "float32")
 
 

@@ -312,6 +312,8 @@ def _composition(config: dict, name: str) -> dict:
     entries = [s for s in (config.get("strategies") or []) if isinstance(s, dict) and s.get("name") == name]
     spec: dict[str, Any] = dict(entries[-1]) if entries else {"name": name, **PRESETS.get(name, {})}
     out = {k: spec[k] for k in ("name", "batching", "padding", "readout") if k in spec}
+    if spec.get("framework", "torch") != "torch":  # a Keras strategy: its batches, and who trained them
+        out.update(framework=spec["framework"], backend=spec.get("backend", ""))
     for key, default in OPTION_DEFAULTS.items():
         value = list(spec[key]) if isinstance(spec.get(key), (list, tuple)) else spec.get(key, default)
         if value not in (default, []):
@@ -343,7 +345,8 @@ def python_snippet(rec: Recommendation) -> str:
         code_line, comment = ("output, last = bidirectional_lstm(lstm, embed(batch.inputs), batch.lengths)",
                               "last: each sequence's final state, both directions")
         imports = "batch_sampler, bidirectional_lstm, collate"
-    options = {k: v for k, v in spec.items() if k not in ("name", "batching", "padding", "readout")}
+    options = {k: v for k, v in spec.items() if k not in ("name", "batching", "padding", "readout", "framework",
+                                                          "backend")}
     shown = ", ".join(f"{k}={v!r}" for k, v in options.items()) or "max_len=128"
     preset = (f'or the preset name "{rec.winner}"' if rec.winner in PRESETS else 'or a preset name like "bucket"')
     body = ", ".join(f"{_literal(str(k))}: {_literal(v)}" for k, v in spec.items())
@@ -351,6 +354,9 @@ def python_snippet(rec: Recommendation) -> str:
     batch_size = rec.batch_size if isinstance(rec.batch_size, int) and rec.batch_size > 0 else 32
     lines = [
         _comment(f"lstmbench recommends {rec.winner} for {where}: {rec.why}"),
+        *([_comment(f"{rec.winner} was trained by Keras on {spec.get('backend')} (Embedding(mask_zero=True), "
+                    "layers.LSTM): these are its batches, for a PyTorch loop as below, or as Keras's input")]
+          if spec.get("framework") == "keras" else []),
         "# dataset (your (sequence, label) pairs), epochs, embed and lstm (an nn.LSTM(batch_first=True)) are yours",
         "from torch.utils.data import DataLoader",
         f"from lstmbench.batching import {imports}",
