@@ -234,8 +234,9 @@ def strategies() -> None:
         click.echo(f"{name:<13}{desc}")
     click.echo(f"{'ideal':<13}added to every suite (unless `ideal: false`): each batch's tokens cut into "
                "equal rows, no padding, a fixed batch size (efficiency divides by each run's own unpadded batches)")
-    click.echo("\nA strategy composes one choice of each (give `name`, `batching`, `padding`, `readout`):")
+    click.echo("\nA strategy composes one choice of each (give `name`, `batching`, `padding`, `readout`; "
+               "`framework` and its `backend` for Keras):")
     for axis, options in CHOICE_HELP.items():
         for value, text in options.items():
-            click.echo(f"  {axis + ':':<9} {value:<13}{text}")
+            click.echo(f"  {axis + ':':<10} {value:<13}{text}")
 

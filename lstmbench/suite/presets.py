@@ -55,6 +55,10 @@ CHOICE_HELP = {
                         "runs within each length)",
                 "pack": "a PackedSequence: the LSTM never sees padding",
                 "pack_sorted": "the batch sorted by length, packed with enforce_sorted=True (no sort inside)"},
+    "framework": {"torch": "lstmbench's PyTorch loop (the default)",
+                  "keras": "the same batches and weights trained by Keras (Embedding(mask_zero=True), "
+                           "layers.LSTM), readout mask, with a backend: tensorflow | torch | jax; needs the keras "
+                           "extra"},
     "options": {"pad_multiple": "round the padded time axis up to a multiple of N (with padding batch/global/"
                                 "truncate), to measure what alignment buys"},
 }
