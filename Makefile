@@ -13,7 +13,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[dev,data,keras]"
+	$(BIN)/python -m pip install -q -e ".[dev,data,keras,keras-jax]"
 	touch $@
 
 # reports only the suite it ran (its folder under results/), never the committed reference/ results

@@ -104,11 +104,11 @@ def check_keras(suite: Suite, device: str) -> None:
             continue
         missing = [p for p in KERAS_PACKAGES[spec.backend] if importlib.util.find_spec(p) is None]
         if missing:
-            extra = " and jax" if spec.backend == "jax" else ""
+            extra = "keras-jax" if spec.backend == "jax" else "keras"
             raise SuiteError(suite.origin, f"strategies[{i}]", f"{spec.name} trains with Keras on {spec.backend}, "
                                                                f"and this Python has no {' or '.join(missing)}: "
-                                                               f"install the keras extra{extra} (pip install "
-                                                               "'lstmbench[keras]')")
+                                                               f"install the {extra} extra (pip install "
+                                                               f"'lstmbench[{extra}]')")
         if device != "cpu":
             raise SuiteError(suite.origin, f"strategies[{i}]", f"{spec.name}: Keras strategies run on the CPU (their "
                                                                f"GPU path is not measured yet), and this suite runs "
