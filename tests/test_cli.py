@@ -63,7 +63,8 @@ def test_strategies_lists_presets_and_choices():
         "pack         pad to the batch's max; run the LSTM on pack_padded_sequence",
         "bucket       batches of similar lengths (batch order shuffled); pad to the batch's max; pack",
     ]
-    assert "  readout:  pack         a PackedSequence: the LSTM never sees padding" in lines
+    assert "  readout:   pack         a PackedSequence: the LSTM never sees padding" in lines
+    assert "  framework: torch        lstmbench's PyTorch loop (the default)" in lines
     assert any(line.startswith("sorted_pack  ") for line in lines)
 
 

@@ -15,14 +15,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from lstmbench.data import make_data
 from lstmbench.errors import RunFailed, SuiteError
 from lstmbench.measure.keras_train import UNMASKABLE, refuse_unmaskable
-from lstmbench.suite import suite_from_dict
+from lstmbench.suite import parse_strategy, suite_from_dict
 from tests.conftest import TINY, write_suite
 
 ROOT = Path(__file__).resolve().parents[1]
+SUITE = ROOT / "suites" / "keras.yaml"
 BACKENDS = {"torch": "torch", "tensorflow": "tensorflow", "jax": "jax"}  # backend -> the package it needs
 
 
@@ -111,18 +113,26 @@ def test_weights_copied_into_keras_give_the_same_loss_and_gradients(backend: str
 # ----------------------------------------------------------------------------- a suite, end to end
 @pytest.fixture(scope="module")
 def keras_run(tmp_path_factory):
-    """`lstmbench run` of mask and Keras on each installed backend (TensorFlow, torch, JAX), one seed: its folder."""
-    backends = [b for b in ("tensorflow", "torch", "jax") if importlib.util.find_spec(BACKENDS[b])]
-    if importlib.util.find_spec("keras") is None or not backends:
+    """The committed suites/keras.yaml through `lstmbench run`, scaled down as tests/test_suites_e2e.py scales every
+    suite (which leaves this one to this fixture), with each installed backend's Keras strategy, JAX's added:
+    (its results folder, {backend: its strategy's name})."""
+    from tests.test_suites_e2e import scaled
+
+    if importlib.util.find_spec("keras") is None:
         pytest.skip("needs keras (the keras extra)")
-    folder = tmp_path_factory.mktemp("keras")
-    # batches padded to a multiple of 8 (at most 5 widths): XLA compiles Keras's step on JAX once per shape
-    aligned = [{"name": "mask", "pad_multiple": 8}, *({**KERAS(b), "pad_multiple": 8} for b in backends)]
-    suite = write_suite(folder, keras_suite(strategies=aligned))
-    r = subprocess.run([sys.executable, "-m", "lstmbench", "run", str(suite), "--out", str(folder / "results")],
-                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+    raw = yaml.safe_load(SUITE.read_text())
+    names = {parse_strategy(item).backend: parse_strategy(item).name for item in raw["strategies"]} | {
+        "jax": "keras-mask-jax"}
+    installed = {b: n for b, n in names.items() if b and importlib.util.find_spec(BACKENDS[b])}
+    strategies = [item for item in raw["strategies"] if parse_strategy(item).backend in ("", *installed)]
+    strategies += [KERAS("jax", installed["jax"])] if "jax" in installed else []
+    sets, options = scaled(raw)
+    out = tmp_path_factory.mktemp("keras") / "results"
+    r = subprocess.run([sys.executable, "-m", "lstmbench", "run", str(SUITE), "--out", str(out), *sets, *options,
+                        "--set", f"strategies={json.dumps(strategies)}"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=600)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
-    return folder / "results" / "tiny", backends
+    return out / raw["name"], installed
 
 
 def stored(folder: Path) -> dict[str, dict]:
@@ -133,10 +143,12 @@ def stored(folder: Path) -> dict[str, dict]:
 def test_a_keras_suite_trains_the_same_batches_from_the_same_weights(keras_run):
     folder, backends = keras_run
     rows = stored(folder)
-    mask = rows["mask"]
+    assert sorted(rows) == sorted(["pack", "mask", "bucket-mask", *backends.values()])
+    assert all(row["status"] == "ok" for row in rows.values()), [row["error"] for row in rows.values()]
+    mask = rows["mask"]  # the same random batches, padded to their longest
     loops = {"tensorflow": "keras-while-loop", "torch": "keras-python-loop", "jax": "keras-scan"}
-    for backend in backends:
-        row = rows[f"keras-{backend}"]
+    for backend, name in backends.items():
+        row = rows[name]
         assert row["status"] == "ok", row["error"]
         assert (row["framework"], row["keras_backend"], row["lstm_kernel"]) == ("keras", backend, loops[backend])
         assert row["start_method"] == "spawn"  # a fresh interpreter, whatever the suite's start method
@@ -146,10 +158,10 @@ def test_a_keras_suite_trains_the_same_batches_from_the_same_weights(keras_run):
             mask["steps"], mask["real_tokens"], mask["padded_tokens"])
         assert row["verified"] == "equivalent" and row["verify_grad_rel_error"] < 1e-5
         assert row["verify_precision"] == "float32" and row["verify_tolerance"] == 1e-4
-        assert row["tokens_per_s"] > 0 and row["train_time_s"] > 0 and row["warmup_steps"] == 2
+        assert row["tokens_per_s"] > 0 and row["train_time_s"] > 0 and row["warmup_steps"] == 1
         assert 0 <= row["eval_accuracy"] <= 1 and 0 <= row["eval_accuracy_exact"] <= 1
         assert [point[1] for point in row["curve"]] == [point[1] for point in mask["curve"]]  # evaluated alike
-        assert row["peak_mem_bytes"] > row["train_mem_bytes"] > 0
+        assert row["peak_mem_bytes"] > row["train_mem_bytes"] >= 0  # a few steps may grow nothing
         env = row["env"]
         assert env["keras_backend"] == backend and env["keras"].startswith("3.")
         # Keras compiles with XLA on JAX; TensorFlow's "auto" leaves XLA off on a CPU; torch has none
@@ -170,7 +182,7 @@ def test_keras_rows_go_through_report_and_recommend(keras_run):
     recommend = subprocess.run([sys.executable, "-m", "lstmbench", "recommend", str(folder)], cwd=ROOT,
                                capture_output=True, text=True, timeout=300)
     assert recommend.returncode == 0, recommend.stderr[-2000:]
-    assert all(f"keras-{b}" in recommend.stdout for b in backends)  # weighed beside mask (here: none reached 0.9)
+    assert all(name in recommend.stdout for name in backends.values())  # weighed beside the PyTorch strategies
 
 
 @pytest.mark.slow
@@ -181,32 +193,38 @@ def test_compare_gates_a_keras_strategy_like_any(keras_run, tmp_path):
     from lstmbench.cli import main
 
     folder, backends = keras_run
-    row = stored(folder)[f"keras-{backends[0]}"]
+    name = next(iter(backends.values()))
+    row = stored(folder)[name]
 
     def write(where: Path, speed: float) -> Path:
         rows = [{**row, "seed": seed, "tokens_per_s": row["tokens_per_s"] * speed * (1 + 0.01 * seed),
                  "window_tokens_per_s": [w * speed for w in row["window_tokens_per_s"]]} for seed in range(5)]
-        (where / "tiny").mkdir(parents=True)
-        (where / "tiny" / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        (where / row["suite"]).mkdir(parents=True)
+        (where / row["suite"] / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         return where
 
     result = CliRunner().invoke(main, ["compare", str(write(tmp_path / "base", 1.3)), str(write(tmp_path / "now", 1.0))])
     assert result.exit_code == 3, result.output
-    assert f"keras-{backends[0]}" in result.output
+    assert name in result.output
 
 
 # ----------------------------------------------------------------------------- what is refused
 @pytest.mark.parametrize("absent, backend, extra", [("keras", "tensorflow", "keras"), ("jax", "jax", "keras-jax")])
-def test_without_the_extra_a_keras_suite_is_refused_in_one_line(tmp_path, absent: str, backend: str, extra: str):
-    """A package absent (as sys.modules marks one that cannot be imported): validate and run say which extra."""
+def test_without_the_extra_a_keras_suite_is_refused_in_one_line(tmp_path, monkeypatch, absent: str, backend: str,
+                                                                 extra: str):
+    """A package absent (None in sys.modules: what find_spec then reports) and validate and run say which extra."""
+    from click.testing import CliRunner
+
+    from lstmbench.cli import main
+
     suite = write_suite(tmp_path, keras_suite(strategies=["mask", KERAS(backend, "keras-mask")]))
+    monkeypatch.setitem(sys.modules, absent, None)
     for command in ("validate", "run"):
-        r = subprocess.run([sys.executable, "-c", f"import sys; sys.modules[{absent!r}] = None; from lstmbench.cli "
-                            "import main; main()", command, str(suite)], cwd=ROOT, capture_output=True, text=True,
-                           timeout=120)
-        assert r.returncode == 2, (command, r.stdout, r.stderr)
+        r = CliRunner().invoke(main, [command, str(suite), *(["--out", str(tmp_path)] if command == "run" else [])])
+        assert r.exit_code == 2, (command, r.output)
         assert r.stderr == (f"Error: {suite}: strategies[1]: keras-mask trains with Keras on {backend}, and this "
                             f"Python has no {absent}: install the {extra} extra (pip install 'lstmbench[{extra}]')\n")
+    assert not list(tmp_path.glob("tiny*"))  # nothing ran, no folder made
 
 
 @pytest.mark.parametrize("backend, verdict", [("tensorflow", "disturbed"), ("jax", "quiet")])
@@ -300,3 +318,19 @@ def test_a_keras_winner_s_snippet_says_who_trained_it_and_compiles():
     from lstmbench.batching import batch_sampler
 
     assert len(list(batch_sampler([3, 5, 2, 7], rec.strategy, batch_size=2, seed=0))) == 2
+
+
+def test_verify_leaves_keras_strategies_to_their_runs_and_says_so(tmp_path):
+    from click.testing import CliRunner
+
+    from lstmbench.cli import main
+
+    line = ("Keras strategies (keras-mask): checked in each of their runs, in their backend's own interpreter, against "
+            "the same float64 per-sequence reference (the rows' `verified`).")
+    mixed = write_suite(tmp_path, keras_suite(strategies=["mask", KERAS("tensorflow", "keras-mask")]), "mixed.yaml")
+    r = CliRunner().invoke(main, ["verify", str(mixed)])
+    assert r.exit_code == 0, r.output
+    assert r.stdout.splitlines()[0] == line and "All 1 strategies verified: 1 equivalent" in r.stdout
+    alone = write_suite(tmp_path, keras_suite(strategies=[KERAS("tensorflow", "keras-mask")]), "alone.yaml")
+    r = CliRunner().invoke(main, ["verify", str(alone)])
+    assert (r.exit_code, r.stdout) == (0, line + "\n\n")

@@ -81,6 +81,12 @@ def verify_cmd(suite_file: str, overrides: tuple[str, ...], device: str | None, 
     )
 
     suite = load_suite(suite_file, overrides, device, allow_code)
+    keras = [s.name for s in suite.strategies if s.framework == "keras"]
+    if keras:  # Keras is imported only in a fresh interpreter of its backend: a run's
+        click.echo(f"Keras strategies ({', '.join(keras)}): checked in each of their runs, in their backend's own "
+                   "interpreter, against the same float64 per-sequence reference (the rows' `verified`).\n")
+    if len(keras) == len(suite.strategies):
+        return
     # A suite that asks for cuda is verified on its GPU or refused, as `run` refuses it: skipping its timed path
     # would pass (exit 0) a GPU job that checked nothing of what it times.
     if suite.device == "cuda":

@@ -353,9 +353,10 @@ def _suite_model(suite: Suite) -> tuple[Dataset, LSTMClassifier]:
 
 
 def _suite_checks(suite: Suite, data: Dataset, batches: int) -> list[tuple[Strategy, list[np.ndarray], str]]:
-    """Each strategy of the suite, the batches of its first-seed plan to check, its computation note."""
+    """Each PyTorch strategy of the suite, the batches of its first-seed plan to check, its computation note. A
+    Keras strategy is checked in its own run, in its backend's fresh interpreter (keras_train.check_twin)."""
     plans = [(Strategy(spec), plan_epochs(Strategy(spec), data.lengths, suite.train.batch_size, 1, suite.seeds[0]))
-             for spec in suite.strategies]
+             for spec in suite.strategies if spec.framework == "torch"]
     return [(s, checked_batches(plan, data.lengths, batches), note_for(s.spec, suite)) for s, plan in plans]
 
 
