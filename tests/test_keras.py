@@ -25,6 +25,7 @@ from tests.conftest import TINY, write_suite
 
 ROOT = Path(__file__).resolve().parents[1]
 SUITE = ROOT / "suites" / "keras.yaml"
+TRUNCATE = 12  # the JAX strategy's max_len: the scaled-down suite's lengths run to 32
 BACKENDS = {"torch": "torch", "tensorflow": "tensorflow", "jax": "jax"}  # backend -> the package it needs
 
 
@@ -122,10 +123,12 @@ def keras_run(tmp_path_factory):
         pytest.skip("needs keras (the keras extra)")
     raw = yaml.safe_load(SUITE.read_text())
     names = {parse_strategy(item).backend: parse_strategy(item).name for item in raw["strategies"]} | {
-        "jax": "keras-mask-jax"}
+        "jax": "keras-truncate-jax"}
     installed = {b: n for b, n in names.items() if b and importlib.util.find_spec(BACKENDS[b])}
     strategies = [item for item in raw["strategies"] if parse_strategy(item).backend in ("", *installed)]
-    strategies += [KERAS("jax", installed["jax"])] if "jax" in installed else []
+    # JAX's strategy truncates: a Keras strategy that changes the computation is checked against its claim
+    strategies += [{**KERAS("jax", installed["jax"]), "padding": "truncate", "max_len": TRUNCATE}] \
+        if "jax" in installed else []
     sets, options = scaled(raw)
     out = tmp_path_factory.mktemp("keras") / "results"
     r = subprocess.run([sys.executable, "-m", "lstmbench", "run", str(SUITE), "--out", str(out), *sets, *options,
@@ -154,9 +157,15 @@ def test_a_keras_suite_trains_the_same_batches_from_the_same_weights(keras_run):
         assert row["start_method"] == "spawn"  # a fresh interpreter, whatever the suite's start method
         # the same seeded weights and data, and the same plan: the same real and padded tokens, step by step
         assert (row["init_checksum"], row["data_checksum"]) == (mask["init_checksum"], mask["data_checksum"])
-        assert (row["steps"], row["real_tokens"], row["padded_tokens"]) == (
-            mask["steps"], mask["real_tokens"], mask["padded_tokens"])
-        assert row["verified"] == "equivalent" and row["verify_grad_rel_error"] < 1e-5
+        assert row["steps"] == mask["steps"]
+        if row["padding"] == "truncate":  # fewer tokens, and a row that says so, checked against its claim
+            assert row["real_tokens"] < mask["real_tokens"] and row["padded_tokens"] < mask["padded_tokens"]
+            assert (row["computation_note"], row["verified"]) == (f"truncates to {TRUNCATE} tokens",
+                                                                  "differs as designed")
+        else:
+            assert (row["real_tokens"], row["padded_tokens"]) == (mask["real_tokens"], mask["padded_tokens"])
+            assert (row["computation_note"], row["verified"]) == ("", "equivalent")
+        assert row["verify_grad_rel_error"] < 1e-5
         assert row["verify_precision"] == "float32" and row["verify_tolerance"] == 1e-4
         assert row["tokens_per_s"] > 0 and row["train_time_s"] > 0 and row["warmup_steps"] == 1
         assert 0 <= row["eval_accuracy"] <= 1 and 0 <= row["eval_accuracy_exact"] <= 1

@@ -37,14 +37,15 @@ from .timing import cold_warm
 from .train import WARMUP_SEED
 from .user_model import parameter_count
 from .verify import (
-    EQUIVALENT,
-    MISMATCH,
     PLAIN,
     TOLERANCES,
+    Claim,
     References,
     RunCheck,
     _checkable,
     _float64,
+    claim_of,
+    judge,
     pieces,
     reference,
     rel_errors,
@@ -188,18 +189,26 @@ def probe_kernel(twin: Any, batch: Any) -> str:
 
 def check_twin(run: KerasRun) -> RunCheck:
     """The twin's mean loss and gradients on the run's check batch (the longest sequence and its batch-mates)
-    against the float64 reference of each sequence alone, through the seeded PyTorch weights it was copied from;
-    a gradient that nearly cancels is judged against float32's own rounding of it (verify.rounding_floors)."""
+    against the float64 reference of each sequence alone (as truncated, for a truncating strategy: its claim),
+    through the seeded PyTorch weights it was copied from, as `verify.judge` decides for every strategy; a
+    gradient that nearly cancels is judged against float32's own rounding of it (verify.rounding_floors)."""
     idx = check_batch(run.plan, run.train.lengths)
     batch = run.strategy.collate(run.train, idx)
     loss, grads = loss_and_gradients(run.twin, batch.tokens.numpy(), batch.labels.numpy())
     got = (loss, torch_gradients(run.model, run.twin, grads))
-    alone = pieces(PLAIN, run.train, idx, batch)
-    ref, tolerance = References(_float64(run.model))(alone), TOLERANCES["float32"]
-    # the same reference in float32: its distance from float64 is what float32's rounding does to each gradient
-    floors = rounding_floors(reference(_checkable(copy.deepcopy(run.model)), alone), ref, tolerance)
-    errors = rel_errors(got, ref, floors)
-    return RunCheck(EQUIVALENT if max(errors) <= tolerance else MISMATCH, *errors, tolerance, "float32")
+    note = note_for(run.spec, run.suite)
+    claim = claim_of(run.spec, run.suite.model.bidirectional, run.train.tagged) if note else PLAIN
+    refs, tolerance = References(_float64(run.model)), TOLERANCES["float32"]
+    float32 = _checkable(copy.deepcopy(run.model))
+
+    def errors(claimed: Claim) -> tuple[float, float]:
+        alone = pieces(claimed, run.train, idx, batch)
+        # the same reference in float32: its distance from float64 is what float32's rounding does to each gradient
+        return rel_errors(got, refs(alone), rounding_floors(reference(float32, alone), refs(alone), tolerance))
+
+    own = errors(claim)
+    plain = own if claim == PLAIN else errors(PLAIN)
+    return RunCheck(judge(note, own, plain, tolerance), *own, tolerance, "float32")
 
 
 def warm_up(run: KerasRun) -> tuple[list[float], list[np.ndarray]]:
