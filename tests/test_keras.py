@@ -343,3 +343,26 @@ def test_verify_leaves_keras_strategies_to_their_runs_and_says_so(tmp_path):
     alone = write_suite(tmp_path, keras_suite(strategies=[KERAS("tensorflow", "keras-mask")]), "alone.yaml")
     r = CliRunner().invoke(main, ["verify", str(alone)])
     assert (r.exit_code, r.stdout) == (0, line + "\n\n")
+
+
+def test_a_keras_strategy_is_refused_under_the_user_s_torchrun():
+    """Every rank of a torchrun job runs every planned run: a Keras strategy would train once per rank, side by side."""
+    from lstmbench.run.runner import run_suite
+
+    suite = suite_from_dict(keras_suite(strategies=["mask", KERAS("torch")]), "s.yaml")
+    with pytest.raises(SuiteError) as e:
+        run_suite(suite, group=object())
+    assert str(e.value) == ("s.yaml: strategies[1]: a Keras strategy trains in one process of its own; run this suite "
+                            "without torchrun")
+
+
+def test_a_keras_process_that_dies_without_a_word_is_a_crashed_row(monkeypatch):
+    """The interpreter exits before reporting (here: one that is not Python, exiting 1 at once): a `crashed` row
+    naming the exit code, and the suite goes on."""
+    from lstmbench.run.worker import run_keras_process
+
+    suite = suite_from_dict(keras_suite(strategies=[KERAS("torch")]), "s.yaml")
+    monkeypatch.setattr(sys, "executable", "/bin/false")
+    row = run_keras_process(suite, suite.strategies[0], 0, "cpu")
+    assert (row.status, row.strategy, row.start_method, row.framework) == ("crashed", "keras-torch", "spawn", "keras")
+    assert row.error == "the Keras run's process exited with code 1 before reporting: no output"

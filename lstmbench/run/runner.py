@@ -169,6 +169,10 @@ def run_suite(suite: Suite, isolate: bool = True, done: Mapping[tuple[str, int],
     if suite.launch.nproc > 1 and not isolate and group is None:
         raise SuiteError(suite.origin, "launch.nproc", f"is {suite.launch.nproc}: a DDP job needs its own "
                                                        "processes, which --inline does not start")
+    keras = next((i for i, spec in enumerate(suite.strategies) if spec.framework == "keras"), None)
+    if group is not None and keras is not None:  # every rank would train it alone, side by side
+        raise SuiteError(suite.origin, f"strategies[{keras}]", "a Keras strategy trains in one process of its own; "
+                                                               "run this suite without torchrun")
     done = done or {}
     runs = plan_runs(suite, done) if runs is None else [r for r in runs if (r.spec.name, r.seed) not in done]
 
