@@ -264,6 +264,9 @@ def test_xla_s_own_thread_pools_are_not_a_busy_machine(backend: str, verdict: st
     ({"strategies": [KERAS("torch")], "model": {"factory": "models.py:build"}},
      "model.factory: your own model has no Keras twin; Keras strategies train lstmbench's model (as strategies[0] "
      "asks)"),
+    ({"strategies": [KERAS("torch")], "model": {**TINY["model"], "num_layers": 2, "dropout": 0.2}},
+     "model.dropout: Keras's LSTM dropout (one mask a sequence, on each layer's inputs) is not PyTorch's between "
+     "layers; Keras strategies train without it (as strategies[0] asks)"),
     ({"strategies": [KERAS("torch")], "data": {**TINY["data"], "task": "tag"}},
      "data.task: Keras strategies classify sequences; tag is not mapped (as strategies[0] asks)"),
 ])

@@ -115,6 +115,9 @@ class Suite:
             (self.model.factory, "model.factory", "your own model has no Keras twin; Keras strategies train "
                                                   "lstmbench's model"),
             (self.data.task != "classify", "data.task", "Keras strategies classify sequences; tag is not mapped"),
+            (self.model.dropout > 0, "model.dropout", "Keras's LSTM dropout (one mask a sequence, on each layer's "
+                                                      "inputs) is not PyTorch's between layers; Keras strategies "
+                                                      "train without it"),
             (self.data.source in ("ucr", "series"), "data.source", f"Keras strategies read token ids (mask_zero); "
                                                                    f"{self.data.source} data are features"),
             (self.launch.nproc > 1, "launch.nproc", "Keras strategies train in one process; DDP is PyTorch's"),
