@@ -302,9 +302,10 @@ def _notes(rows: pd.DataFrame, ok: pd.DataFrame, disturbed: pd.DataFrame | None 
                            "and initial weights as the PyTorch strategies, trained by Keras's train_on_batch in a "
                            f"fresh interpreter ({'; '.join(versions)}); kernel: the path Keras's LSTM took "
                            "(keras-while-loop: TensorFlow's tf.while_loop; keras-python-loop: the torch backend's "
-                           "loop over steps; keras-cudnn: cuDNN); 'exact' evaluates the trained weights in PyTorch. "
-                           "Their train MiB is the growth of the process's resident memory over the timed steps "
-                           "(Keras's tensors are not torch's to count); no unpadded reference is timed for them."))
+                           "loop over steps; keras-scan: JAX's lax.scan; keras-cudnn: cuDNN); 'exact' evaluates the "
+                           "trained weights in PyTorch. Their train MiB is the growth of the process's resident "
+                           "memory over the timed steps (Keras's tensors are not torch's to count); no unpadded "
+                           "reference is timed for them."))
     left_out = left_out_sentence(disturbed, len(ok) + len(disturbed))
     if left_out:  # DDP ranks are each other's "other processes": only one-process runs are judged
         notes.append(_info(left_out))
