@@ -1,7 +1,7 @@
-"""The seeded PyTorch model's twin in Keras (issue 30's first piece): the same architecture with the same weights,
-so that Keras's masking recipe (`Embedding(mask_zero=True)` in front of `layers.LSTM`) can be measured against
-PyTorch's strategies from the same start. Import it in a fresh interpreter whose KERAS_BACKEND is set (torch,
-tensorflow or jax): Keras reads the backend once, at import.
+"""The seeded PyTorch model's twin in Keras: the same architecture with the same weights, its weights and
+gradients read back in PyTorch's layout, so that Keras's masking recipe (`Embedding(mask_zero=True)` in front of
+`layers.LSTM`) can be measured against PyTorch's strategies from the same start. Import it in a fresh interpreter
+whose KERAS_BACKEND is set (torch, tensorflow or jax): Keras reads the backend once, at import.
 
 The mapping, from Keras's own source (keras/src/layers/rnn/lstm.py): the cell's `kernel` is [input, 4 x units],
 `recurrent_kernel` [units, 4 x units] and its one `bias` [4 x units], gates in the order i, f, c, o, which is
