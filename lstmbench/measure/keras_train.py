@@ -25,7 +25,7 @@ from ..data import Splits, length_histogram, length_percentiles, make_data
 from ..errors import RunFailed
 from ..strategies import Strategy, exact_strategy, note_for, plan_ranks
 from ..suite import StrategySpec, Suite
-from .evaluation import accuracy_by_length, evaluate, resolution, robust_time_to_target, time_to_target
+from .evaluation import accuracy_by_length, evaluate
 from .keras_twin import keras_twin, loss_and_gradients, state_dict_of, torch_gradients
 from .loop import WINDOWS, window_rates
 from .machine import MachineWatch
@@ -34,7 +34,7 @@ from .probes import peak_memory_bytes, reset_peak_memory, rss_bytes
 from .record import RunRecord, collect_env, identity
 from .setup import check_batch
 from .timing import cold_warm
-from .train import WARMUP_SEED
+from .train import WARMUP_SEED, accuracy_curves, target_fields
 from .user_model import parameter_count
 from .verify import (
     PLAIN,
@@ -327,12 +327,8 @@ def record(run: KerasRun, check: RunCheck, warm_times: list[float], timed: Timed
     accuracy_exact, loss_exact = evaluate(trained, exact_strategy(), run.splits.eval, suite.eval_batch_size,
                                           torch.device("cpu"), Precision("cpu", "none"))
     eval_time = time.perf_counter() - t_eval
-    elapsed = dict(zip([n for n, _ in timed.segments], np.cumsum([t for _, t in timed.segments]).tolist()))
-    curve = [[elapsed[n] - cw.timed_extra(n), n, acc] for n, acc in evals]
-    cold = [[elapsed[n] + cw.warmup_extra, n, acc] for n, acc in evals]
-    with_eval = [[t + sum(eval_times[:k + 1]), n, acc] for k, (t, n, acc) in enumerate(cold)]
-    reached = time_to_target(curve, target)
-    tokens_to_target, robust = robust_time_to_target(curve, target, timed.step_tokens, windows)
+    curves = accuracy_curves(timed.segments, evals, eval_times, cw)
+    to_target = target_fields(curves, target, timed.step_tokens, windows)
     quantiles = np.quantile(cw.timed_steady, [0.1, 0.5, 0.9])
     return RunRecord(
         **identity(suite, spec, run.seed, "cpu", note_for(spec, suite)), status="ok",
@@ -349,15 +345,11 @@ def record(run: KerasRun, check: RunCheck, warm_times: list[float], timed: Timed
         step_time_p90_s=float(quantiles[2]),
         peak_mem_bytes=timed.peak, train_mem_bytes=timed.train_mem, baseline_rss_bytes=run.baseline_rss,
         eval_accuracy=accuracy, eval_accuracy_exact=accuracy_exact, eval_loss_exact=loss_exact,
-        curve=curve, target_accuracy=target or None, time_to_target_s=reached,
-        reached_target=None if not target else reached is not None,
-        time_to_target_cold_s=time_to_target(cold, target),
-        time_to_target_with_eval_s=time_to_target(with_eval, target),
-        time_to_target_resolution_s=resolution(curve, target),
+        curve=curves[0], **to_target,
+        reached_target=None if not target else to_target["time_to_target_s"] is not None,
         accuracy_by_length=accuracy_by_length(run.splits.eval, hits),
         train_length_histogram=length_histogram(train.lengths),
         train_length_percentiles=length_percentiles(train.lengths),
-        tokens_to_target=tokens_to_target, time_to_target_robust_s=robust,
         final_loss=float(np.mean(timed.losses[-run.per_epoch:])), init_checksum=run.checksum,
         model_params=parameter_count(run.model), data_checksum=run.splits.checksum(),
         threads=torch.get_num_threads(), eval_time_s=eval_time, eval_periodic_time_s=float(sum(timed.eval_times)),

@@ -298,13 +298,34 @@ def final_evaluation(run: Run, timed: Timed, steady: Steady) -> Final:
         accuracy_exact, loss_exact = SEAMS.evaluate(run.evaluated, exact_strategy(), held_out, suite.eval_batch_size,
                                                     device, timed.precision)
     eval_time = clock.now() - t_eval
-    # the curve at each evaluation: steady-state seconds so far, and (cold) what a user's first run paid by then
-    cw = steady.cold_warm
-    elapsed = dict(zip([n for n, _ in timed.segments], np.cumsum([t for _, t in timed.segments]).tolist()))
+    curve, cold, with_eval = accuracy_curves(timed.segments, evals, eval_times, steady.cold_warm)
+    return Final(accuracy, accuracy_exact, loss_exact, by_length, eval_time, curve, cold, with_eval)
+
+
+Curve = list[list[float]]  # [training seconds, steps, accuracy] at each evaluation
+
+
+def accuracy_curves(segments: list[tuple[int, float]], evals: list[tuple[int, float]], eval_times: list[float],
+                    cw: ColdWarm) -> tuple[Curve, Curve, Curve]:
+    """The accuracy at each evaluation against training time: steady-state seconds so far; cold, what a user's
+    first run paid by then; and with the evaluations until then (MLPerf's clock). Keras runs share it."""
+    elapsed = dict(zip([n for n, _ in segments], np.cumsum([t for _, t in segments]).tolist()))
     curve = [[elapsed[n] - cw.timed_extra(n), n, acc] for n, acc in evals]
     cold = [[elapsed[n] + cw.warmup_extra, n, acc] for n, acc in evals]
-    with_eval = [[t + sum(eval_times[:k + 1]), n, acc] for k, (t, n, acc) in enumerate(cold)]  # MLPerf's clock
-    return Final(accuracy, accuracy_exact, loss_exact, by_length, eval_time, curve, cold, with_eval)
+    with_eval = [[t + sum(eval_times[:k + 1]), n, acc] for k, (t, n, acc) in enumerate(cold)]
+    return curve, cold, with_eval
+
+
+def target_fields(curves: tuple[Curve, Curve, Curve], target: float, step_tokens: list[int],
+                  windows: list[float]) -> dict[str, Any]:
+    """A row's time-to-target fields, read from its curves (accuracy_curves); Keras runs share it."""
+    curve, cold, with_eval = curves
+    tokens_to_target, robust = robust_time_to_target(curve, target, step_tokens, windows)
+    return dict(target_accuracy=target or None, time_to_target_s=time_to_target(curve, target),
+                time_to_target_cold_s=time_to_target(cold, target),
+                time_to_target_with_eval_s=time_to_target(with_eval, target),
+                time_to_target_resolution_s=resolution(curve, target), tokens_to_target=tokens_to_target,
+                time_to_target_robust_s=robust)
 
 
 def record(run: Run, warm: Warm, timed: Timed, steady: Steady, reference: Reference | None,
@@ -312,8 +333,7 @@ def record(run: Run, warm: Warm, timed: Timed, steady: Steady, reference: Refere
     """The run's row."""
     suite, spec, train, target = run.suite, run.spec, run.train, run.suite.train.target_accuracy
     cw, plan, steps = steady.cold_warm, timed.plan, timed.steps
-    reached = time_to_target(final.curve, target)
-    tokens_to_target, robust = robust_time_to_target(final.curve, target, timed.step_tokens, steady.windows)
+    to_target = target_fields((final.curve, final.cold, final.with_eval), target, timed.step_tokens, steady.windows)
     quantiles = np.quantile(cw.timed_steady, [0.1, 0.5, 0.9])
     check = run.check
     return RunRecord(
@@ -333,14 +353,11 @@ def record(run: Run, warm: Warm, timed: Timed, steady: Steady, reference: Refere
         peak_mem_bytes=timed.peak, peak_mem_reserved_bytes=timed.peak_reserved, train_mem_bytes=timed.train_mem,
         baseline_rss_bytes=run.baseline_rss,
         eval_accuracy=final.accuracy, eval_accuracy_exact=final.accuracy_exact, eval_loss_exact=final.loss_exact,
-        curve=final.curve, target_accuracy=target or None, time_to_target_s=reached,
-        reached_target=None if not target or run.reference_run else reached is not None,
-        time_to_target_cold_s=time_to_target(final.cold, target),
-        time_to_target_with_eval_s=time_to_target(final.with_eval, target),
-        time_to_target_resolution_s=resolution(final.curve, target), accuracy_by_length=final.by_length or [],
+        curve=final.curve, **to_target,
+        reached_target=None if not target or run.reference_run else to_target["time_to_target_s"] is not None,
+        accuracy_by_length=final.by_length or [],
         train_length_histogram=length_histogram(train.lengths),
         train_length_percentiles=length_percentiles(train.lengths),
-        tokens_to_target=tokens_to_target, time_to_target_robust_s=robust,
         final_loss=float(np.mean(timed.losses[-run.per_epoch:])), init_checksum=run.checksum,
         model_source_hash=getattr(run.model, "source_hash", ""), model_params=parameter_count(run.model),
         data_checksum=run.splits.checksum(), threads=torch.get_num_threads(),

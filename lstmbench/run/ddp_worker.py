@@ -10,10 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ..measure import Group, join_group, leave_group
-from .worker import die_with_parent, failed_result, guarded
+from .worker import die_with_parent, failed_result, guarded, progress_writer
 
 
 def main(argv: list[str]) -> int:
@@ -46,19 +44,7 @@ def main(argv: list[str]) -> int:
 
 def _progress(job: dict, group: Group) -> Any:
     """Rank 0 reports (done, total) steps into the parent's shared memory: two stores, no syscall."""
-    if not group.is_main or not job.get("progress"):
-        return None
-    from multiprocessing import resource_tracker, shared_memory
-
-    shm = shared_memory.SharedMemory(name=job["progress"])
-    resource_tracker.unregister(shm._name, "shared_memory")  # type: ignore[attr-defined]  # the parent owns it
-    steps = np.ndarray((2,), dtype=np.int64, buffer=shm.buf)
-
-    def progress(done: int, total: int) -> None:
-        steps[0], steps[1] = done, total
-        progress.shm = shm  # type: ignore[attr-defined]  # keeps the mapping alive
-
-    return progress
+    return progress_writer(job["progress"]) if group.is_main and job.get("progress") else None
 
 
 if __name__ == "__main__":

@@ -8,11 +8,8 @@ import os
 import pickle
 import sys
 from pathlib import Path
-from typing import Any, Callable
 
-import numpy as np
-
-from .worker import die_with_parent, guarded
+from .worker import die_with_parent, guarded, progress_writer
 
 
 def main(argv: list[str]) -> int:
@@ -29,33 +26,13 @@ def main(argv: list[str]) -> int:
         from ..data import load
 
         data = load(job["data_dir"])
-    with _progress(job["progress"]) as progress:
-        record = guarded(job["suite"], job["spec"], job["seed"], job["device"], progress, data=data)
+    record = guarded(job["suite"], job["spec"], job["seed"], job["device"], progress_writer(job["progress"]),
+                     data=data)
     out = Path(job["out"])
     tmp = out.parent / f".{out.name}.tmp"
     tmp.write_bytes(pickle.dumps(record.to_dict()))
     tmp.replace(out)
     return 0
-
-
-class _progress:  # noqa: N801 - a context manager read as a phrase
-    """(done, total) steps into the parent's shared memory: two stores, no syscall."""
-
-    def __init__(self, name: str):
-        from multiprocessing import resource_tracker, shared_memory
-
-        self.shm = shared_memory.SharedMemory(name=name)
-        resource_tracker.unregister(self.shm._name, "shared_memory")  # type: ignore[attr-defined]  # the parent's
-        self.steps = np.ndarray((2,), dtype=np.int64, buffer=self.shm.buf)
-
-    def __enter__(self) -> Callable[[int, int], None]:
-        def progress(done: int, total: int) -> None:
-            self.steps[0], self.steps[1] = done, total
-        return progress
-
-    def __exit__(self, *_: Any) -> None:
-        del self.steps  # no view may outlive the mapping
-        self.shm.close()
 
 
 if __name__ == "__main__":

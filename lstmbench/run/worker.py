@@ -8,6 +8,7 @@ child that dies without a word becomes a `crashed` record. The parent never hold
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import multiprocessing as mp
 import os
@@ -21,7 +22,7 @@ import tempfile
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from ..errors import RunFailed
 from ..measure import RunRecord
@@ -135,26 +136,9 @@ def run_torchrun(suite: Suite, spec: StrategySpec, seed: int, device: str,
                  progress: Progress | None = None) -> RunRecord:
     """A DDP run of `suite.launch.nproc` processes on this node, started by torchrun; rank 0 hands back
     the record through a file. A job that ends without one becomes a `crashed` record."""
-    from multiprocessing import shared_memory
-
-    import numpy as np
-
-    shm = shared_memory.SharedMemory(create=True, size=16)
-    view = {"steps": np.ndarray((2,), dtype=np.int64, buffer=shm.buf)}  # (done, total), written by rank 0
-    view["steps"][:] = 0
-
-    def poll() -> None:
-        done, total = (int(x) for x in view["steps"])
-        if progress and total:
-            progress(done, total)
-
-    try:
-        job = {"kind": "run", "suite": suite, "spec": spec, "seed": seed, "device": device, "progress": shm.name}
+    with progress_memory(progress) as (name, poll):  # written by rank 0
+        job = {"kind": "run", "suite": suite, "spec": spec, "seed": seed, "device": device, "progress": name}
         ended = torchrun_job(job, suite.launch.nproc, suite.threads, poll)
-    finally:
-        view.clear()  # no view may outlive the mapping
-        shm.close()
-        shm.unlink()
     if ended.killed and (ended.result is None or " by peer" in ended.result.get("error", "")):
         # a rank died without a word; the others saw only their peer vanish
         return failure_record(suite, spec, seed, device, "crashed", f"{ended.killed}; the job exited with code "
@@ -276,12 +260,29 @@ def run_keras_process(suite: Suite, spec: StrategySpec, seed: int, device: str, 
     lstmbench.run.keras_worker JOB`): Keras reads KERAS_BACKEND once, at import, and TensorFlow does not survive
     a fork. It sees no GPU (Keras strategies run on the CPU), and hands its record back through a file; one that
     ends without it becomes a `crashed` record naming its last error."""
+    env = dict(os.environ, KERAS_BACKEND=spec.backend, CUDA_VISIBLE_DEVICES="", PYTHONUNBUFFERED="1",
+               TF_CPP_MIN_LOG_LEVEL="2")  # TensorFlow's start-up notices are not the run's errors
+    with progress_memory(progress) as (name, poll), tempfile.TemporaryDirectory(prefix="lstmbench-keras-") as tmp:
+        out, job, log = Path(tmp) / "result.pkl", Path(tmp) / "job.pkl", Path(tmp) / "keras.log"
+        job.write_bytes(pickle.dumps({"suite": suite, "spec": spec, "seed": seed, "device": device,
+                                      "data_dir": data_dir, "progress": name, "out": str(out)}))
+        code = _supervised([sys.executable, "-m", "lstmbench.run.keras_worker", str(job)], env, log, poll, deaf=True)
+        if out.exists():
+            return _started(RunRecord(**pickle.loads(out.read_bytes())), "spawn")
+        why = f"the Keras run's process exited with code {code} before reporting: {_last_error(log)}"
+    return _started(failure_record(suite, spec, seed, device, "crashed", why), "spawn")
+
+
+@contextlib.contextmanager
+def progress_memory(progress: Progress | None) -> Iterator[tuple[str, Callable[[], None]]]:
+    """Shared memory for a child process's (done, total) steps (a torchrun job's rank 0, a Keras run): its name,
+    for the child's progress_writer, and a poll that hands the latest to `progress`. Unlinked on leaving."""
     from multiprocessing import shared_memory
 
     import numpy as np
 
     shm = shared_memory.SharedMemory(create=True, size=16)
-    view = {"steps": np.ndarray((2,), dtype=np.int64, buffer=shm.buf)}  # (done, total), written by the run
+    view = {"steps": np.ndarray((2,), dtype=np.int64, buffer=shm.buf)}
     view["steps"][:] = 0
 
     def poll() -> None:
@@ -289,23 +290,29 @@ def run_keras_process(suite: Suite, spec: StrategySpec, seed: int, device: str, 
         if progress and total:
             progress(done, total)
 
-    env = dict(os.environ, KERAS_BACKEND=spec.backend, CUDA_VISIBLE_DEVICES="", PYTHONUNBUFFERED="1",
-               TF_CPP_MIN_LOG_LEVEL="2")  # TensorFlow's start-up notices are not the run's errors
     try:
-        with tempfile.TemporaryDirectory(prefix="lstmbench-keras-") as tmp:
-            out, job, log = Path(tmp) / "result.pkl", Path(tmp) / "job.pkl", Path(tmp) / "keras.log"
-            job.write_bytes(pickle.dumps({"suite": suite, "spec": spec, "seed": seed, "device": device,
-                                          "data_dir": data_dir, "progress": shm.name, "out": str(out)}))
-            code = _supervised([sys.executable, "-m", "lstmbench.run.keras_worker", str(job)], env, log, poll,
-                               deaf=True)
-            if out.exists():
-                return _started(RunRecord(**pickle.loads(out.read_bytes())), "spawn")
-            why = f"the Keras run's process exited with code {code} before reporting: {_last_error(log)}"
+        yield shm.name, poll
     finally:
         view.clear()  # no view may outlive the mapping
         shm.close()
         shm.unlink()
-    return _started(failure_record(suite, spec, seed, device, "crashed", why), "spawn")
+
+
+def progress_writer(name: str) -> Progress:
+    """In the child: (done, total) steps into the parent's progress_memory `name`, two stores, no syscall."""
+    from multiprocessing import resource_tracker, shared_memory
+
+    import numpy as np
+
+    shm = shared_memory.SharedMemory(name=name)
+    resource_tracker.unregister(shm._name, "shared_memory")  # type: ignore[attr-defined]  # the parent owns it
+    steps = np.ndarray((2,), dtype=np.int64, buffer=shm.buf)
+
+    def progress(done: int, total: int) -> None:
+        steps[0], steps[1] = done, total
+
+    progress.shm = shm  # type: ignore[attr-defined]  # keeps the mapping alive
+    return progress
 
 
 def run_inline(suite: Suite, spec: StrategySpec, seed: int, device: str,

@@ -187,12 +187,7 @@ def lstm_arguments(lstm: Any, x: Any, lengths: Any) -> torch.Tensor:
     if lstm.proj_size:
         raise BatchingError("bidirectional_lstm: an nn.LSTM with proj_size is not supported")
     layout = "[B, T, input] (the LSTM is batch_first)" if lstm.batch_first else "[T, B, input] (time-major)"
-    if not isinstance(x, torch.Tensor) or x.dim() != 3:
-        got = f"shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else typename(x)
-        raise BatchingError(f"bidirectional_lstm: x must be 3-D, {layout}, got {got}")
-    if x.shape[2] != lstm.input_size:
-        raise BatchingError(f"bidirectional_lstm: x has {x.shape[2]} features per step, but the LSTM's input_size "
-                            f"is {lstm.input_size}")
+    _inputs("bidirectional_lstm", x, f"3-D, {layout}", "the LSTM's", lstm.input_size)
     weight = lstm.weight_ih_l0
     if x.device != weight.device:
         raise BatchingError(f"bidirectional_lstm: x is on {x.device}, but it must be on the LSTM's device "
@@ -211,6 +206,15 @@ def lstm_arguments(lstm: Any, x: Any, lengths: Any) -> torch.Tensor:
     return lengths.to(torch.int64)
 
 
+def _inputs(who: str, x: Any, shape: str, whose: str, input_size: int) -> None:
+    """x is a 3-D tensor with the recurrent layer's input_size features per step (bidirectional_lstm, run_rnn)."""
+    if not isinstance(x, torch.Tensor) or x.dim() != 3:
+        got = f"shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else typename(x)
+        raise BatchingError(f"{who}: x must be {shape}, got {got}")
+    if x.shape[2] != input_size:
+        raise BatchingError(f"{who}: x has {x.shape[2]} features per step, but {whose} input_size is {input_size}")
+
+
 # ----------------------------------------------------------------------------- run_rnn
 READOUTS = ("pack", "mask", "last")  # what a model's forward is asked for (pack_sorted arrives as pack)
 
@@ -226,12 +230,7 @@ def rnn_arguments(rnn: Any, x: Any, lengths: Any, readout: Any) -> None:
         raise BatchingError("run_rnn: an nn.LSTM with proj_size is not supported")
     if readout not in READOUTS:
         raise BatchingError(f"run_rnn: readout must be one of {', '.join(READOUTS)}, got {short(readout)}")
-    if not isinstance(x, torch.Tensor) or x.dim() != 3:
-        got = f"shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else typename(x)
-        raise BatchingError(f"run_rnn: x must be [B, T, input], got {got}")
-    if x.shape[2] != rnn.input_size:
-        raise BatchingError(f"run_rnn: x has {x.shape[2]} features per step, but the rnn's input_size is "
-                            f"{rnn.input_size}")
+    _inputs("run_rnn", x, "[B, T, input]", "the rnn's", rnn.input_size)
     what = "run_rnn: lengths must be a tensor of integers (the lengths the model was given)"
     if not isinstance(lengths, torch.Tensor):
         raise BatchingError(f"{what}, got {typename(lengths)}")
